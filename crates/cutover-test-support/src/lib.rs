@@ -1,0 +1,229 @@
+//! Fixtures for integration tests against the real local control plane.
+//!
+//! - [`kubeconfig`] finds the cluster: `$CUTOVER_TEST_KUBECONFIG` if set, otherwise the local
+//!   cluster named by `$CUTOVER_TEST_CLUSTER` (default `dev`), started if it is not running.
+//! - [`TestNamespace`] gives each test its own namespace, deleted when the value drops
+//!   (also when the test panics).
+//! - [`wait_for`] and [`wait_for_list`] wait on a condition with a timeout, driven by
+//!   watch events rather than sleeps.
+//!
+//! Never point these at a cluster you care about: tests create and delete namespaces.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+pub use cutover_local_cluster as local_cluster;
+
+/// The label every test namespace carries, so leftovers can be found.
+pub const TEST_LABEL: &str = "cutover.dev/test";
+
+static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// The kubeconfig of the cluster the tests run against, starting the local cluster if
+/// needed.
+pub async fn kubeconfig() -> PathBuf {
+    KUBECONFIG
+        .get_or_init(|| async {
+            if let Some(path) = std::env::var_os("CUTOVER_TEST_KUBECONFIG") {
+                return PathBuf::from(path);
+            }
+            let name = std::env::var("CUTOVER_TEST_CLUSTER")
+                .unwrap_or_else(|_| local_cluster::DEFAULT_NAME.to_string());
+            let state = local_cluster::up(&local_cluster::UpOptions {
+                name: name.clone(),
+                nodes: 2,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("local cluster {name} is not available: {e}"));
+            state.kubeconfig
+        })
+        .await
+        .clone()
+}
+
+/// A client for the test cluster. Create one per test: a client is bound to the Tokio
+/// runtime it was made on, and each `#[tokio::test]` has its own.
+pub async fn client() -> Client {
+    let path = kubeconfig().await;
+    local_cluster::client_for(&path)
+        .await
+        .unwrap_or_else(|e| panic!("no client for {}: {e}", path.display()))
+}
+
+/// A namespace that lives as long as the test.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TestNamespace {
+    /// Create `<prefix>-<random>` and wait until its `default` ServiceAccount exists (pods
+    /// are rejected before that).
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.generate_name = Some(format!("{prefix}-"));
+        ns.metadata.labels = Some([(TEST_LABEL.to_string(), "true".to_string())].into());
+        let created = namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating a test namespace: {e}"));
+        let name = created.metadata.name.unwrap_or_default();
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        wait_for(
+            &accounts,
+            "default",
+            "the default ServiceAccount",
+            Duration::from_secs(60),
+            |sa: Option<&ServiceAccount>| sa.is_some(),
+        )
+        .await;
+        Self { name, client }
+    }
+
+    /// A namespaced API in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Async work cannot run in Drop, and the test's runtime may be shutting down: delete
+        // from a thread of its own with a fresh runtime and client.
+        let name = self.name.clone();
+        let handle = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let client = client().await;
+                let namespaces: Api<Namespace> = Api::all(client);
+                let _ = namespaces.delete(&name, &DeleteParams::background()).await;
+            });
+        });
+        let _ = handle.join();
+    }
+}
+
+/// Wait until the object `name` satisfies `condition`; panics after `timeout` naming
+/// `what` and showing the object's last state.
+pub async fn wait_for<K, C>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    condition: C,
+) -> K
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+    C: Condition<K>,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("waiting for {what}: {name} does not exist"),
+        Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; last state of {name}: {last:#?}"
+            )
+        }
+    }
+}
+
+/// Wait until the objects matched by `config` satisfy `predicate` (evaluated on every watch
+/// event); returns them. Panics after `timeout` naming `what`.
+pub async fn wait_for_list<K, P>(
+    api: &Api<K>,
+    config: watcher::Config,
+    what: &str,
+    timeout: Duration,
+    mut predicate: P,
+) -> Vec<Arc<K>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    P: FnMut(&[Arc<K>]) -> bool,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api.clone(), config)).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let waited = tokio::time::timeout(timeout, async {
+        // The store is complete only after the initial list; check after every event.
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                panic!("watching for {what}: {e}");
+            }
+            let objects = reader.state();
+            if predicate(&objects) {
+                return objects;
+            }
+        }
+        panic!("watch for {what} ended");
+    })
+    .await;
+    match waited {
+        Ok(objects) => objects,
+        Err(_) => panic!(
+            "timed out after {timeout:?} waiting for {what}; last seen: {:#?}",
+            reader.state()
+        ),
+    }
+}
+
+/// Collect every state the objects matched by `config` pass through until `stop` resolves,
+/// calling `check` on each; used to assert invariants that must hold at every moment.
+pub async fn watch_while<K, F>(
+    api: &Api<K>,
+    config: watcher::Config,
+    mut check: impl FnMut(&[Arc<K>]),
+    stop: F,
+) -> F::Output
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    F: std::future::Future,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api.clone(), config)).touched_objects();
+    let mut stream = std::pin::pin!(stream.map_err(|e| e.to_string()));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            out = &mut stop => return out,
+            Some(event) = stream.next() => {
+                if event.is_ok() {
+                    check(&reader.state());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask cluster up|down|kubeconfig|list`.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use cutover_local_cluster as local;
+
+#[derive(Debug, Args)]
+pub struct NameArg {
+    /// Cluster name; its state lives under target/clusters/NAME/.
+    #[arg(long, default_value = local::DEFAULT_NAME)]
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start the cluster (building the components the first time) and wait until its nodes
+    /// are Ready. Prints the kubeconfig path as the last line of stdout.
+    Up {
+        #[command(flatten)]
+        name: NameArg,
+        /// Number of kwok fake nodes.
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+    },
+    /// Stop every process the cluster started and remove its state.
+    Down {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// Print the kubeconfig path of a running cluster.
+    Kubeconfig {
+        #[command(flatten)]
+        name: NameArg,
+    },
+    /// List the clusters that have state under target/clusters/.
+    List,
+}
+
+pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Up { name, nodes } => {
+            let started = Instant::now();
+            let state = local::up(&local::UpOptions {
+                name: name.name.clone(),
+                nodes,
+            })
+            .await
+            .with_context(|| format!("starting cluster {}", name.name))?;
+            eprintln!(
+                "cluster {} is up ({} node(s) Ready) in {:.1}s; kubectl: {}",
+                state.name,
+                state.nodes.len(),
+                started.elapsed().as_secs_f64(),
+                state.kubectl().display()
+            );
+            println!("{}", state.kubeconfig.display());
+        }
+        ClusterCommand::Down { name } => {
+            if local::down(&name.name)? {
+                eprintln!("cluster {} stopped and removed", name.name);
+            } else {
+                eprintln!("cluster {} was not running", name.name);
+            }
+        }
+        ClusterCommand::Kubeconfig { name } => {
+            let state = local::read_state(&name.name)?.with_context(|| {
+                format!(
+                    "cluster {0} is not running; start it with `cargo xtask cluster up --name {0}`",
+                    name.name
+                )
+            })?;
+            println!("{}", state.kubeconfig.display());
+        }
+        ClusterCommand::List => {
+            for name in local::list() {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}

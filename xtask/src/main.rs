@@ -1,0 +1,46 @@
+//! `cargo xtask` — developer tasks (the cargo-xtask pattern): no tools to install but cargo.
+
+mod cluster;
+mod demo;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Cutover's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler, kwok) on 127.0.0.1, without Docker.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Everything CI runs: format check, clippy, generated-file drift, unit and integration
+    /// tests against a local cluster.
+    Test(test::TestArgs),
+    /// The README's first command: a local cluster and Cutover at work on it.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Cluster { command } => runtime.block_on(cluster::run(command)),
+        Command::Test(args) => runtime.block_on(test::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+    }
+}
