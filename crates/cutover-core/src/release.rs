@@ -1,0 +1,732 @@
+//! The blue-green release state machine: what was observed (and the time) in, a plan out.
+//!
+//! The controller calls [`decide`] on every reconcile with a fresh [`Input`]: the desired
+//! revision from the spec, what it remembered in `status` ([`Memory`]), what each color's
+//! Deployment and the live Service look like now, and the user's new requests. [`decide`]
+//! returns the actions to apply, in order, and the memory to write back. Every action is
+//! idempotent, and every decision is re-derived from observation, so a controller that died
+//! at any instant — before, between or after the actions, before the status write — takes
+//! up the release where the cluster is, without repeating or skipping a traffic switch.
+
+use std::time::Duration;
+
+use crate::color::{Color, PerColor};
+
+/// Milliseconds since the Unix epoch: the only clock the core knows, passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// This time plus `d`.
+    pub fn plus(self, d: Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// Time from `earlier` to `self` (zero if `earlier` is later).
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+}
+
+/// What happens to the previous live color after a promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandbyPolicy {
+    /// Keep it at full size.
+    Warm,
+    /// Scale it to zero after the delay.
+    ScaleDownAfter(Duration),
+    /// Scale it to zero at once.
+    Zero,
+}
+
+/// What the spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Hash of the pod template (and the config it references): the revision's identity.
+    pub template_hash: String,
+    /// Pods per color at full size.
+    pub replicas: i32,
+    /// `Some(delay)`: promote automatically `delay` after the new color is ready.
+    /// `None`: wait for a promote request.
+    pub auto_promotion: Option<Duration>,
+    /// The standby policy.
+    pub standby: StandbyPolicy,
+    /// How long the new color may take to become available.
+    pub progress_deadline: Duration,
+    /// Abort (rather than only report) when the deadline passes.
+    pub abort_on_deadline: bool,
+    /// `spec.paused`: hold the release where it is.
+    pub paused: bool,
+}
+
+/// A color's Deployment as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColorObservation {
+    /// The Deployment exists (and is ours).
+    pub exists: bool,
+    /// Template hash it was deployed with (our annotation).
+    pub template_hash: Option<String>,
+    /// Revision it was deployed with (our annotation).
+    pub revision: Option<i64>,
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// `status.observedGeneration`.
+    pub observed_generation: i64,
+    /// `spec.replicas`.
+    pub spec_replicas: i32,
+    /// `status.replicas` (pods of any template).
+    pub replicas: i32,
+    /// `status.updatedReplicas`.
+    pub updated_replicas: i32,
+    /// `status.readyReplicas`.
+    pub ready_replicas: i32,
+    /// `status.availableReplicas`.
+    pub available_replicas: i32,
+}
+
+/// Why a color is not ready to take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// Its Deployment does not exist yet.
+    Missing,
+    /// It runs another revision.
+    OtherRevision,
+    /// Its Deployment controller has not seen the latest spec yet.
+    GenerationNotObserved,
+    /// It is not scaled to full size.
+    NotScaled {
+        /// `spec.replicas`.
+        spec: i32,
+        /// Full size.
+        want: i32,
+    },
+    /// Not every pod is updated, ready and available, or old pods remain.
+    PodsNotReady {
+        /// Ready pods of the current template.
+        ready: i32,
+        /// Full size.
+        want: i32,
+    },
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Missing => f.write_str("its Deployment does not exist yet"),
+            NotReady::OtherRevision => f.write_str("it runs another revision"),
+            NotReady::GenerationNotObserved => {
+                f.write_str("its Deployment has not observed the latest spec")
+            }
+            NotReady::NotScaled { spec, want } => write!(f, "scaled to {spec} of {want}"),
+            NotReady::PodsNotReady { ready, want } => write!(f, "{ready}/{want} pods ready"),
+        }
+    }
+}
+
+/// Whether `obs` runs `hash` with all `want` pods ready and available, as its Deployment
+/// controller reports for the current generation. Trusts nothing else.
+pub fn readiness(obs: &ColorObservation, hash: &str, want: i32) -> Result<(), NotReady> {
+    if !obs.exists {
+        return Err(NotReady::Missing);
+    }
+    if obs.template_hash.as_deref() != Some(hash) {
+        return Err(NotReady::OtherRevision);
+    }
+    if obs.observed_generation < obs.generation {
+        return Err(NotReady::GenerationNotObserved);
+    }
+    if obs.spec_replicas != want {
+        return Err(NotReady::NotScaled {
+            spec: obs.spec_replicas,
+            want,
+        });
+    }
+    let all = [
+        obs.replicas,
+        obs.updated_replicas,
+        obs.ready_replicas,
+        obs.available_replicas,
+    ];
+    if all.iter().any(|n| *n != want) {
+        return Err(NotReady::PodsNotReady {
+            ready: obs.ready_replicas.min(obs.updated_replicas),
+            want,
+        });
+    }
+    Ok(())
+}
+
+/// A release under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// The color receiving the new revision.
+    pub color: Color,
+    /// Its template hash.
+    pub template_hash: String,
+    /// Its revision number.
+    pub revision: i64,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When the new color first became fully available.
+    pub available_at: Option<Timestamp>,
+    /// Set once the release is aborted, with the reason.
+    pub aborted: Option<String>,
+}
+
+/// The previous live color, kept as standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyState {
+    /// The standby color.
+    pub color: Color,
+    /// When it became standby.
+    pub since: Timestamp,
+}
+
+/// What the controller remembers between reconciles (kept in `status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// The color that takes live traffic; `None` before the first rollout.
+    pub active: Option<Color>,
+    /// The release under way.
+    pub release: Option<Release>,
+    /// The standby color.
+    pub standby: Option<StandbyState>,
+    /// The newest revision number handed out.
+    pub latest_revision: i64,
+}
+
+/// New user requests (annotations whose token was not handled yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// Promote now.
+    pub promote: bool,
+    /// Abort the release.
+    pub abort: bool,
+    /// Retry an aborted release.
+    pub retry: bool,
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The time now.
+    pub now: Timestamp,
+    /// The spec.
+    pub desired: Desired,
+    /// What was remembered.
+    pub memory: Memory,
+    /// Each color's Deployment.
+    pub colors: PerColor<ColorObservation>,
+    /// The color the live Service selects now (`None`: no live Service yet).
+    pub live: Option<Color>,
+    /// The color the preview Service selects now.
+    pub preview: Option<Color>,
+    /// New requests.
+    pub requests: Requests,
+}
+
+/// One side effect. Each is idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Apply the spec's template to `color`'s Deployment as `revision`, at `replicas` pods.
+    Deploy {
+        /// The color.
+        color: Color,
+        /// Revision number recorded on it.
+        revision: i64,
+        /// Pods.
+        replicas: i32,
+    },
+    /// Set `color`'s pod count, leaving its template as it is.
+    Scale {
+        /// The color.
+        color: Color,
+        /// Pods.
+        replicas: i32,
+    },
+    /// Point the preview Service at `color`.
+    Preview {
+        /// The color.
+        color: Color,
+    },
+    /// Send all live traffic to `color`.
+    SwitchLive {
+        /// The color.
+        color: Color,
+    },
+}
+
+/// The phase reported in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// All traffic on a fully available live color.
+    Healthy,
+    /// A release is under way.
+    Progressing,
+    /// A release waits for a promote or for `spec.paused` to clear.
+    Paused,
+    /// Aborted, stuck, or the live color is not fully available.
+    Degraded,
+}
+
+/// Something worth an Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// A sentence.
+    pub message: String,
+    /// A warning rather than a normal event.
+    pub warning: bool,
+}
+
+/// Why the phase is what it is, for conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Nothing to do.
+    Steady,
+    /// Rolling out the first revision.
+    InitialRollout,
+    /// Waiting for the new color to become available.
+    WaitingForColor,
+    /// Waiting out the auto-promotion delay.
+    AutoPromotionDelay,
+    /// Waiting for a promote request.
+    WaitingForPromotion,
+    /// `spec.paused` is set.
+    PausedBySpec,
+    /// The release was aborted.
+    Aborted,
+    /// The progress deadline passed.
+    ProgressDeadlineExceeded,
+    /// The live color lost pods.
+    LiveNotReady,
+}
+
+/// The result of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Side effects, in order.
+    pub actions: Vec<Action>,
+    /// Memory to write back once the actions are applied.
+    pub memory: Memory,
+    /// Phase to report.
+    pub phase: Phase,
+    /// Why.
+    pub cause: Cause,
+    /// A sentence for `status.message`.
+    pub message: String,
+    /// Percent of live traffic on the new color (100 when no release is under way).
+    pub weight: i32,
+    /// Events to publish.
+    pub transitions: Vec<Transition>,
+    /// Reconcile again after this long even if nothing changes (a timer is running).
+    pub requeue_after: Option<Duration>,
+}
+
+struct Planner<'a> {
+    input: &'a Input,
+    memory: Memory,
+    actions: Vec<Action>,
+    transitions: Vec<Transition>,
+    requeue_after: Option<Duration>,
+}
+
+impl Planner<'_> {
+    fn push(&mut self, action: Action) {
+        if !self.actions.contains(&action) {
+            self.actions.push(action);
+        }
+    }
+
+    fn event(&mut self, reason: &'static str, message: String, warning: bool) {
+        self.transitions.push(Transition {
+            reason,
+            message,
+            warning,
+        });
+    }
+
+    fn requeue_in(&mut self, d: Duration) {
+        let d = d.max(Duration::from_millis(100));
+        self.requeue_after = Some(self.requeue_after.map_or(d, |r| r.min(d)));
+    }
+
+    fn ready(&self, color: Color, hash: &str) -> Result<(), NotReady> {
+        readiness(
+            self.input.colors.get(color),
+            hash,
+            self.input.desired.replicas,
+        )
+    }
+
+    /// Scale `color` to `replicas` unless it already is.
+    fn scale(&mut self, color: Color, replicas: i32) {
+        let obs = self.input.colors.get(color);
+        if obs.exists && obs.spec_replicas != replicas {
+            self.push(Action::Scale { color, replicas });
+        }
+    }
+
+    /// Route live traffic to `color` unless it already goes there. Only a fully ready
+    /// color may receive traffic it does not have yet.
+    fn switch_live(&mut self, color: Color, hash: &str) -> bool {
+        if self.input.live == Some(color) {
+            return true;
+        }
+        if self.ready(color, hash).is_err() {
+            return false;
+        }
+        self.push(Action::SwitchLive { color });
+        true
+    }
+
+    fn preview(&mut self, color: Color, hash: &str) {
+        if self.input.preview != Some(color) && self.ready(color, hash).is_ok() {
+            self.push(Action::Preview { color });
+        }
+    }
+
+    fn finish(self, phase: Phase, cause: Cause, message: String, weight: i32) -> Plan {
+        Plan {
+            actions: self.actions,
+            memory: self.memory,
+            phase,
+            cause,
+            message,
+            weight,
+            transitions: self.transitions,
+            requeue_after: self.requeue_after,
+        }
+    }
+}
+
+/// Decide what to do next. Pure: the same input always gives the same plan.
+pub fn decide(input: &Input) -> Plan {
+    let mut p = Planner {
+        input,
+        memory: input.memory.clone(),
+        actions: Vec::new(),
+        transitions: Vec::new(),
+        requeue_after: None,
+    };
+    // Status lost (or never written after the first switch): the live Service says which
+    // color is live. Every other difference between memory and the cluster resolves by
+    // itself, because each step re-derives what to do from what it observes.
+    if p.memory.active.is_none() {
+        p.memory.active = input.live;
+    }
+    match p.memory.active {
+        None => initial_rollout(p),
+        Some(active) => match p.memory.release.clone() {
+            None => steady_or_start(p, active),
+            Some(release) => release_step(p, active, release),
+        },
+    }
+}
+
+fn initial_rollout(mut p: Planner<'_>) -> Plan {
+    let d = &p.input.desired;
+    let color = Color::Blue;
+    let revision = p
+        .input
+        .colors
+        .blue
+        .revision
+        .unwrap_or(p.memory.latest_revision + 1);
+    p.memory.latest_revision = p.memory.latest_revision.max(revision);
+    p.push(Action::Deploy {
+        color,
+        revision,
+        replicas: d.replicas,
+    });
+    match p.ready(color, &d.template_hash) {
+        Ok(()) => {
+            p.switch_live(color, &d.template_hash);
+            p.preview(color, &d.template_hash);
+            p.memory.active = Some(color);
+            p.event(
+                "Available",
+                format!("{color} runs revision {revision} with all {} pods ready and takes live traffic", d.replicas),
+                false,
+            );
+            p.finish(
+                Phase::Healthy,
+                Cause::Steady,
+                format!("{color} is live"),
+                100,
+            )
+        }
+        Err(why) => {
+            let msg = format!("rolling out revision {revision} to {color}: {why}");
+            p.finish(Phase::Progressing, Cause::InitialRollout, msg, 0)
+        }
+    }
+}
+
+fn steady_or_start(mut p: Planner<'_>, active: Color) -> Plan {
+    let d = p.input.desired.clone();
+    let live_hash = p.input.colors.get(active).template_hash.clone();
+    if live_hash.as_deref() == Some(d.template_hash.as_str()) {
+        return steady(p, active);
+    }
+    let idle = active.other();
+    let idle_obs = p.input.colors.get(idle).clone();
+    let revision = if idle_obs.template_hash.as_deref() == Some(d.template_hash.as_str()) {
+        idle_obs.revision.unwrap_or(p.memory.latest_revision + 1)
+    } else {
+        p.memory.latest_revision + 1
+    };
+    p.memory.latest_revision = p.memory.latest_revision.max(revision);
+
+    // Undo to a warm standby: it already runs this revision at full size, so switching
+    // back is instant and creates no pod.
+    if p.ready(idle, &d.template_hash).is_ok() {
+        p.switch_live(idle, &d.template_hash);
+        p.preview(idle, &d.template_hash);
+        p.memory.active = Some(idle);
+        p.memory.standby = Some(StandbyState {
+            color: active,
+            since: p.input.now,
+        });
+        p.event(
+            "RolledBack",
+            format!("switched live traffic back to warm standby {idle} (revision {revision}); no new pods"),
+            false,
+        );
+        return steady(p, idle);
+    }
+
+    p.memory.standby = None;
+    let release = Release {
+        color: idle,
+        template_hash: d.template_hash.clone(),
+        revision,
+        started_at: p.input.now,
+        available_at: None,
+        aborted: None,
+    };
+    p.event(
+        "ReleaseStarted",
+        format!("releasing revision {revision} to {idle}; {active} stays live"),
+        false,
+    );
+    p.memory.release = Some(release.clone());
+    release_step(p, active, release)
+}
+
+fn steady(mut p: Planner<'_>, active: Color) -> Plan {
+    let d = p.input.desired.clone();
+    p.scale(active, d.replicas);
+    let live_ok = p.switch_live(active, &d.template_hash);
+    p.preview(active, &d.template_hash);
+    let idle = active.other();
+    match p.memory.standby {
+        Some(sb) if sb.color == idle => match d.standby {
+            StandbyPolicy::Warm => p.scale(idle, d.replicas),
+            StandbyPolicy::Zero => p.scale(idle, 0),
+            StandbyPolicy::ScaleDownAfter(delay) => {
+                let due = sb.since.plus(delay);
+                if p.input.now >= due {
+                    if p.input.colors.get(idle).spec_replicas != 0 {
+                        p.event(
+                            "StandbyScaledDown",
+                            format!("scaled standby {idle} to zero after {}s", delay.as_secs()),
+                            false,
+                        );
+                    }
+                    p.scale(idle, 0);
+                } else {
+                    p.requeue_in(due.since(p.input.now));
+                }
+            }
+        },
+        // An idle color that is not a standby holds a cancelled or aborted release.
+        _ => p.scale(idle, 0),
+    }
+    match p.ready(active, &d.template_hash) {
+        Ok(()) if live_ok => p.finish(
+            Phase::Healthy,
+            Cause::Steady,
+            format!("{active} is live"),
+            100,
+        ),
+        Ok(()) => p.finish(
+            Phase::Progressing,
+            Cause::Steady,
+            format!("switching live traffic to {active}"),
+            100,
+        ),
+        Err(why) => {
+            let msg = format!("live color {active} is not fully available: {why}");
+            p.finish(Phase::Degraded, Cause::LiveNotReady, msg, 100)
+        }
+    }
+}
+
+fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan {
+    let d = p.input.desired.clone();
+    let req = p.input.requests;
+    let color = release.color;
+
+    // The spec changed under the release.
+    if release.template_hash != d.template_hash {
+        p.memory.release = None;
+        p.event(
+            "ReleaseCancelled",
+            format!(
+                "revision {} superseded by a spec change; {active} stays live",
+                release.revision
+            ),
+            false,
+        );
+        return steady_or_start(p, active);
+    }
+
+    if req.retry && release.aborted.is_some() {
+        release.aborted = None;
+        release.started_at = p.input.now;
+        release.available_at = None;
+        p.event(
+            "Retried",
+            format!("retrying revision {} on {color}", release.revision),
+            false,
+        );
+    }
+    if req.abort && release.aborted.is_none() {
+        release.aborted = Some("aborted on request".to_string());
+    }
+    if release.aborted.is_none()
+        && release.available_at.is_none()
+        && d.abort_on_deadline
+        && p.input.now.since(release.started_at) > d.progress_deadline
+    {
+        release.aborted = Some(format!(
+            "progress deadline of {}s exceeded",
+            d.progress_deadline.as_secs()
+        ));
+    }
+    if let Some(reason) = release.aborted.clone() {
+        if p.memory
+            .release
+            .as_ref()
+            .and_then(|r| r.aborted.as_ref())
+            .is_none()
+        {
+            p.event(
+                "Aborted",
+                format!(
+                    "release of revision {} to {color}: {reason}; all traffic on {active}",
+                    release.revision
+                ),
+                true,
+            );
+        }
+        let live_hash = p
+            .input
+            .colors
+            .get(active)
+            .template_hash
+            .clone()
+            .unwrap_or_default();
+        p.switch_live(active, &live_hash);
+        p.preview(active, &live_hash);
+        p.scale(color, 0);
+        p.memory.release = Some(release.clone());
+        let msg = format!(
+            "release of revision {} aborted ({reason}); all traffic on {active}; change the spec or retry",
+            release.revision
+        );
+        return p.finish(Phase::Degraded, Cause::Aborted, msg, 0);
+    }
+
+    p.push(Action::Deploy {
+        color,
+        revision: release.revision,
+        replicas: d.replicas,
+    });
+    if let Err(why) = p.ready(color, &release.template_hash) {
+        // Not promotable (again). The preview stays where it is; live never moved.
+        let elapsed = p.input.now.since(release.started_at);
+        p.memory.release = Some(release.clone());
+        if release.available_at.is_none() && elapsed > d.progress_deadline {
+            let msg = format!(
+                "revision {} on {color} not available after {}s: {why}",
+                release.revision,
+                elapsed.as_secs()
+            );
+            return p.finish(Phase::Degraded, Cause::ProgressDeadlineExceeded, msg, 0);
+        }
+        if release.available_at.is_none() {
+            p.requeue_in(d.progress_deadline.saturating_sub(elapsed) + Duration::from_secs(1));
+        }
+        let msg = format!("waiting for {color} (revision {}): {why}", release.revision);
+        return p.finish(Phase::Progressing, Cause::WaitingForColor, msg, 0);
+    }
+
+    let available_at = *release.available_at.get_or_insert(p.input.now);
+    if p.memory
+        .release
+        .as_ref()
+        .and_then(|r| r.available_at)
+        .is_none()
+    {
+        p.event(
+            "NewColorAvailable",
+            format!(
+                "{color} runs revision {} with all {} pods ready; preview points at it",
+                release.revision, d.replicas
+            ),
+            false,
+        );
+    }
+    p.preview(color, &release.template_hash);
+    p.memory.release = Some(release.clone());
+
+    if d.paused && !req.promote {
+        let msg = format!(
+            "paused (spec.paused) with revision {} ready on {color}",
+            release.revision
+        );
+        return p.finish(Phase::Paused, Cause::PausedBySpec, msg, 0);
+    }
+    if !req.promote {
+        match d.auto_promotion {
+            None => {
+                let msg = format!(
+                    "revision {} is ready on {color}; waiting for `kubectl cutover promote`",
+                    release.revision
+                );
+                return p.finish(Phase::Paused, Cause::WaitingForPromotion, msg, 0);
+            }
+            Some(delay) if p.input.now < available_at.plus(delay) => {
+                let left = available_at.plus(delay).since(p.input.now);
+                p.requeue_in(left);
+                let msg = format!("promoting {color} in {}s", left.as_secs().max(1));
+                return p.finish(Phase::Progressing, Cause::AutoPromotionDelay, msg, 0);
+            }
+            Some(_) => {}
+        }
+    }
+
+    // Promote.
+    p.switch_live(color, &release.template_hash);
+    p.memory.active = Some(color);
+    p.memory.release = None;
+    p.memory.standby = Some(StandbyState {
+        color: active,
+        since: p.input.now,
+    });
+    p.event(
+        "Promoted",
+        format!(
+            "{color} (revision {}) is live; {active} is standby",
+            release.revision
+        ),
+        false,
+    );
+    steady(p, color)
+}
