@@ -42,8 +42,7 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
         .field_path(".spec.strategy.steps")
         .reason(Reason::FieldValueForbidden),
     validation = Rule::new("self.metadata.name.size() <= 50")
-        .message("metadata.name: at most 50 characters, so that `<name>-preview` and `<name>-green` stay valid names")
-        .field_path(".metadata.name"),
+        .message("metadata.name: at most 50 characters, so that `<name>-preview` and `<name>-green` stay valid names"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BlueGreenDeploymentSpec {
@@ -118,6 +117,7 @@ pub struct Strategy {
     /// Traffic steps between the preview and the promotion. Empty: switch all traffic at
     /// once after the checks pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub steps: Vec<Step>,
     /// Promote without a `kubectl cutover promote` once the new color is ready and checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,7 +212,7 @@ pub enum StandbyMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.setWeight), has(self.pause), has(self.analysis), has(self.setHeaderRoute), has(self.setMirror)].filter(x, x).size() == 1",
+    "rule": "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setMirror) ? 1 : 0) == 1",
     "message": "a step sets exactly one of setWeight, pause, analysis, setHeaderRoute, setMirror"
 }]))]
 pub struct Step {
@@ -250,6 +250,7 @@ pub struct Pause {
 pub struct HeaderRoute {
     /// All of these must match. An empty list removes the header route.
     #[serde(default, rename = "match")]
+    #[schemars(length(max = 16))]
     pub matches: Vec<HeaderMatch>,
 }
 
@@ -275,7 +276,7 @@ pub struct HeaderMatch {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.exact), has(self.prefix), has(self.regex)].filter(x, x).size() == 1",
+    "rule": "(has(self.exact) ? 1 : 0) + (has(self.prefix) ? 1 : 0) + (has(self.regex) ? 1 : 0) == 1",
     "message": "set exactly one of exact, prefix, regex"
 }]))]
 pub struct StringMatch {
@@ -304,10 +305,11 @@ pub struct Mirror {
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRef {
     /// The templates; all must pass.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 16))]
     pub templates: Vec<TemplateRef>,
     /// Values of the templates' arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub args: Vec<AnalysisArg>,
 }
 
@@ -336,7 +338,7 @@ pub struct AnalysisArg {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.service), has(self.gatewayAPI), has(self.istio), has(self.smi)].filter(x, x).size() <= 1",
+    "rule": "(has(self.service) ? 1 : 0) + (has(self.gatewayAPI) ? 1 : 0) + (has(self.istio) ? 1 : 0) + (has(self.smi) ? 1 : 0) <= 1",
     "message": "set at most one of service, gatewayAPI, istio, smi"
 }]))]
 pub struct TrafficRouting {

@@ -1,0 +1,744 @@
+//! The BlueGreenDeployment reconciler: observe → decide (in `cutover-core`) → act.
+//!
+//! Each pass reads everything it needs (the colors' Deployments, the four Services, the
+//! referenced ConfigMaps and Secrets), asks [`cutover_core::release::decide`] for a plan,
+//! applies the plan's actions in order, then writes status. Nothing is assumed from why the
+//! pass was triggered.
+
+pub mod config;
+pub mod render;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use cutover_api::k8s_openapi::jiff;
+use cutover_api::kube::api::{Patch, PatchParams};
+use cutover_api::kube::runtime::controller::Action as Requeue;
+use cutover_api::kube::runtime::events::{Event, EventType, Recorder};
+use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
+use cutover_api::{
+    BlueGreenDeployment, BlueGreenDeploymentStatus, REVISION_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
+    requests,
+};
+use cutover_core::release::{
+    self, Action, ColorObservation, Desired, Input, Requests, StandbyPolicy, Timestamp,
+};
+use cutover_core::{Color, PerColor};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::FIELD_MANAGER;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::traffic::TrafficRouter as _;
+use crate::traffic::service::ServiceRouter;
+use config::{ConfigKind, ConfigRef};
+use render::ServiceRole;
+
+const KIND: &str = "BlueGreenDeployment";
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// Everything observed about one BlueGreenDeployment.
+struct Snapshot {
+    deployments: PerColor<Option<Deployment>>,
+    services: BTreeMap<&'static str, Option<Service>>,
+    configs: Vec<(ConfigRef, config::ConfigData)>,
+}
+
+/// Why the controller will not act on this object (no traffic is touched).
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
+
+fn role_key(role: ServiceRole) -> &'static str {
+    match role {
+        ServiceRole::Live => "live",
+        ServiceRole::Preview => "preview",
+        ServiceRole::Color(Color::Blue) => "blue",
+        ServiceRole::Color(Color::Green) => "green",
+    }
+}
+
+async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        kind,
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Whether `meta` names `bgd` as its controller.
+fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
+    let uid = bgd.metadata.uid.as_deref();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
+
+/// Checks the controller makes before it acts: what the schema cannot express.
+fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
+    let spec = &bgd.spec;
+    let routing = spec.traffic_routing.as_ref();
+    if routing.is_some_and(|r| r.gateway_api.is_some() || r.istio.is_some() || r.smi.is_some()) {
+        return Some(Refusal {
+            reason: "UnsupportedTrafficRouting",
+            message:
+                "spec.trafficRouting: only `service` is supported by this version of the controller"
+                    .into(),
+        });
+    }
+    if spec
+        .environments
+        .as_ref()
+        .is_some_and(|e| e.blue.is_some() || e.green.is_some())
+    {
+        return Some(Refusal {
+            reason: "UnsupportedEnvironments",
+            message: "spec.environments: colors in other namespaces or clusters are not supported by this version of the controller".into(),
+        });
+    }
+    if !spec.strategy.steps.is_empty() {
+        return Some(Refusal {
+            reason: "UnsupportedSteps",
+            message: "spec.strategy.steps: steps are not supported by this version of the controller; leave them empty to switch all at once".into(),
+        });
+    }
+    if spec.strategy.pre_promotion_analysis.is_some()
+        || spec.strategy.post_promotion_analysis.is_some()
+    {
+        return Some(Refusal {
+            reason: "UnsupportedAnalysis",
+            message: "spec.strategy.prePromotionAnalysis/postPromotionAnalysis: analysis is not supported by this version of the controller; nothing was promoted unchecked".into(),
+        });
+    }
+    let template_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in spec.selector.match_labels.iter().flatten() {
+        if template_labels.get(k) != Some(v) {
+            return Some(Refusal {
+                reason: "SelectorMismatch",
+                message: format!(
+                    "spec.selector.matchLabels: {k}={v} is not among spec.template.metadata.labels"
+                ),
+            });
+        }
+    }
+    None
+}
+
+async fn observe(
+    bgd: &BlueGreenDeployment,
+    ns: &str,
+    client: &Client,
+) -> Result<Result<Snapshot, Refusal>, Error> {
+    let name = bgd.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let mut snap = Snapshot {
+        deployments: PerColor::default(),
+        services: BTreeMap::new(),
+        configs: Vec::new(),
+    };
+    for color in Color::ALL {
+        let dname = render::deployment_name(&name, color);
+        let d = get(&deployments, "Deployment", &dname).await?;
+        if let Some(d) = &d
+            && !controlled_by(&d.metadata, bgd)
+        {
+            return Ok(Err(Refusal {
+                reason: "OwnershipConflict",
+                message: format!(
+                    "Deployment {dname} exists and is not owned by this BlueGreenDeployment; rename or delete it"
+                ),
+            }));
+        }
+        *snap.deployments.get_mut(color) = d;
+    }
+    for role in ServiceRole::ALL {
+        let sname = role.service_name(&name);
+        let s = get(&services, "Service", &sname).await?;
+        if let Some(s) = &s
+            && !controlled_by(&s.metadata, bgd)
+        {
+            return Ok(Err(Refusal {
+                reason: "OwnershipConflict",
+                message: format!(
+                    "Service {sname} exists and is not owned by this BlueGreenDeployment; rename or delete it"
+                ),
+            }));
+        }
+        snap.services.insert(role_key(role), s);
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for r in config::referenced(&bgd.spec.template) {
+        let data = match r.kind {
+            ConfigKind::ConfigMap => get(&config_maps, "ConfigMap", &r.name).await?.map(|cm| {
+                let mut d: BTreeMap<String, Vec<u8>> = cm
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, v) in cm.binary_data.unwrap_or_default() {
+                    d.insert(k, v.0);
+                }
+                d
+            }),
+            ConfigKind::Secret => get(&secrets, "Secret", &r.name).await?.map(|s| {
+                s.data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect()
+            }),
+        };
+        if data.is_none() && !r.optional {
+            return Ok(Err(Refusal {
+                reason: "MissingConfig",
+                message: format!(
+                    "spec.template references {} {}, which does not exist; create it (or mark the reference optional)",
+                    r.kind.as_str(),
+                    r.name
+                ),
+            }));
+        }
+        snap.configs.push((r, data));
+    }
+    Ok(Ok(snap))
+}
+
+fn color_observation(d: Option<&Deployment>) -> ColorObservation {
+    let Some(d) = d else {
+        return ColorObservation::default();
+    };
+    let ann = d.metadata.annotations.clone().unwrap_or_default();
+    let st = d.status.clone().unwrap_or_default();
+    ColorObservation {
+        exists: true,
+        template_hash: ann.get(TEMPLATE_HASH_ANNOTATION).cloned(),
+        revision: ann.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok()),
+        generation: d.metadata.generation.unwrap_or(0),
+        observed_generation: st.observed_generation.unwrap_or(0),
+        spec_replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+        replicas: st.replicas.unwrap_or(0),
+        updated_replicas: st.updated_replicas.unwrap_or(0),
+        ready_replicas: st.ready_replicas.unwrap_or(0),
+        available_replicas: st.available_replicas.unwrap_or(0),
+    }
+}
+
+fn desired(bgd: &BlueGreenDeployment, template_hash: String) -> Desired {
+    let s = &bgd.spec.strategy;
+    let auto = s.auto_promotion.clone().unwrap_or_default();
+    let standby = s.standby.clone().unwrap_or_default();
+    let secs = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
+    Desired {
+        template_hash,
+        replicas: bgd.spec.replicas,
+        auto_promotion: auto.enabled.then(|| secs(auto.after_seconds)),
+        standby: match standby.mode {
+            cutover_api::blue_green::StandbyMode::Warm => StandbyPolicy::Warm,
+            cutover_api::blue_green::StandbyMode::ScaleDown => {
+                StandbyPolicy::ScaleDownAfter(secs(standby.scale_down_delay_seconds))
+            }
+            cutover_api::blue_green::StandbyMode::Zero => StandbyPolicy::Zero,
+        },
+        progress_deadline: secs(s.progress_deadline_seconds.unwrap_or(600)),
+        abort_on_deadline: s.abort_on_deadline,
+        paused: bgd.spec.paused,
+    }
+}
+
+/// New request annotations: those whose value differs from the handled one.
+fn new_requests(bgd: &BlueGreenDeployment) -> (Requests, BTreeMap<String, String>) {
+    let ann = bgd.annotations();
+    let handled = bgd
+        .status
+        .as_ref()
+        .map(|s| s.handled_requests.clone())
+        .unwrap_or_default();
+    let mut now_handled = handled.clone();
+    let mut is_new = |key: &str| match ann.get(key) {
+        Some(v) if handled.get(key) != Some(v) => {
+            now_handled.insert(key.to_string(), v.clone());
+            true
+        }
+        _ => false,
+    };
+    let req = Requests {
+        promote: is_new(requests::PROMOTE),
+        abort: is_new(requests::ABORT),
+        retry: is_new(requests::RETRY),
+    };
+    (req, now_handled)
+}
+
+fn now() -> Timestamp {
+    Timestamp(jiff::Timestamp::now().as_millisecond())
+}
+
+/// Reconcile one BlueGreenDeployment.
+pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&bgd, &ctx).await;
+    ctx.metrics.reconcile_finished(KIND, started.elapsed());
+    result
+}
+
+async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = bgd
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = bgd.name_any();
+    if bgd.metadata.deletion_timestamp.is_some() {
+        // Owned objects go with it (owner references); nothing to route.
+        ctx.metrics.forget(&ns, &name);
+        return Ok(Requeue::await_change());
+    }
+    let old_status = bgd.status.clone().unwrap_or_default();
+    let (requests, handled) = new_requests(bgd);
+
+    let refusal = match refuse_unsupported(bgd) {
+        Some(r) => Err(r),
+        None => observe(bgd, &ns, &ctx.client).await?,
+    };
+    let snap = match refusal {
+        Ok(s) => s,
+        Err(refusal) => {
+            tracing::warn!(namespace = %ns, name = %name, reason = refusal.reason, "not acting: {}", refusal.message);
+            let mut st = old_status.clone();
+            st.phase = Some(cutover_api::Phase::Degraded);
+            st.message = Some(refusal.message.clone());
+            st.observed_generation = bgd.metadata.generation;
+            let wanted = status::invalid_spec_conditions(refusal.reason, &refusal.message);
+            st.conditions = status::merge(
+                &old_status.conditions,
+                &wanted,
+                bgd.metadata.generation,
+                &Time(jiff::Timestamp::now()),
+            );
+            let changed = old_status.message != st.message || old_status.phase != st.phase;
+            if changed {
+                publish(ctx, bgd, refusal.reason, &refusal.message, true).await;
+            }
+            ctx.metrics.set_phase(&ns, &name, "Degraded");
+            write_status(bgd, ctx, &old_status, st).await?;
+            return Ok(Requeue::requeue(Duration::from_secs(60)));
+        }
+    };
+
+    let template_hash = config::template_hash(&bgd.spec.template, &snap.configs);
+    let router = ServiceRouter::new(bgd, Api::namespaced(ctx.client.clone(), &ns));
+    let live = router.read().await?.map(|t| t.stable);
+    let preview = snap
+        .services
+        .get("preview")
+        .and_then(|s| s.as_ref())
+        .and_then(render::selected_color);
+    let input = Input {
+        now: now(),
+        desired: desired(bgd, template_hash.clone()),
+        memory: status::memory_from(bgd.status.as_ref()),
+        colors: PerColor {
+            blue: color_observation(snap.deployments.blue.as_ref()),
+            green: color_observation(snap.deployments.green.as_ref()),
+        },
+        live,
+        preview,
+        requests,
+    };
+    let plan = release::decide(&input);
+    tracing::debug!(namespace = %ns, name = %name, ?plan, "plan");
+
+    ensure_color_services(bgd, ctx, &ns, &snap).await?;
+    for action in &plan.actions {
+        act(bgd, ctx, &ns, &snap, &template_hash, action, &router).await?;
+    }
+    for t in &plan.transitions {
+        tracing::info!(namespace = %ns, name = %name, reason = t.reason, "{}", t.message);
+        publish(ctx, bgd, t.reason, &t.message, t.warning).await;
+        match t.reason {
+            "Promoted" => ctx.metrics.promoted(&ns, &name),
+            "Aborted" => ctx.metrics.rolled_back(&ns, &name, "abort"),
+            "RolledBack" => ctx.metrics.rolled_back(&ns, &name, "undo"),
+            _ => {}
+        }
+    }
+
+    let mut st = old_status.clone();
+    status::write_memory(&mut st, &plan.memory);
+    st.phase = Some(status::api_phase(plan.phase));
+    st.message = Some(plan.message.clone());
+    st.weight = plan.weight;
+    st.current_step_index = Some(0);
+    st.observed_generation = bgd.metadata.generation;
+    st.handled_requests = handled;
+    st.current_template_hash = Some(template_hash);
+    st.blue = color_status(&input.colors.blue, snap.deployments.blue.as_ref());
+    st.green = color_status(&input.colors.green, snap.deployments.green.as_ref());
+    if let Some(active) = plan.memory.active {
+        st.replicas = input.colors.get(active).ready_replicas;
+    }
+    st.selector = Some(selector_string(bgd));
+    let wanted = status::conditions_for(plan.phase, plan.cause, &plan.message);
+    st.conditions = status::merge(
+        &old_status.conditions,
+        &wanted,
+        bgd.metadata.generation,
+        &Time(jiff::Timestamp::now()),
+    );
+    ctx.metrics
+        .set_phase(&ns, &name, &format!("{:?}", plan.phase));
+    ctx.metrics.set_weight(&ns, &name, plan.weight);
+    write_status(bgd, ctx, &old_status, st).await?;
+
+    Ok(match plan.requeue_after {
+        Some(d) => Requeue::requeue(d),
+        None => Requeue::requeue(Duration::from_secs(300)),
+    })
+}
+
+fn selector_string(bgd: &BlueGreenDeployment) -> String {
+    bgd.spec
+        .selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn color_status(
+    obs: &ColorObservation,
+    d: Option<&Deployment>,
+) -> Option<cutover_api::blue_green::ColorStatus> {
+    let d = d?;
+    let image = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone());
+    Some(cutover_api::blue_green::ColorStatus {
+        revision: obs.revision.unwrap_or(0),
+        pod_template_hash: obs.template_hash.clone().unwrap_or_default(),
+        image,
+        replicas: obs.spec_replicas,
+        ready_replicas: obs.ready_replicas,
+    })
+}
+
+async fn publish(
+    ctx: &Context,
+    bgd: &BlueGreenDeployment,
+    reason: &str,
+    message: &str,
+    warning: bool,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &bgd.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an event");
+    }
+}
+
+async fn write_status(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    old: &BlueGreenDeploymentStatus,
+    new: BlueGreenDeploymentStatus,
+) -> Result<(), Error> {
+    if *old == new {
+        return Ok(());
+    }
+    let name = bgd.name_any();
+    let api: Api<BlueGreenDeployment> =
+        Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": BlueGreenDeployment::api_version(&()),
+        "kind": BlueGreenDeployment::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Status { name, source })?;
+    Ok(())
+}
+
+/// The per-color Services always exist and select their color.
+async fn ensure_color_services(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+) -> Result<(), Error> {
+    for color in Color::ALL {
+        let role = ServiceRole::Color(color);
+        let want = render::service(bgd, role, color)?;
+        let have = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
+        let same = have.is_some_and(|h| {
+            let (h, w) = (h.spec.as_ref(), want.spec.as_ref());
+            h.and_then(|h| h.selector.as_ref()) == w.and_then(|w| w.selector.as_ref())
+                && h.and_then(|h| h.ports.as_ref()).map(|p| {
+                    p.iter()
+                        .map(|p| (p.port, p.target_port.clone()))
+                        .collect::<Vec<_>>()
+                }) == w.and_then(|w| w.ports.as_ref()).map(|p| {
+                    p.iter()
+                        .map(|p| (p.port, p.target_port.clone()))
+                        .collect::<Vec<_>>()
+                })
+        });
+        if !same {
+            apply(
+                ctx,
+                ns,
+                &role.service_name(&bgd.name_any()),
+                &want,
+                "Service",
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    obj: &K,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let mut value =
+        serde_json::to_value(obj).map_err(|source| Error::Serialize { what: kind, source })?;
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind,
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Copy each referenced config into an immutable snapshot owned by `bgd`; returns the
+/// renames to apply to the template.
+async fn snapshot_configs(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+) -> Result<BTreeMap<(ConfigKind, String), String>, Error> {
+    let mut renames = BTreeMap::new();
+    let owner = render::owner_reference(bgd)?;
+    for (r, data) in &snap.configs {
+        let Some(data) = data else { continue };
+        let snap_name = config::snapshot_name(&r.name, &config::data_hash(data));
+        let mut labels = render::owned_labels(&bgd.name_any(), None);
+        labels.insert("cutover.dev/snapshot-of".into(), r.name.clone());
+        let meta = ObjectMeta {
+            name: Some(snap_name.clone()),
+            namespace: Some(ns.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![owner.clone()]),
+            ..ObjectMeta::default()
+        };
+        match r.kind {
+            ConfigKind::ConfigMap => {
+                let (text, binary): (BTreeMap<_, _>, BTreeMap<_, _>) = data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .partition(|(_, v)| std::str::from_utf8(v).is_ok());
+                let cm = ConfigMap {
+                    metadata: meta,
+                    immutable: Some(true),
+                    data: Some(
+                        text.into_iter()
+                            .map(|(k, v)| (k, String::from_utf8(v).unwrap_or_default()))
+                            .collect(),
+                    ),
+                    binary_data: (!binary.is_empty()).then(|| {
+                        binary
+                            .into_iter()
+                            .map(|(k, v)| (k, cutover_api::k8s_openapi::ByteString(v)))
+                            .collect()
+                    }),
+                };
+                apply_snapshot(ctx, ns, &snap_name, &cm, "ConfigMap").await?;
+            }
+            ConfigKind::Secret => {
+                let secret = Secret {
+                    metadata: meta,
+                    immutable: Some(true),
+                    data: Some(
+                        data.iter()
+                            .map(|(k, v)| {
+                                (k.clone(), cutover_api::k8s_openapi::ByteString(v.clone()))
+                            })
+                            .collect(),
+                    ),
+                    ..Secret::default()
+                };
+                apply_snapshot(ctx, ns, &snap_name, &secret, "Secret").await?;
+            }
+        }
+        renames.insert((r.kind, r.name.clone()), snap_name);
+    }
+    Ok(renames)
+}
+
+/// Snapshots are immutable: create once; an existing one with this content-derived name
+/// already holds the same data.
+async fn apply_snapshot<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    obj: &K,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    if get(&api, kind, name).await?.is_some() {
+        return Ok(());
+    }
+    apply(ctx, ns, name, obj, kind).await
+}
+
+async fn act(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+    template_hash: &str,
+    action: &Action,
+    router: &ServiceRouter<'_>,
+) -> Result<(), Error> {
+    let name = bgd.name_any();
+    match *action {
+        Action::Deploy {
+            color,
+            revision,
+            replicas,
+        } => {
+            let renames = snapshot_configs(bgd, ctx, ns, snap).await?;
+            let mut d = render::color_deployment(bgd, color, template_hash, revision, replicas)?;
+            if let Some(spec) = d.spec.as_mut() {
+                spec.template = config::with_snapshots(&spec.template, &renames);
+            }
+            apply(
+                ctx,
+                ns,
+                &render::deployment_name(&name, color),
+                &d,
+                "Deployment",
+            )
+            .await
+        }
+        Action::Scale { color, replicas } => {
+            let dname = render::deployment_name(&name, color);
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            api.patch(
+                &dname,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+            )
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Deployment",
+                name: dname,
+                source,
+            })?;
+            Ok(())
+        }
+        Action::Preview { color } => {
+            let svc = render::service(bgd, ServiceRole::Preview, color)?;
+            apply(
+                ctx,
+                ns,
+                &ServiceRole::Preview.service_name(&name),
+                &svc,
+                "Service",
+            )
+            .await
+        }
+        Action::SwitchLive { color } => {
+            let started = Instant::now();
+            router.set_weight(color, 100).await?;
+            ctx.metrics.traffic_switched(started.elapsed());
+            tracing::info!(namespace = %ns, name = %name, color = %color, "switched live traffic");
+            Ok(())
+        }
+    }
+}
+
+/// What to do after a failed reconcile: a Warning Event, a metric, and a retry.
+pub fn error_policy(bgd: Arc<BlueGreenDeployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(namespace = ?bgd.namespace(), name = %bgd.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(KIND, error.kind());
+    Requeue::requeue(Duration::from_secs(5))
+}

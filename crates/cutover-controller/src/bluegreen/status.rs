@@ -1,0 +1,271 @@
+//! Status of a BlueGreenDeployment: memory to and from status fields, and conditions merged
+//! so that `lastTransitionTime` moves only when a condition's status changes. Pure.
+
+use cutover_api::blue_green::{ReleaseStatus, StandbyStatus};
+use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use cutover_api::k8s_openapi::jiff;
+use cutover_api::{BlueGreenDeploymentStatus, Color as ApiColor, Phase as ApiPhase};
+use cutover_core::Color;
+use cutover_core::release::{Cause, Memory, Phase, Release, StandbyState, Timestamp};
+
+/// API color from core color.
+pub fn api_color(c: Color) -> ApiColor {
+    match c {
+        Color::Blue => ApiColor::Blue,
+        Color::Green => ApiColor::Green,
+    }
+}
+
+/// Core color from API color.
+pub fn core_color(c: ApiColor) -> Color {
+    match c {
+        ApiColor::Blue => Color::Blue,
+        ApiColor::Green => Color::Green,
+    }
+}
+
+/// API phase from core phase.
+pub fn api_phase(p: Phase) -> ApiPhase {
+    match p {
+        Phase::Healthy => ApiPhase::Healthy,
+        Phase::Progressing => ApiPhase::Progressing,
+        Phase::Paused => ApiPhase::Paused,
+        Phase::Degraded => ApiPhase::Degraded,
+    }
+}
+
+/// RFC 3339 text of a core timestamp.
+pub fn rfc3339(t: Timestamp) -> String {
+    jiff::Timestamp::from_millisecond(t.0)
+        .map(|ts| ts.to_string())
+        .unwrap_or_default()
+}
+
+/// Core timestamp from RFC 3339 text (`None` if unparseable).
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    s.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| Timestamp(t.as_millisecond()))
+}
+
+/// What the controller remembered, read from status.
+pub fn memory_from(status: Option<&BlueGreenDeploymentStatus>) -> Memory {
+    let Some(s) = status else {
+        return Memory::default();
+    };
+    Memory {
+        active: s.active_color.map(core_color),
+        release: s.release.as_ref().and_then(|r| {
+            Some(Release {
+                color: core_color(r.color?),
+                template_hash: r.template_hash.clone(),
+                revision: r.revision,
+                started_at: parse_time(&r.started_at)?,
+                available_at: r.available_at.as_deref().and_then(parse_time),
+                aborted: r.abort_reason.clone(),
+            })
+        }),
+        standby: s.standby.as_ref().and_then(|sb| {
+            Some(StandbyState {
+                color: core_color(sb.color?),
+                since: parse_time(&sb.since)?,
+            })
+        }),
+        latest_revision: s.latest_revision,
+    }
+}
+
+/// Write `memory` into `status`.
+pub fn write_memory(status: &mut BlueGreenDeploymentStatus, memory: &Memory) {
+    status.active_color = memory.active.map(api_color);
+    status.release = memory.release.as_ref().map(|r| ReleaseStatus {
+        color: Some(api_color(r.color)),
+        revision: r.revision,
+        template_hash: r.template_hash.clone(),
+        started_at: rfc3339(r.started_at),
+        available_at: r.available_at.map(rfc3339),
+        abort_reason: r.aborted.clone(),
+    });
+    status.abort = memory.release.as_ref().is_some_and(|r| r.aborted.is_some());
+    status.standby = memory.standby.map(|sb| StandbyStatus {
+        color: Some(api_color(sb.color)),
+        since: rfc3339(sb.since),
+    });
+    status.latest_revision = memory.latest_revision;
+}
+
+/// A condition as the controller means it now (its time filled in by [`merge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// Condition type.
+    pub type_: &'static str,
+    /// True or False.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// A sentence.
+    pub message: String,
+}
+
+fn want(type_: &'static str, status: bool, reason: &'static str, message: &str) -> Wanted {
+    Wanted {
+        type_,
+        status,
+        reason,
+        message: message.to_string(),
+    }
+}
+
+/// The conditions for a plan's phase and cause.
+pub fn conditions_for(phase: Phase, cause: Cause, message: &str) -> Vec<Wanted> {
+    let available = !matches!(cause, Cause::LiveNotReady | Cause::InitialRollout);
+    let progressing = match cause {
+        Cause::Steady => want(
+            "Progressing",
+            false,
+            "ReleaseComplete",
+            "no release under way",
+        ),
+        Cause::ProgressDeadlineExceeded => {
+            want("Progressing", false, "ProgressDeadlineExceeded", message)
+        }
+        Cause::Aborted => want("Progressing", false, "ReleaseAborted", message),
+        Cause::LiveNotReady => want("Progressing", false, "LiveNotReady", message),
+        Cause::InitialRollout => want("Progressing", true, "InitialRollout", message),
+        Cause::WaitingForColor => want("Progressing", true, "WaitingForNewColor", message),
+        Cause::AutoPromotionDelay => want("Progressing", true, "AutoPromotionDelay", message),
+        Cause::WaitingForPromotion | Cause::PausedBySpec => {
+            want("Progressing", true, "NewColorAvailable", message)
+        }
+    };
+    let paused = match cause {
+        Cause::WaitingForPromotion => want("Paused", true, "WaitingForPromotion", message),
+        Cause::PausedBySpec => want("Paused", true, "PausedBySpec", message),
+        _ => want("Paused", false, "NotPaused", "the release is not paused"),
+    };
+    let degraded = match (phase, cause) {
+        (Phase::Degraded, Cause::Aborted) => want("Degraded", true, "Aborted", message),
+        (Phase::Degraded, Cause::ProgressDeadlineExceeded) => {
+            want("Degraded", true, "ProgressDeadlineExceeded", message)
+        }
+        (Phase::Degraded, _) => want("Degraded", true, "LiveNotReady", message),
+        _ => want("Degraded", false, "AsExpected", "nothing is wrong"),
+    };
+    vec![
+        if available {
+            want(
+                "Available",
+                true,
+                "LiveColorAvailable",
+                "the live color has all pods ready",
+            )
+        } else {
+            want("Available", false, "LiveColorUnavailable", message)
+        },
+        progressing,
+        paused,
+        degraded,
+        want("InvalidSpec", false, "SpecAccepted", "the spec is valid"),
+    ]
+}
+
+/// Conditions for a spec (or environment) the controller cannot act on.
+pub fn invalid_spec_conditions(reason: &'static str, message: &str) -> Vec<Wanted> {
+    vec![
+        want("Degraded", true, reason, message),
+        want("InvalidSpec", true, reason, message),
+    ]
+}
+
+/// Merge `wanted` into `old`: unchanged statuses keep their `lastTransitionTime`; types not
+/// in `wanted` are kept as they were.
+pub fn merge(
+    old: &[Condition],
+    wanted: &[Wanted],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = old.to_vec();
+    for w in wanted {
+        let status = if w.status { "True" } else { "False" };
+        let previous = out.iter().position(|c| c.type_ == w.type_);
+        let last_transition_time = match previous.map(|i| &out[i]) {
+            Some(c) if c.status == status => c.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        let cond = Condition {
+            type_: w.type_.to_string(),
+            status: status.to_string(),
+            reason: w.reason.to_string(),
+            message: w.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        };
+        match previous {
+            Some(i) => out[i] = cond,
+            None => out.push(cond),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().expect("time"))
+    }
+
+    #[test]
+    fn merge_keeps_transition_time_when_status_is_unchanged() {
+        let t0 = time("2026-01-01T00:00:00Z");
+        let t1 = time("2026-01-01T00:05:00Z");
+        let first = merge(
+            &[],
+            &[want("Paused", true, "WaitingForPromotion", "a")],
+            Some(1),
+            &t0,
+        );
+        let same = merge(
+            &first,
+            &[want("Paused", true, "WaitingForPromotion", "b")],
+            Some(2),
+            &t1,
+        );
+        assert_eq!(same[0].last_transition_time, t0);
+        assert_eq!(same[0].message, "b");
+        let flipped = merge(
+            &same,
+            &[want("Paused", false, "NotPaused", "c")],
+            Some(2),
+            &t1,
+        );
+        assert_eq!(flipped[0].last_transition_time, t1);
+        assert_eq!(flipped.len(), 1);
+    }
+
+    #[test]
+    fn memory_round_trips_through_status() {
+        let memory = Memory {
+            active: Some(Color::Green),
+            release: Some(Release {
+                color: Color::Blue,
+                template_hash: "abc".into(),
+                revision: 4,
+                started_at: Timestamp(1_700_000_000_000),
+                available_at: Some(Timestamp(1_700_000_005_000)),
+                aborted: Some("why".into()),
+            }),
+            standby: Some(StandbyState {
+                color: Color::Blue,
+                since: Timestamp(1_700_000_001_000),
+            }),
+            latest_revision: 4,
+        };
+        let mut status = BlueGreenDeploymentStatus::default();
+        write_memory(&mut status, &memory);
+        assert!(status.abort);
+        assert_eq!(memory_from(Some(&status)), memory);
+    }
+}

@@ -1,0 +1,47 @@
+//! Errors of the controller: one variant per failed action, with the object and the cause.
+
+/// Why a reconcile failed. Each becomes a Warning Event and a metric labelled by [`Error::kind`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {kind} {name}: {source}")]
+    Read {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the object has no {0}")]
+    MissingField(&'static str),
+    #[error("serializing {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Apply { .. } => "apply",
+            Error::Status { .. } => "status",
+            Error::MissingField(_) => "missing_field",
+            Error::Serialize { .. } => "serialize",
+        }
+    }
+}

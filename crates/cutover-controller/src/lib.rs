@@ -1,0 +1,12 @@
+//! The Cutover controller's building blocks; `main.rs` wires them together.
+
+pub mod bluegreen;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod run;
+pub mod traffic;
+
+/// The field manager of every server-side apply the controller makes.
+pub const FIELD_MANAGER: &str = "cutover-controller";

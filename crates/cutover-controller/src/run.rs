@@ -1,0 +1,195 @@
+//! Wiring of the running controller: HTTP endpoints, leader election, the watches and the
+//! reconciler. `main.rs` only parses flags and calls [`run`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cutover_api::BlueGreenDeployment;
+use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::kube::runtime::events::{Recorder, Reporter};
+use cutover_api::kube::runtime::reflector::{ObjectRef, Store};
+use cutover_api::kube::runtime::{Controller, watcher};
+use cutover_api::kube::{Api, Client, ResourceExt as _};
+use futures::StreamExt as _;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::bluegreen::{self, Context, config};
+use crate::http::{self, HttpState};
+use crate::leader::{LeaderElector, LeaseConfig};
+use crate::metrics::Metrics;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub http_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    pub lease_namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Lease duration.
+    pub lease_duration: Duration,
+}
+
+/// A signal that fires once: SIGTERM or Ctrl-C.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Listen for SIGTERM and SIGINT.
+    pub fn on_signals() -> Self {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            tracing::info!("shutting down");
+            let _ = tx.send(true);
+        });
+        Self(rx)
+    }
+
+    /// Resolves once shutdown was asked for.
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+}
+
+/// Find the BlueGreenDeployments whose template references config `name` in `ns`.
+fn users_of(
+    store: &Store<BlueGreenDeployment>,
+    ns: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<BlueGreenDeployment>> {
+    store
+        .state()
+        .iter()
+        .filter(|b| b.namespace() == ns)
+        .filter(|b| {
+            config::referenced(&b.spec.template)
+                .iter()
+                .any(|r| r.name == name)
+        })
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
+
+/// An API in `ns`, or across all namespaces.
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: cutover_api::kube::Resource<
+            Scope = cutover_api::k8s_openapi::NamespaceResourceScope,
+            DynamicType = (),
+        >,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Run until shutdown or loss of leadership.
+pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let http_state = HttpState::new(registry);
+    let ready = http_state.ready.clone();
+    let server = tokio::spawn(http::serve(
+        settings.http_addr,
+        http_state,
+        shutdown.clone().wait(),
+    ));
+
+    let mut lease = LeaseConfig::new(
+        &settings.lease_namespace,
+        &settings.lease_name,
+        &settings.identity,
+    );
+    lease.lease_duration = settings.lease_duration;
+    let elector = LeaderElector::new(client.clone(), lease)?;
+    // A healthy candidate is ready: it serves probes and takes over when the leader goes.
+    ready.store(true, Ordering::Release);
+    tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "waiting for the leader Lease");
+    let guard = tokio::select! {
+        g = elector.acquire() => g?,
+        () = shutdown.clone().wait() => return Ok(()),
+    };
+    metrics.set_leader(true);
+    tracing::info!(identity = %settings.identity, "leading");
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "cutover-controller".into(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+    });
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        cutover_api::MANAGED_BY_LABEL,
+        cutover_api::MANAGED_BY
+    ));
+    let ns = settings.namespace.as_deref();
+    let bgds: Api<BlueGreenDeployment> = scoped(&client, ns);
+    let deployments: Api<Deployment> = scoped(&client, ns);
+    let services: Api<Service> = scoped(&client, ns);
+    let config_maps: Api<ConfigMap> = scoped(&client, ns);
+    let secrets: Api<Secret> = scoped(&client, ns);
+    let controller = Controller::new(bgds, watcher::Config::default());
+    let store = controller.store();
+    let (s1, s2) = (store.clone(), store);
+    let controller = controller
+        .owns(deployments, owned.clone())
+        .owns(services, owned)
+        .watches(
+            config_maps,
+            watcher::Config::default(),
+            move |cm: ConfigMap| users_of(&s1, cm.namespace(), &cm.name_any()),
+        )
+        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+            users_of(&s2, s.namespace(), &s.name_any())
+        })
+        .graceful_shutdown_on(shutdown.clone().wait());
+    let run = controller
+        .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        });
+
+    tokio::select! {
+        () = run => {
+            metrics.set_leader(false);
+            guard.release().await?;
+            tracing::info!("released the leader Lease");
+        }
+        () = guard.lost() => {
+            metrics.set_leader(false);
+            anyhow::bail!("lost the leader Lease; exiting so that a restart contends again");
+        }
+    }
+    let _ = server.await;
+    Ok(())
+}
