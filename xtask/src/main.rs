@@ -2,6 +2,7 @@
 
 mod cluster;
 mod demo;
+mod generated;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +27,8 @@ enum Command {
     Test(test::TestArgs),
     /// The README's first command: a local cluster and Cutover at work on it.
     Demo(demo::DemoArgs),
+    /// Write the generated files (CRD YAML under deploy/crds/).
+    Generate,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Cluster { command } => runtime.block_on(cluster::run(command)),
         Command::Test(args) => runtime.block_on(test::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Generate => generated::write(),
     }
 }

@@ -54,6 +54,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
             &[],
         )?;
     }
+    crate::generated::check()?;
     eprintln!("==> starting local cluster {TEST_CLUSTER}");
     let state = local::up(&local::UpOptions {
         name: TEST_CLUSTER.to_string(),

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
@@ -24,6 +24,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 pub use cutover_local_cluster as local_cluster;
+
+pub mod controller;
 
 /// The label every test namespace carries, so leftovers can be found.
 pub const TEST_LABEL: &str = "cutover.dev/test";
@@ -113,24 +115,32 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Async work cannot run in Drop, and the test's runtime may be shutting down: delete
-        // from a thread of its own with a fresh runtime and client.
         let name = self.name.clone();
-        let handle = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let client = client().await;
-                let namespaces: Api<Namespace> = Api::all(client);
-                let _ = namespaces.delete(&name, &DeleteParams::background()).await;
-            });
+        cleanup(move |client| async move {
+            let namespaces: Api<Namespace> = Api::all(client);
+            let _ = namespaces.delete(&name, &DeleteParams::background()).await;
         });
-        let _ = handle.join();
     }
+}
+
+/// Run async clean-up from a `Drop` (also while a test panics). The test's runtime may be
+/// blocked in this very drop, and clients are bound to the runtime that made them, so the
+/// work runs on a thread of its own with a fresh runtime and a fresh client.
+pub fn cleanup<F, Fut>(work: F)
+where
+    F: FnOnce(Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let handle = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move { work(client().await).await });
+    });
+    let _ = handle.join();
 }
 
 /// Wait until the object `name` satisfies `condition`; panics after `timeout` naming
@@ -199,8 +209,9 @@ where
     }
 }
 
-/// Collect every state the objects matched by `config` pass through until `stop` resolves,
-/// calling `check` on each; used to assert invariants that must hold at every moment.
+/// Call `check` on every state the objects matched by `config` pass through (from the
+/// end of the initial list on) until `stop` resolves; returns what `stop` returned. For
+/// invariants that must hold at every moment.
 pub async fn watch_while<K, F>(
     api: &Api<K>,
     config: watcher::Config,
@@ -213,16 +224,21 @@ where
     F: std::future::Future,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), config)).touched_objects();
-    let mut stream = std::pin::pin!(stream.map_err(|e| e.to_string()));
+    let stream = reflector(writer, watcher(api.clone(), config));
+    let mut stream = std::pin::pin!(stream);
     let mut stop = std::pin::pin!(stop);
+    // The store holds the initial list only once it is complete.
+    let mut listed = false;
     loop {
         tokio::select! {
             out = &mut stop => return out,
-            Some(event) = stream.next() => {
-                if event.is_ok() {
+            Some(event) = stream.next() => match event {
+                Ok(watcher::Event::InitDone) => {
+                    listed = true;
                     check(&reader.state());
                 }
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if listed => check(&reader.state()),
+                _ => {}
             }
         }
     }

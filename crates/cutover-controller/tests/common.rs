@@ -1,0 +1,184 @@
+//! Helpers shared by the controller's integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cutover_api::{BlueGreenDeployment, COLOR_LABEL, Phase};
+use cutover_test_support::controller::{ControllerProcess, install_crds};
+use cutover_test_support::{TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+pub const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A namespace with the CRDs installed and a controller watching it.
+pub async fn setup(prefix: &str) -> (TestNamespace, ControllerProcess) {
+    let ns = TestNamespace::new(prefix).await;
+    install_crds(&ns.client).await;
+    let ctrl = start_controller(&ns, "c1").await;
+    (ns, ctrl)
+}
+
+pub async fn start_controller(ns: &TestNamespace, identity: &str) -> ControllerProcess {
+    ControllerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_cutover-controller")),
+        &ns.name,
+        identity,
+        4,
+    )
+    .await
+}
+
+/// A BlueGreenDeployment `name` running `image`, merged with `extra_spec`.
+pub fn bgd(
+    name: &str,
+    image: &str,
+    replicas: i32,
+    extra_spec: serde_json::Value,
+) -> BlueGreenDeployment {
+    let mut spec = serde_json::json!({
+        "replicas": replicas,
+        "selector": { "matchLabels": { "app": name } },
+        "template": {
+            "metadata": { "labels": { "app": name } },
+            "spec": { "containers": [{ "name": "app", "image": image, "ports": [{ "containerPort": 8080 }] }] }
+        },
+        "service": { "port": 80, "targetPort": 8080 }
+    });
+    merge(&mut spec, extra_spec);
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "BlueGreenDeployment",
+        "metadata": { "name": name },
+        "spec": spec,
+    }))
+    .expect("valid BlueGreenDeployment")
+}
+
+fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
+    match (base, extra) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+pub async fn create(ns: &TestNamespace, b: &BlueGreenDeployment) {
+    let api: Api<BlueGreenDeployment> = ns.api();
+    api.create(&PostParams::default(), b)
+        .await
+        .expect("create BlueGreenDeployment");
+}
+
+/// Set the image of the first container (a new revision).
+pub async fn set_image(ns: &TestNamespace, name: &str, image: &str) {
+    patch_spec(ns, name, serde_json::json!({ "template": { "spec": { "containers": [{ "name": "app", "image": image, "ports": [{ "containerPort": 8080 }] }] } } })).await;
+}
+
+pub async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value) {
+    let api: Api<BlueGreenDeployment> = ns.api();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .expect("patch spec");
+}
+
+/// Write a request annotation (`cutover.dev/promote`, ...) with a fresh token.
+pub async fn request(ns: &TestNamespace, name: &str, key: &str) {
+    let api: Api<BlueGreenDeployment> = ns.api();
+    let token = format!("{:?}", std::time::SystemTime::now());
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "metadata": { "annotations": { key: token } } })),
+    )
+    .await
+    .expect("annotate");
+}
+
+pub async fn wait_bgd(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&BlueGreenDeployment) -> bool + Send + 'static,
+) -> BlueGreenDeployment {
+    let api: Api<BlueGreenDeployment> = ns.api();
+    wait_for(
+        &api,
+        name,
+        what,
+        TIMEOUT,
+        move |b: Option<&BlueGreenDeployment>| b.is_some_and(&pred),
+    )
+    .await
+}
+
+pub fn phase(b: &BlueGreenDeployment) -> Option<Phase> {
+    b.status.as_ref().and_then(|s| s.phase)
+}
+
+pub fn active(b: &BlueGreenDeployment) -> Option<cutover_api::Color> {
+    b.status.as_ref().and_then(|s| s.active_color)
+}
+
+pub fn condition<'a>(
+    b: &'a BlueGreenDeployment,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    b.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+pub async fn healthy_on(
+    ns: &TestNamespace,
+    name: &str,
+    color: cutover_api::Color,
+) -> BlueGreenDeployment {
+    wait_bgd(
+        ns,
+        name,
+        &format!("{name} Healthy on {color:?}"),
+        move |b| phase(b) == Some(Phase::Healthy) && active(b) == Some(color),
+    )
+    .await
+}
+
+/// The color a Service selects.
+pub async fn selected(ns: &TestNamespace, svc: &str) -> Option<String> {
+    let api: Api<Service> = ns.api();
+    api.get_opt(svc)
+        .await
+        .expect("get Service")?
+        .spec?
+        .selector?
+        .get(COLOR_LABEL)
+        .cloned()
+}
+
+pub async fn deployment(ns: &TestNamespace, name: &str) -> Deployment {
+    let api: Api<Deployment> = ns.api();
+    api.get(name).await.expect("get Deployment")
+}
+
+/// UIDs of every pod in the namespace.
+pub async fn pod_uids(ns: &TestNamespace) -> BTreeSet<String> {
+    let api: Api<Pod> = ns.api();
+    api.list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect()
+}
