@@ -1,5 +1,6 @@
 //! `cargo xtask` — developer tasks (the cargo-xtask pattern): no tools to install but cargo.
 
+mod bench;
 mod cluster;
 mod demo;
 mod generated;
@@ -29,6 +30,17 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write the generated files (CRD YAML under deploy/crds/).
     Generate,
+    /// Benchmarks against a local cluster of their own.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Reconcile throughput and controller memory with many BlueGreenDeployments.
+    Scale(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => runtime.block_on(test::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Generate => generated::write(),
+        Command::Bench {
+            which: BenchCommand::Scale(args),
+        } => runtime.block_on(bench::run(args)),
     }
 }

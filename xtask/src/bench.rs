@@ -1,0 +1,261 @@
+//! `cargo xtask bench scale`: the controller under many BlueGreenDeployments.
+//!
+//! On a local cluster of its own it measures, in one run:
+//! 1. baseline: N plain Deployments (1 replica each) until all are available — what the
+//!    control plane itself needs for the same pods;
+//! 2. N BlueGreenDeployments until all are Healthy (first rollout);
+//! 3. a release of all N (new image) until all are Healthy on green;
+//!
+//! and prints throughput, the ratio to the baseline, and the controller's resident memory
+//! (current and peak) from /proc.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use cutover_api::BlueGreenDeployment;
+use cutover_local_cluster as local;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How many BlueGreenDeployments (and baseline Deployments).
+    #[arg(long, default_value_t = 200)]
+    pub count: usize,
+    /// Keep the bench cluster afterwards.
+    #[arg(long)]
+    pub keep_cluster: bool,
+}
+
+const CLUSTER: &str = "bench";
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn wait_count<F>(what: &str, timeout: Duration, mut done: F) -> anyhow::Result<Duration>
+where
+    F: AsyncFnMut() -> anyhow::Result<(usize, usize)>,
+{
+    let start = Instant::now();
+    loop {
+        let (ok, total) = done().await?;
+        if ok == total && total > 0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("{what}: only {ok}/{total} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn bgd(i: usize, image: &str) -> anyhow::Result<BlueGreenDeployment> {
+    let name = format!("svc-{i:04}");
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "BlueGreenDeployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } }, "spec": { "containers": [{ "name": "app", "image": image }] } },
+            "service": { "port": 80 }
+        }
+    }))?)
+}
+
+fn plain(i: usize) -> anyhow::Result<Deployment> {
+    let name = format!("plain-{i:04}");
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } }, "spec": { "containers": [{ "name": "app", "image": "x:1" }] } }
+        }
+    }))?)
+}
+
+async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_string());
+    api.patch(
+        name,
+        &PatchParams::apply("cutover-bench").force(),
+        &Patch::Apply(&ns),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let n = args.count;
+    crate::test::cargo(&["build", "--release", "-p", "cutover-controller"], &[])?;
+    let bin: PathBuf = local::workspace_root().join("target/release/cutover-controller");
+    let _ = local::down(CLUSTER);
+    let state = local::up(&local::UpOptions {
+        name: CLUSTER.into(),
+        nodes: 2,
+    })
+    .await?;
+    let client = local::client_for(&state.kubeconfig).await?;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in cutover_api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply("cutover-bench").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    namespace(&client, "baseline").await?;
+    namespace(&client, "bench").await?;
+
+    // 1. Baseline: the control plane alone.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "baseline");
+    let started = Instant::now();
+    for i in 0..n {
+        deployments
+            .create(&PostParams::default(), &plain(i)?)
+            .await?;
+    }
+    let baseline = started.elapsed()
+        + wait_count(
+            "baseline Deployments available",
+            Duration::from_secs(600),
+            async || {
+                let list = deployments.list(&ListParams::default()).await?;
+                let ok = list
+                    .items
+                    .iter()
+                    .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1))
+                    .count();
+                Ok((ok, n))
+            },
+        )
+        .await?;
+    eprintln!("baseline: {n} Deployments available in {baseline:?}");
+
+    // 2. The controller rolls out N BlueGreenDeployments.
+    let log = local::state_dir(CLUSTER)
+        .join("logs")
+        .join("cutover-controller.log");
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "--namespace",
+            "bench",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--identity",
+            "bench",
+        ])
+        .env("KUBECONFIG", &state.kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .context("starting cutover-controller")?;
+    let pid = child.id();
+    let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), "bench");
+    let healthy_on = |color: cutover_api::Color| {
+        let bgds = bgds.clone();
+        async move || {
+            let list = bgds.list(&ListParams::default()).await?;
+            let ok = list
+                .items
+                .iter()
+                .filter(|b| {
+                    b.status.as_ref().is_some_and(|s| {
+                        s.phase == Some(cutover_api::Phase::Healthy)
+                            && s.active_color == Some(color)
+                    })
+                })
+                .count();
+            Ok((ok, n))
+        }
+    };
+    let started = Instant::now();
+    for i in 0..n {
+        bgds.create(&PostParams::default(), &bgd(i, "svc:1")?)
+            .await?;
+    }
+    let rollout = started.elapsed()
+        + wait_count(
+            "first rollouts",
+            Duration::from_secs(900),
+            healthy_on(cutover_api::Color::Blue),
+        )
+        .await?;
+    let (rss_after_rollout, _) = rss_kib(pid);
+    eprintln!("rollout: {n} BlueGreenDeployments Healthy in {rollout:?}");
+
+    // 3. Release all of them.
+    let started = Instant::now();
+    for i in 0..n {
+        let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "svc:2" }] } } } });
+        bgds.patch(
+            &format!("svc-{i:04}"),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await?;
+    }
+    let release = started.elapsed()
+        + wait_count(
+            "releases",
+            Duration::from_secs(900),
+            healthy_on(cutover_api::Color::Green),
+        )
+        .await?;
+    let (rss, peak) = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let per_s = |d: Duration| n as f64 / d.as_secs_f64();
+    println!();
+    println!("| measurement ({n} objects, 1 pod per color) | time | per second | vs baseline |");
+    println!("|---|---|---|---|");
+    println!(
+        "| baseline: plain Deployments available | {:.1} s | {:.1} | 1.00 |",
+        baseline.as_secs_f64(),
+        per_s(baseline)
+    );
+    println!(
+        "| BlueGreenDeployments Healthy (first rollout) | {:.1} s | {:.1} | {:.2} |",
+        rollout.as_secs_f64(),
+        per_s(rollout),
+        rollout.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "| releases to green Healthy (new image on all) | {:.1} s | {:.1} | {:.2} |",
+        release.as_secs_f64(),
+        per_s(release),
+        release.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "| controller RSS after rollout / after release / peak | {:.1} / {:.1} / {:.1} MiB | | |",
+        rss_after_rollout as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    if !args.keep_cluster {
+        local::down(CLUSTER)?;
+    }
+    Ok(())
+}
