@@ -238,6 +238,28 @@ async fn undo_to_the_warm_standby_switches_back_without_creating_pods() {
     let st = back.status.expect("status");
     assert_eq!(st.blue.map(|b| b.revision), Some(1));
     assert_eq!(st.latest_revision, 2, "an undo reuses the revision");
+
+    // The history an undo --to-revision reads: one ControllerRevision per revision.
+    let revisions: Api<k8s_openapi::api::apps::v1::ControllerRevision> = ns.api();
+    let mut found: Vec<(i64, String)> = revisions
+        .list(&kube::api::ListParams::default().labels("cutover.dev/bluegreendeployment=web"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|r| {
+            let image = r
+                .data
+                .as_ref()
+                .and_then(|d| d.0.pointer("/template/spec/containers/0/image"))
+                .and_then(|i| i.as_str())
+                .unwrap_or_default()
+                .to_string();
+            (r.revision, image)
+        })
+        .collect();
+    found.sort();
+    assert_eq!(found, [(1, "web:1".to_string()), (2, "web:2".to_string())]);
 }
 
 #[tokio::test]

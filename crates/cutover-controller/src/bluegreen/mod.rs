@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use cutover_api::k8s_openapi::jiff;
-use cutover_api::kube::api::{Patch, PatchParams};
+use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::events::{Event, EventType, Recorder};
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
@@ -409,7 +409,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     if let Some(active) = plan.memory.active {
         st.replicas = input.colors.get(active).ready_replicas;
     }
-    st.selector = Some(selector_string(bgd));
+    st.selector = Some(selector_string(bgd, plan.memory.active));
     let wanted = status::conditions_for(plan.phase, plan.cause, &plan.message);
     st.conditions = status::merge(
         &old_status.conditions,
@@ -428,12 +428,15 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     })
 }
 
-fn selector_string(bgd: &BlueGreenDeployment) -> String {
-    bgd.spec
-        .selector
-        .match_labels
+/// The live pods' selector for the scale subresource (an HPA must count the live color
+/// only, not the warm standby).
+fn selector_string(bgd: &BlueGreenDeployment, active: Option<Color>) -> String {
+    let mut labels = bgd.spec.selector.match_labels.clone().unwrap_or_default();
+    if let Some(c) = active {
+        labels.insert(cutover_api::COLOR_LABEL.to_string(), c.as_str().to_string());
+    }
+    labels
         .iter()
-        .flatten()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -669,6 +672,77 @@ where
     apply(ctx, ns, name, obj, kind).await
 }
 
+/// Record the revision's template in a ControllerRevision (once; they are immutable) and
+/// prune the oldest beyond `spec.revisionHistoryLimit` (default 10), keeping the ones
+/// either color runs. Only revisions this BlueGreenDeployment controls are deleted.
+async fn record_revision(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    template_hash: &str,
+    revision: i64,
+) -> Result<(), Error> {
+    let name = bgd.name_any();
+    let cr = render::controller_revision(bgd, template_hash, revision)?;
+    apply_snapshot(
+        ctx,
+        ns,
+        &render::revision_name(&name, template_hash),
+        &cr,
+        "ControllerRevision",
+    )
+    .await?;
+    let api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{}={}", cutover_api::INSTANCE_LABEL, name);
+    let mut revisions: Vec<ControllerRevision> = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Read {
+            kind: "ControllerRevision",
+            name: selector.clone(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter(|r| controlled_by(&r.metadata, bgd))
+        .collect();
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.revision));
+    let limit = usize::try_from(bgd.spec.revision_history_limit.unwrap_or(10))
+        .unwrap_or(10)
+        .max(2);
+    let in_use: Vec<String> = Color::ALL
+        .iter()
+        .map(|c| {
+            render::revision_name(
+                &name,
+                &bgd.status
+                    .as_ref()
+                    .and_then(|s| match c {
+                        Color::Blue => s.blue.as_ref(),
+                        Color::Green => s.green.as_ref(),
+                    })
+                    .map(|cs| cs.pod_template_hash.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .chain([render::revision_name(&name, template_hash)])
+        .collect();
+    for old in revisions.iter().skip(limit) {
+        let old_name = old.name_any();
+        if in_use.contains(&old_name) {
+            continue;
+        }
+        api.delete(&old_name, &DeleteParams::background())
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "ControllerRevision",
+                name: old_name,
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 async fn act(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
@@ -685,6 +759,7 @@ async fn act(
             revision,
             replicas,
         } => {
+            record_revision(bgd, ctx, ns, template_hash, revision).await?;
             let renames = snapshot_configs(bgd, ctx, ns, snap).await?;
             let mut d = render::color_deployment(bgd, color, template_hash, revision, replicas)?;
             if let Some(spec) = d.spec.as_mut() {

@@ -191,6 +191,41 @@ pub fn selected_color(svc: &Service) -> Option<Color> {
     }
 }
 
+/// Name of the ControllerRevision recording revision `hash` of `name`.
+pub fn revision_name(name: &str, hash: &str) -> String {
+    format!("{name}-{hash}")
+}
+
+/// The ControllerRevision that records a revision's template (for `kubectl cutover undo
+/// --to-revision N`): the user's `spec.template` as written, in `data.template`.
+pub fn controller_revision(
+    bgd: &BlueGreenDeployment,
+    template_hash: &str,
+    revision: i64,
+) -> Result<cutover_api::k8s_openapi::api::apps::v1::ControllerRevision, Error> {
+    let name = name_of(bgd)?;
+    let mut meta = metadata(bgd, revision_name(name, template_hash), None)?;
+    meta.annotations = Some(BTreeMap::from([(
+        TEMPLATE_HASH_ANNOTATION.to_string(),
+        template_hash.to_string(),
+    )]));
+    let template = serde_json::to_value(&bgd.spec.template).map_err(|source| Error::Serialize {
+        what: "spec.template",
+        source,
+    })?;
+    Ok(
+        cutover_api::k8s_openapi::api::apps::v1::ControllerRevision {
+            metadata: meta,
+            revision,
+            data: Some(
+                cutover_api::k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+                    serde_json::json!({ "template": template }),
+                ),
+            ),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
