@@ -125,9 +125,13 @@ pub struct Strategy {
     /// Analysis run against the preview before any traffic moves. Failure aborts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_promotion_analysis: Option<AnalysisRef>,
-    /// Analysis run after promotion. Failure switches traffic straight back.
+    /// Analysis run after promotion, while the previous color stays warm. Failure switches
+    /// traffic straight back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_promotion_analysis: Option<AnalysisRef>,
+    /// Analysis run from the start of a release until promotion. Failure aborts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_analysis: Option<AnalysisRef>,
     /// What happens to the previous live color after promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<Standby>,
@@ -549,6 +553,12 @@ pub struct ReleaseStatus {
     /// Why it was aborted, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_reason: Option<String>,
+    /// Attempt number (a retry starts a new attempt, with new analysis runs).
+    #[serde(default)]
+    pub attempt: u32,
+    /// When the new color took live traffic (post-promotion analysis runs from then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<String>,
 }
 
 /// The previous live color after a promotion.

@@ -1,6 +1,7 @@
 //! Cutover's custom resources (group `cutover.dev`, version `v1alpha1`) and the Kubernetes
 //! types the rest of the workspace uses.
 
+pub mod analysis;
 pub mod blue_green;
 
 pub use blue_green::{
@@ -47,7 +48,22 @@ pub mod requests {
 
 /// Every CRD of the project, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![without_pod_template_docs(BlueGreenDeployment::crd())]
+    use analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+    vec![
+        without_pod_template_docs(BlueGreenDeployment::crd()),
+        AnalysisTemplate::crd(),
+        ClusterAnalysisTemplate::crd(),
+        AnalysisRun::crd(),
+    ]
+}
+
+/// Schema of an embedded upstream object (a JobSpec) kept as-is: the apiserver validates it
+/// when the Job is created, and its full schema would make the CRD several times larger.
+pub fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// Drop the descriptions inside `spec.template` (the upstream PodTemplateSpec docs, which

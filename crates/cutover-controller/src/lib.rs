@@ -1,5 +1,6 @@
 //! The Cutover controller's building blocks; `main.rs` wires them together.
 
+pub mod analysis;
 pub mod bluegreen;
 pub mod error;
 pub mod http;

@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cutover_api::BlueGreenDeployment;
+use cutover_api::analysis::AnalysisRun;
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::batch::v1::Job;
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::kube::runtime::events::{Recorder, Reporter};
 use cutover_api::kube::runtime::reflector::{ObjectRef, Store};
@@ -17,6 +19,9 @@ use futures::StreamExt as _;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::analysis;
+use crate::analysis::providers;
+use crate::analysis::run::RunContext;
 use crate::bluegreen::{self, Context, config};
 use crate::http::{self, HttpState};
 use crate::leader::{LeaderElector, LeaseConfig};
@@ -159,9 +164,12 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let controller = Controller::new(bgds, watcher::Config::default());
     let store = controller.store();
     let (s1, s2) = (store.clone(), store);
+    let runs: Api<AnalysisRun> = scoped(&client, ns);
+    let jobs: Api<Job> = scoped(&client, ns);
     let controller = controller
         .owns(deployments, owned.clone())
-        .owns(services, owned)
+        .owns(services, owned.clone())
+        .owns(runs.clone(), owned.clone())
         .watches(
             config_maps,
             watcher::Config::default(),
@@ -171,13 +179,34 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
             users_of(&s2, s.namespace(), &s.name_any())
         })
         .graceful_shutdown_on(shutdown.clone().wait());
-    let run = controller
+    let releases = controller
         .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile error");
             }
         });
+    let run_ctx = Arc::new(RunContext {
+        client: client.clone(),
+        http: providers::http_client(Duration::from_secs(30))?,
+        metrics: metrics.clone(),
+    });
+    let analyses = Controller::new(runs, watcher::Config::default())
+        .owns(jobs, owned)
+        .graceful_shutdown_on(shutdown.clone().wait())
+        .run(
+            analysis::run::reconcile,
+            analysis::run::error_policy,
+            run_ctx,
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "analysis reconcile error");
+            }
+        });
+    let run = async {
+        futures::join!(releases, analyses);
+    };
 
     tokio::select! {
         () = run => {

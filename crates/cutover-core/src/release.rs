@@ -60,6 +60,67 @@ pub struct Desired {
     pub abort_on_deadline: bool,
     /// `spec.paused`: hold the release where it is.
     pub paused: bool,
+    /// Analyses configured, by gate.
+    pub analysis: Gates<bool>,
+}
+
+/// Where analysis gates a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gate {
+    /// Against the ready new color, before any traffic moves. Failure aborts.
+    PrePromotion,
+    /// From the start of the release until promotion. Failure aborts.
+    Background,
+    /// After promotion, with the old color warm. Failure switches straight back.
+    PostPromotion,
+}
+
+impl Gate {
+    /// Name used in AnalysisRun names and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::PrePromotion => "pre",
+            Gate::Background => "background",
+            Gate::PostPromotion => "post",
+        }
+    }
+}
+
+/// A value per analysis gate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gates<T> {
+    /// Pre-promotion.
+    pub pre: T,
+    /// Background.
+    pub background: T,
+    /// Post-promotion.
+    pub post: T,
+}
+
+impl<T> Gates<T> {
+    /// The value of `gate`.
+    pub fn get(&self, gate: Gate) -> &T {
+        match gate {
+            Gate::PrePromotion => &self.pre,
+            Gate::Background => &self.background,
+            Gate::PostPromotion => &self.post,
+        }
+    }
+}
+
+/// What an analysis run of the current release attempt says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateResult {
+    /// Still measuring.
+    Running,
+    /// Passed.
+    Successful,
+    /// Failed, with the failing metric, its values and the condition.
+    Failed(String),
+    /// Inconclusive, with the reason.
+    Inconclusive(String),
+    /// The provider kept failing, with the error.
+    Error(String),
 }
 
 /// A color's Deployment as observed.
@@ -174,6 +235,11 @@ pub struct Release {
     pub available_at: Option<Timestamp>,
     /// Set once the release is aborted, with the reason.
     pub aborted: Option<String>,
+    /// Attempt number: a retry starts a new attempt, with new analysis runs.
+    pub attempt: u32,
+    /// When the new color took the live traffic; from then on post-promotion analysis
+    /// runs, with the previous color kept warm for an instant rollback.
+    pub promoted_at: Option<Timestamp>,
 }
 
 /// The previous live color, kept as standby.
@@ -226,6 +292,8 @@ pub struct Input {
     pub preview: Option<Color>,
     /// New requests.
     pub requests: Requests,
+    /// The analysis runs of the current release attempt (`None`: not started).
+    pub analysis: Gates<Option<GateResult>>,
 }
 
 /// One side effect. Each is idempotent.
@@ -256,6 +324,25 @@ pub enum Action {
     SwitchLive {
         /// The color.
         color: Color,
+    },
+    /// Start the analysis run of `gate` for this release attempt (idempotent: one run per
+    /// revision, attempt and gate).
+    StartAnalysis {
+        /// The gate.
+        gate: Gate,
+        /// The revision checked.
+        revision: i64,
+        /// The release attempt.
+        attempt: u32,
+    },
+    /// Tell the run of `gate` to conclude (metrics without `count` stop measuring).
+    StopAnalysis {
+        /// The gate.
+        gate: Gate,
+        /// The revision checked.
+        revision: i64,
+        /// The release attempt.
+        attempt: u32,
     },
 }
 
@@ -304,6 +391,12 @@ pub enum Cause {
     ProgressDeadlineExceeded,
     /// The live color lost pods.
     LiveNotReady,
+    /// An analysis is running.
+    Analysing,
+    /// An analysis was inconclusive or its provider kept failing: waiting for a person.
+    AnalysisHeld,
+    /// Post-promotion analysis failed and traffic went back to the previous color.
+    RolledBack,
 }
 
 /// The result of [`decide`].
@@ -508,6 +601,8 @@ fn steady_or_start(mut p: Planner<'_>, active: Color) -> Plan {
         started_at: p.input.now,
         available_at: None,
         aborted: None,
+        attempt: 0,
+        promoted_at: None,
     };
     p.event(
         "ReleaseStarted",
@@ -568,6 +663,9 @@ fn steady(mut p: Planner<'_>, active: Color) -> Plan {
 }
 
 fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan {
+    if release.promoted_at.is_some() {
+        return post_promotion_step(p, release);
+    }
     let d = p.input.desired.clone();
     let req = p.input.requests;
     let color = release.color;
@@ -590,11 +688,22 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         release.aborted = None;
         release.started_at = p.input.now;
         release.available_at = None;
+        release.attempt += 1;
         p.event(
             "Retried",
             format!("retrying revision {} on {color}", release.revision),
             false,
         );
+        // The previous attempt's analysis results no longer apply.
+        p.memory.release = Some(release.clone());
+        let mut input = p.input.clone();
+        input.analysis = Gates::default();
+        input.requests.retry = false;
+        let plan = decide(&Input {
+            memory: p.memory.clone(),
+            ..input
+        });
+        return merge_plans(p, plan);
     }
     if req.abort && release.aborted.is_none() {
         release.aborted = Some("aborted on request".to_string());
@@ -609,38 +718,21 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
             d.progress_deadline.as_secs()
         ));
     }
-    if let Some(reason) = release.aborted.clone() {
-        if p.memory
-            .release
-            .as_ref()
-            .and_then(|r| r.aborted.as_ref())
-            .is_none()
-        {
-            p.event(
-                "Aborted",
-                format!(
-                    "release of revision {} to {color}: {reason}; all traffic on {active}",
-                    release.revision
-                ),
-                true,
-            );
+    if release.aborted.is_none() && d.analysis.background {
+        match p.input.analysis.background.clone() {
+            None => p.push(Action::StartAnalysis {
+                gate: Gate::Background,
+                revision: release.revision,
+                attempt: release.attempt,
+            }),
+            Some(GateResult::Failed(why)) => {
+                release.aborted = Some(format!("background analysis failed: {why}"));
+            }
+            Some(_) => {}
         }
-        let live_hash = p
-            .input
-            .colors
-            .get(active)
-            .template_hash
-            .clone()
-            .unwrap_or_default();
-        p.switch_live(active, &live_hash);
-        p.preview(active, &live_hash);
-        p.scale(color, 0);
-        p.memory.release = Some(release.clone());
-        let msg = format!(
-            "release of revision {} aborted ({reason}); all traffic on {active}; change the spec or retry",
-            release.revision
-        );
-        return p.finish(Phase::Degraded, Cause::Aborted, msg, 0);
+    }
+    if release.aborted.is_some() {
+        return aborted(p, active, release);
     }
 
     p.push(Action::Deploy {
@@ -686,6 +778,61 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
     p.preview(color, &release.template_hash);
     p.memory.release = Some(release.clone());
 
+    // Background analysis holds promotion while it is inconclusive or erroring.
+    if d.analysis.background && !req.promote {
+        match p.input.analysis.background.clone() {
+            Some(GateResult::Inconclusive(why)) => {
+                let msg = format!("background analysis inconclusive: {why}; promote or retry");
+                return p.finish(Phase::Paused, Cause::AnalysisHeld, msg, 0);
+            }
+            Some(GateResult::Error(why)) => {
+                let msg =
+                    format!("background analysis cannot measure: {why}; traffic stays on {active}");
+                return p.finish(Phase::Paused, Cause::AnalysisHeld, msg, 0);
+            }
+            _ => {}
+        }
+    }
+    if d.analysis.pre {
+        match p.input.analysis.pre.clone() {
+            None => {
+                p.push(Action::StartAnalysis {
+                    gate: Gate::PrePromotion,
+                    revision: release.revision,
+                    attempt: release.attempt,
+                });
+                let msg = format!(
+                    "running pre-promotion analysis against {color} (revision {})",
+                    release.revision
+                );
+                return p.finish(Phase::Progressing, Cause::Analysing, msg, 0);
+            }
+            Some(GateResult::Running) => {
+                let msg = format!(
+                    "running pre-promotion analysis against {color} (revision {})",
+                    release.revision
+                );
+                return p.finish(Phase::Progressing, Cause::Analysing, msg, 0);
+            }
+            Some(GateResult::Successful) => {}
+            Some(GateResult::Failed(why)) => {
+                release.aborted = Some(format!("pre-promotion analysis failed: {why}"));
+                return aborted(p, active, release);
+            }
+            Some(GateResult::Inconclusive(why)) if !req.promote => {
+                let msg = format!("pre-promotion analysis inconclusive: {why}; promote or retry");
+                return p.finish(Phase::Paused, Cause::AnalysisHeld, msg, 0);
+            }
+            Some(GateResult::Error(why)) if !req.promote => {
+                let msg = format!(
+                    "pre-promotion analysis cannot measure: {why}; traffic stays on {active}"
+                );
+                return p.finish(Phase::Paused, Cause::AnalysisHeld, msg, 0);
+            }
+            Some(_) => {}
+        }
+    }
+
     if d.paused && !req.promote {
         let msg = format!(
             "paused (spec.paused) with revision {} ready on {color}",
@@ -714,8 +861,14 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
 
     // Promote.
     p.switch_live(color, &release.template_hash);
+    if d.analysis.background {
+        p.push(Action::StopAnalysis {
+            gate: Gate::Background,
+            revision: release.revision,
+            attempt: release.attempt,
+        });
+    }
     p.memory.active = Some(color);
-    p.memory.release = None;
     p.memory.standby = Some(StandbyState {
         color: active,
         since: p.input.now,
@@ -728,5 +881,156 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         ),
         false,
     );
+    if d.analysis.post {
+        release.promoted_at = Some(p.input.now);
+        p.memory.release = Some(release.clone());
+        return post_promotion_step(p, release);
+    }
+    p.memory.release = None;
     steady(p, color)
+}
+
+/// An aborted release: all traffic on `active` (the color that was live before it), the
+/// new color scaled to zero, until the spec changes or a retry.
+fn aborted(mut p: Planner<'_>, active: Color, release: Release) -> Plan {
+    let color = release.color;
+    let reason = release.aborted.clone().unwrap_or_default();
+    if p.memory
+        .release
+        .as_ref()
+        .and_then(|r| r.aborted.as_ref())
+        .is_none()
+    {
+        p.event(
+            "Aborted",
+            format!(
+                "release of revision {} to {color}: {reason}; all traffic on {active}",
+                release.revision
+            ),
+            true,
+        );
+    }
+    let live_hash = p
+        .input
+        .colors
+        .get(active)
+        .template_hash
+        .clone()
+        .unwrap_or_default();
+    p.switch_live(active, &live_hash);
+    p.preview(active, &live_hash);
+    p.scale(color, 0);
+    let msg = format!(
+        "release of revision {} aborted ({reason}); all traffic on {active}; change the spec or retry",
+        release.revision
+    );
+    p.memory.active = Some(active);
+    p.memory.release = Some(release);
+    p.finish(Phase::Degraded, Cause::Aborted, msg, 0)
+}
+
+/// After promotion, while post-promotion analysis runs: the previous color stays at full
+/// size; a failure switches traffic straight back to it.
+fn post_promotion_step(mut p: Planner<'_>, mut release: Release) -> Plan {
+    let d = p.input.desired.clone();
+    let req = p.input.requests;
+    let color = release.color;
+    let previous = color.other();
+
+    if release.template_hash != d.template_hash {
+        // A newer revision supersedes this one; it is live, so it becomes the base.
+        p.memory.release = None;
+        return steady_or_start(p, color);
+    }
+    if req.abort && release.aborted.is_none() {
+        release.aborted = Some("aborted on request".to_string());
+    }
+    if release.aborted.is_none() {
+        match p.input.analysis.post.clone() {
+            None | Some(GateResult::Running) => {
+                if p.input.analysis.post.is_none() {
+                    p.push(Action::StartAnalysis {
+                        gate: Gate::PostPromotion,
+                        revision: release.revision,
+                        attempt: release.attempt,
+                    });
+                }
+                p.scale(previous, d.replicas);
+                p.memory.release = Some(release.clone());
+                let msg = format!(
+                    "{color} is live; running post-promotion analysis with {previous} warm"
+                );
+                return p.finish(Phase::Progressing, Cause::Analysing, msg, 100);
+            }
+            Some(GateResult::Successful) => {
+                p.event(
+                    "ReleaseVerified",
+                    format!(
+                        "post-promotion analysis of revision {} passed",
+                        release.revision
+                    ),
+                    false,
+                );
+                p.memory.release = None;
+                return steady(p, color);
+            }
+            Some(GateResult::Failed(why)) => {
+                release.aborted = Some(format!("post-promotion analysis failed: {why}"));
+            }
+            Some(GateResult::Inconclusive(why) | GateResult::Error(why)) => {
+                if req.promote {
+                    p.memory.release = None;
+                    return steady(p, color);
+                }
+                p.scale(previous, d.replicas);
+                p.memory.release = Some(release.clone());
+                let msg = format!(
+                    "post-promotion analysis of {color} held: {why}; promote to accept or abort to roll back"
+                );
+                return p.finish(Phase::Paused, Cause::AnalysisHeld, msg, 100);
+            }
+        }
+    }
+
+    // Roll back: the previous color takes the traffic again, once it is fully ready.
+    let reason = release.aborted.clone().unwrap_or_default();
+    let previous_hash = p
+        .input
+        .colors
+        .get(previous)
+        .template_hash
+        .clone()
+        .unwrap_or_default();
+    if p.ready(previous, &previous_hash).is_err() {
+        p.scale(previous, d.replicas);
+        p.memory.release = Some(release.clone());
+        let msg = format!("rolling back to {previous} ({reason}): waiting for it to be ready");
+        return p.finish(Phase::Degraded, Cause::RolledBack, msg, 100);
+    }
+    p.switch_live(previous, &previous_hash);
+    p.event(
+        "RolledBack",
+        format!("{reason}; switched live traffic back to {previous}"),
+        true,
+    );
+    release.promoted_at = None;
+    p.memory.standby = None;
+    p.memory.active = Some(previous);
+    // The rolled-back release stays recorded as aborted, so it is not released again
+    // until the spec changes or a retry.
+    p.memory.release = Some(Release {
+        aborted: Some(reason),
+        ..release.clone()
+    });
+    let mut plan = aborted(p, previous, release);
+    plan.cause = Cause::RolledBack;
+    plan
+}
+
+/// The plan of a re-decision (after a retry), with this pass's events before its own.
+fn merge_plans(p: Planner<'_>, mut plan: Plan) -> Plan {
+    let mut transitions = p.transitions;
+    transitions.append(&mut plan.transitions);
+    plan.transitions = transitions;
+    plan
 }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use cutover_core::release::{
-    Action, ColorObservation, Desired, Input, Memory, Phase, Requests, StandbyPolicy, Timestamp,
-    decide, readiness,
+    Action, ColorObservation, Desired, Gate, GateResult, Gates, Input, Memory, Phase, Requests,
+    StandbyPolicy, Timestamp, decide, readiness,
 };
 use cutover_core::{Color, PerColor};
 use proptest::prelude::*;
@@ -63,6 +63,9 @@ struct World {
     requests: Requests,
     switches: Vec<Color>,
     pods_created: i32,
+    /// Analysis runs by gate, for the current attempt; started by `StartAnalysis`.
+    analysis: Gates<Option<GateResult>>,
+    started_runs: Vec<(Gate, i64, u32)>,
 }
 
 impl World {
@@ -80,11 +83,14 @@ impl World {
                 progress_deadline: Duration::from_secs(600),
                 abort_on_deadline: false,
                 paused: false,
+                analysis: Gates::default(),
             },
             memory: Memory::default(),
             requests: Requests::default(),
             switches: Vec::new(),
             pods_created: 0,
+            analysis: Gates::default(),
+            started_runs: Vec::new(),
         }
     }
 
@@ -100,6 +106,7 @@ impl World {
             live: self.live,
             preview: self.preview,
             requests: self.requests,
+            analysis: self.analysis.clone(),
         }
     }
 
@@ -142,6 +149,22 @@ impl World {
                 }
                 self.live = Some(color);
             }
+            Action::StartAnalysis {
+                gate,
+                revision,
+                attempt,
+            } => {
+                if !self.started_runs.contains(&(gate, revision, attempt)) {
+                    self.started_runs.push((gate, revision, attempt));
+                    let slot = match gate {
+                        Gate::PrePromotion => &mut self.analysis.pre,
+                        Gate::Background => &mut self.analysis.background,
+                        Gate::PostPromotion => &mut self.analysis.post,
+                    };
+                    *slot = Some(GateResult::Running);
+                }
+            }
+            Action::StopAnalysis { .. } => {}
         }
     }
 
@@ -479,6 +502,8 @@ proptest! {
                 started_at: Timestamp(0),
                 available_at: None,
                 aborted: aborted.then(|| "test".to_string()),
+                attempt: 0,
+                promoted_at: None,
             });
         }
         let input = Input {
@@ -560,4 +585,179 @@ proptest! {
         prop_assert_eq!(crashed.colors.green.hash, clean.colors.green.hash);
         prop_assert_eq!(&clean.switches, &[Color::Blue, Color::Green]);
     }
+}
+
+/// Reconcile and tick until the pre-promotion run has started.
+fn until_pre_started(w: &mut World) -> cutover_core::release::Plan {
+    for _ in 0..50 {
+        let plan = w.reconcile(None, true);
+        if w.analysis.pre.is_some() {
+            return plan;
+        }
+        w.tick();
+    }
+    panic!("pre-promotion analysis never started");
+}
+
+/// A release of v2 with the given analysis gates.
+fn releasing_with(gates: Gates<bool>) -> World {
+    let mut w = healthy_on_v1();
+    w.desired.analysis = gates;
+    w.desired.template_hash = "v2".into();
+    w
+}
+
+#[test]
+fn pre_promotion_analysis_gates_the_switch() {
+    let mut w = releasing_with(Gates {
+        pre: true,
+        ..Gates::default()
+    });
+    let plan = until_pre_started(&mut w);
+    assert_eq!(plan.phase, Phase::Progressing);
+    assert_eq!(w.analysis.pre, Some(GateResult::Running), "{plan:?}");
+    assert_eq!(
+        w.preview,
+        Some(Color::Green),
+        "analysis runs against the preview"
+    );
+    for _ in 0..5 {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    assert_eq!(w.live, Some(Color::Blue), "no traffic while analysis runs");
+    w.analysis.pre = Some(GateResult::Successful);
+    w.run_until(Phase::Healthy, 10);
+    assert_eq!(w.live, Some(Color::Green));
+}
+
+#[test]
+fn a_failed_pre_promotion_analysis_aborts_with_the_reason() {
+    let mut w = releasing_with(Gates {
+        pre: true,
+        ..Gates::default()
+    });
+    until_pre_started(&mut w);
+    w.analysis.pre = Some(GateResult::Failed(
+        "error-rate: 0.2 matched result >= 0.05".into(),
+    ));
+    let plan = w.reconcile(None, true);
+    assert_eq!(plan.phase, Phase::Degraded);
+    assert!(plan.message.contains("error-rate: 0.2"), "{}", plan.message);
+    assert!(
+        plan.transitions
+            .iter()
+            .any(|t| t.reason == "Aborted" && t.message.contains("result >= 0.05"))
+    );
+    assert_eq!(w.live, Some(Color::Blue));
+    assert_eq!(w.colors.green.spec_replicas, 0);
+
+    // A retry is a new attempt with a new analysis run.
+    w.requests.retry = true;
+    w.analysis.pre = None;
+    until_pre_started(&mut w);
+    assert_eq!(
+        w.started_runs
+            .iter()
+            .filter(|r| r.0 == Gate::PrePromotion)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn inconclusive_or_erroring_analysis_holds_traffic_until_a_person_decides() {
+    for result in [
+        GateResult::Inconclusive("no data for error-rate".into()),
+        GateResult::Error("prometheus: connection refused".into()),
+    ] {
+        let mut w = releasing_with(Gates {
+            pre: true,
+            ..Gates::default()
+        });
+        until_pre_started(&mut w);
+        w.analysis.pre = Some(result.clone());
+        for _ in 0..5 {
+            let plan = w.reconcile(None, true);
+            assert_eq!(plan.phase, Phase::Paused, "{result:?}");
+            w.tick();
+        }
+        assert_eq!(
+            w.live,
+            Some(Color::Blue),
+            "traffic never moves on {result:?}"
+        );
+        w.requests.promote = true;
+        w.run_until(Phase::Healthy, 10);
+        assert_eq!(w.live, Some(Color::Green), "promote overrides {result:?}");
+    }
+}
+
+#[test]
+fn a_failed_post_promotion_analysis_switches_straight_back_to_the_warm_color() {
+    let mut w = releasing_with(Gates {
+        post: true,
+        ..Gates::default()
+    });
+    w.desired.standby = StandbyPolicy::Zero;
+    w.run_until(Phase::Progressing, 50);
+    // Promoted: green live, blue kept warm while post analysis runs despite `Zero`.
+    while w.live != Some(Color::Green) {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    for _ in 0..3 {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    assert_eq!(w.analysis.post, Some(GateResult::Running));
+    assert_eq!(
+        w.colors.blue.spec_replicas, 3,
+        "previous color warm during post analysis"
+    );
+    w.analysis.post = Some(GateResult::Failed("error-rate 0.3".into()));
+    let plan = w.reconcile(None, true);
+    assert_eq!(w.live, Some(Color::Blue), "switched back in the same pass");
+    assert!(plan.transitions.iter().any(|t| t.reason == "RolledBack"));
+    assert_eq!(plan.phase, Phase::Degraded);
+    assert_eq!(w.switches, [Color::Blue, Color::Green, Color::Blue]);
+    // And it stays rolled back: the bad revision is not released again.
+    for _ in 0..10 {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    assert_eq!(w.switches, [Color::Blue, Color::Green, Color::Blue]);
+    assert_eq!(w.colors.green.spec_replicas, 0);
+}
+
+#[test]
+fn a_passing_post_promotion_analysis_completes_the_release_and_applies_the_standby_policy() {
+    let mut w = releasing_with(Gates {
+        post: true,
+        ..Gates::default()
+    });
+    w.desired.standby = StandbyPolicy::Zero;
+    while w.analysis.post.is_none() {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    w.analysis.post = Some(GateResult::Successful);
+    let plan = w.run_until(Phase::Healthy, 10);
+    assert!(w.memory.release.is_none(), "{plan:?}");
+    assert_eq!(w.colors.blue.spec_replicas, 0);
+}
+
+#[test]
+fn a_failed_background_analysis_aborts_before_promotion() {
+    let mut w = releasing_with(Gates {
+        background: true,
+        ..Gates::default()
+    });
+    w.desired.auto_promotion = None;
+    w.run_until(Phase::Paused, 50);
+    assert_eq!(w.analysis.background, Some(GateResult::Running));
+    w.analysis.background = Some(GateResult::Failed("latency p99 500ms".into()));
+    let plan = w.reconcile(None, true);
+    assert_eq!(plan.phase, Phase::Degraded);
+    assert_eq!(w.live, Some(Color::Blue));
 }

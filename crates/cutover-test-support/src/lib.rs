@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 pub use cutover_local_cluster as local_cluster;
 
 pub mod controller;
+pub mod prometheus;
 
 /// The label every test namespace carries, so leftovers can be found.
 pub const TEST_LABEL: &str = "cutover.dev/test";

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cutover_api::analysis::{
+    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
+};
 use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -26,13 +29,14 @@ use cutover_api::{
     requests,
 };
 use cutover_core::release::{
-    self, Action, ColorObservation, Desired, Input, Requests, StandbyPolicy, Timestamp,
+    self, Action, ColorObservation, Desired, Gate, Gates, Input, Requests, StandbyPolicy, Timestamp,
 };
 use cutover_core::{Color, PerColor};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::FIELD_MANAGER;
+use crate::analysis;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::traffic::TrafficRouter as _;
@@ -63,7 +67,13 @@ struct Snapshot {
     deployments: PerColor<Option<Deployment>>,
     services: BTreeMap<&'static str, Option<Service>>,
     configs: Vec<(ConfigRef, config::ConfigData)>,
+    /// Resolved analysis templates, per configured gate.
+    templates: BTreeMap<&'static str, Vec<(String, AnalysisTemplateSpec)>>,
+    /// This BlueGreenDeployment's AnalysisRuns, by name.
+    runs: BTreeMap<String, AnalysisRun>,
 }
+
+const GATES: [Gate; 3] = [Gate::PrePromotion, Gate::Background, Gate::PostPromotion];
 
 /// Why the controller will not act on this object (no traffic is touched).
 struct Refusal {
@@ -128,14 +138,6 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
             message: "spec.strategy.steps: steps are not supported by this version of the controller; leave them empty to switch all at once".into(),
         });
     }
-    if spec.strategy.pre_promotion_analysis.is_some()
-        || spec.strategy.post_promotion_analysis.is_some()
-    {
-        return Some(Refusal {
-            reason: "UnsupportedAnalysis",
-            message: "spec.strategy.prePromotionAnalysis/postPromotionAnalysis: analysis is not supported by this version of the controller; nothing was promoted unchecked".into(),
-        });
-    }
     let template_labels = spec
         .template
         .metadata
@@ -167,6 +169,8 @@ async fn observe(
         deployments: PerColor::default(),
         services: BTreeMap::new(),
         configs: Vec::new(),
+        templates: BTreeMap::new(),
+        runs: BTreeMap::new(),
     };
     for color in Color::ALL {
         let dname = render::deployment_name(&name, color);
@@ -234,6 +238,72 @@ async fn observe(
         }
         snap.configs.push((r, data));
     }
+    for gate in GATES {
+        let Some(reference) = analysis::gate::reference(bgd, gate) else {
+            continue;
+        };
+        let mut resolved = Vec::new();
+        for t in &reference.templates {
+            let spec = if t.cluster_scope {
+                let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+                get(&api, "ClusterAnalysisTemplate", &t.template_name)
+                    .await?
+                    .map(|c| AnalysisTemplateSpec {
+                        args: c.spec.args,
+                        metrics: c.spec.metrics,
+                    })
+            } else {
+                let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), ns);
+                get(&api, "AnalysisTemplate", &t.template_name)
+                    .await?
+                    .map(|t| t.spec)
+            };
+            let Some(spec) = spec else {
+                let kind = if t.cluster_scope {
+                    "ClusterAnalysisTemplate"
+                } else {
+                    "AnalysisTemplate"
+                };
+                return Ok(Err(Refusal {
+                    reason: "MissingAnalysisTemplate",
+                    message: format!(
+                        "{kind} {} (used by the {} analysis) does not exist",
+                        t.template_name,
+                        gate.as_str()
+                    ),
+                }));
+            };
+            resolved.push((t.template_name.clone(), spec));
+        }
+        // Check now that every argument resolves, so a release never starts a gate it
+        // cannot run.
+        if let Err(message) =
+            analysis::gate::build_run(bgd, gate, 0, 0, Color::Green, reference, &resolved)?
+        {
+            return Ok(Err(Refusal {
+                reason: "InvalidAnalysis",
+                message,
+            }));
+        }
+        snap.templates.insert(gate.as_str(), resolved);
+    }
+    if !snap.templates.is_empty() {
+        let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), ns);
+        let selector = analysis::gate::runs_selector(&name);
+        let list = runs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| Error::Read {
+                kind: "AnalysisRun",
+                name: selector,
+                source,
+            })?;
+        for r in list.items {
+            if controlled_by(&r.metadata, bgd) {
+                snap.runs.insert(r.name_any(), r);
+            }
+        }
+    }
     Ok(Ok(snap))
 }
 
@@ -276,6 +346,11 @@ fn desired(bgd: &BlueGreenDeployment, template_hash: String) -> Desired {
         progress_deadline: secs(s.progress_deadline_seconds.unwrap_or(600)),
         abort_on_deadline: s.abort_on_deadline,
         paused: bgd.spec.paused,
+        analysis: Gates {
+            pre: s.pre_promotion_analysis.is_some(),
+            background: s.background_analysis.is_some(),
+            post: s.post_promotion_analysis.is_some(),
+        },
     }
 }
 
@@ -365,10 +440,24 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         .get("preview")
         .and_then(|s| s.as_ref())
         .and_then(render::selected_color);
+    let memory = status::memory_from(bgd.status.as_ref());
+    let run_of = |gate: Gate| {
+        let r = memory.release.as_ref()?;
+        let run = snap.runs.get(&analysis::gate::run_name(
+            &name, r.revision, r.attempt, gate,
+        ))?;
+        Some(analysis::gate::gate_result(run))
+    };
+    let gates = Gates {
+        pre: run_of(Gate::PrePromotion),
+        background: run_of(Gate::Background),
+        post: run_of(Gate::PostPromotion),
+    };
     let input = Input {
         now: now(),
         desired: desired(bgd, template_hash.clone()),
-        memory: status::memory_from(bgd.status.as_ref()),
+        analysis: gates,
+        memory,
         colors: PerColor {
             blue: color_observation(snap.deployments.blue.as_ref()),
             green: color_observation(snap.deployments.green.as_ref()),
@@ -801,6 +890,34 @@ async fn act(
             )
             .await
         }
+        Action::StartAnalysis {
+            gate,
+            revision,
+            attempt,
+        } => start_analysis(bgd, ctx, ns, snap, gate, revision, attempt).await,
+        Action::StopAnalysis {
+            gate,
+            revision,
+            attempt,
+        } => {
+            let run_name = analysis::gate::run_name(&name, revision, attempt, gate);
+            if !snap.runs.contains_key(&run_name) {
+                return Ok(());
+            }
+            let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), ns);
+            api.patch(
+                &run_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "terminate": true } })),
+            )
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "AnalysisRun",
+                name: run_name,
+                source,
+            })?;
+            Ok(())
+        }
         Action::SwitchLive { color } => {
             let started = Instant::now();
             router.set_weight(color, 100).await?;
@@ -809,6 +926,64 @@ async fn act(
             Ok(())
         }
     }
+}
+
+/// How many AnalysisRuns of one BlueGreenDeployment are kept.
+const RUNS_KEPT: usize = 10;
+
+/// Create the run of `gate` for this release attempt (once), and prune old runs.
+async fn start_analysis(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+    gate: Gate,
+    revision: i64,
+    attempt: u32,
+) -> Result<(), Error> {
+    let name = bgd.name_any();
+    let run_name = analysis::gate::run_name(&name, revision, attempt, gate);
+    if snap.runs.contains_key(&run_name) {
+        return Ok(());
+    }
+    let (Some(reference), Some(templates)) = (
+        analysis::gate::reference(bgd, gate),
+        snap.templates.get(gate.as_str()),
+    ) else {
+        return Ok(());
+    };
+    let new_color = bgd
+        .status
+        .as_ref()
+        .and_then(|s| s.release.as_ref())
+        .and_then(|r| r.color)
+        .map(status::core_color)
+        .unwrap_or(Color::Green);
+    let run = match analysis::gate::build_run(
+        bgd, gate, revision, attempt, new_color, reference, templates,
+    )? {
+        Ok(run) => run,
+        // Checked in observe; a template edited in between is caught on the next pass.
+        Err(message) => {
+            tracing::warn!(namespace = %ns, name = %name, "{message}");
+            return Ok(());
+        }
+    };
+    apply_snapshot(ctx, ns, &run_name, &run, "AnalysisRun").await?;
+    let mut old: Vec<&AnalysisRun> = snap.runs.values().collect();
+    old.sort_by_key(|r| std::cmp::Reverse(r.metadata.creation_timestamp.clone()));
+    let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), ns);
+    for r in old.into_iter().skip(RUNS_KEPT.saturating_sub(1)) {
+        let old_name = r.name_any();
+        api.delete(&old_name, &DeleteParams::background())
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "AnalysisRun",
+                name: old_name,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// What to do after a failed reconcile: a Warning Event, a metric, and a retry.

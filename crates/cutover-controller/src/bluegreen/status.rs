@@ -63,6 +63,8 @@ pub fn memory_from(status: Option<&BlueGreenDeploymentStatus>) -> Memory {
                 started_at: parse_time(&r.started_at)?,
                 available_at: r.available_at.as_deref().and_then(parse_time),
                 aborted: r.abort_reason.clone(),
+                attempt: r.attempt,
+                promoted_at: r.promoted_at.as_deref().and_then(parse_time),
             })
         }),
         standby: s.standby.as_ref().and_then(|sb| {
@@ -85,6 +87,8 @@ pub fn write_memory(status: &mut BlueGreenDeploymentStatus, memory: &Memory) {
         started_at: rfc3339(r.started_at),
         available_at: r.available_at.map(rfc3339),
         abort_reason: r.aborted.clone(),
+        attempt: r.attempt,
+        promoted_at: r.promoted_at.map(rfc3339),
     });
     status.abort = memory.release.as_ref().is_some_and(|r| r.aborted.is_some());
     status.standby = memory.standby.map(|sb| StandbyStatus {
@@ -137,10 +141,14 @@ pub fn conditions_for(phase: Phase, cause: Cause, message: &str) -> Vec<Wanted> 
         Cause::WaitingForPromotion | Cause::PausedBySpec => {
             want("Progressing", true, "NewColorAvailable", message)
         }
+        Cause::Analysing => want("Progressing", true, "Analysing", message),
+        Cause::AnalysisHeld => want("Progressing", true, "AnalysisHeld", message),
+        Cause::RolledBack => want("Progressing", false, "RolledBack", message),
     };
     let paused = match cause {
         Cause::WaitingForPromotion => want("Paused", true, "WaitingForPromotion", message),
         Cause::PausedBySpec => want("Paused", true, "PausedBySpec", message),
+        Cause::AnalysisHeld => want("Paused", true, "AnalysisHeld", message),
         _ => want("Paused", false, "NotPaused", "the release is not paused"),
     };
     let degraded = match (phase, cause) {
@@ -148,6 +156,7 @@ pub fn conditions_for(phase: Phase, cause: Cause, message: &str) -> Vec<Wanted> 
         (Phase::Degraded, Cause::ProgressDeadlineExceeded) => {
             want("Degraded", true, "ProgressDeadlineExceeded", message)
         }
+        (Phase::Degraded, Cause::RolledBack) => want("Degraded", true, "RolledBack", message),
         (Phase::Degraded, _) => want("Degraded", true, "LiveNotReady", message),
         _ => want("Degraded", false, "AsExpected", "nothing is wrong"),
     };
@@ -256,6 +265,8 @@ mod tests {
                 started_at: Timestamp(1_700_000_000_000),
                 available_at: Some(Timestamp(1_700_000_005_000)),
                 aborted: Some("why".into()),
+                attempt: 2,
+                promoted_at: Some(Timestamp(1_700_000_006_000)),
             }),
             standby: Some(StandbyState {
                 color: Color::Blue,

@@ -1,0 +1,5 @@
+//! Analysis: runs, measurements and providers.
+
+pub mod gate;
+pub mod providers;
+pub mod run;
