@@ -1,0 +1,376 @@
+//! Analysis against the real local control plane and a real Prometheus (Debian's package)
+//! scraping a metrics endpoint the test controls, with the controller as a process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use cutover_api::analysis::{AnalysisPhase, AnalysisRun, AnalysisTemplate};
+use cutover_api::{Color, Phase};
+use cutover_test_support::prometheus::{MetricsEndpoint, Prometheus};
+use cutover_test_support::{TestNamespace, wait_for};
+use kube::api::{Api, PostParams};
+
+const ERRORS: &str = "app_error_ratio";
+
+async fn template(ns: &TestNamespace, name: &str, metric: serde_json::Value) {
+    let api: Api<AnalysisTemplate> = ns.api();
+    let t: AnalysisTemplate = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "AnalysisTemplate",
+        "metadata": { "name": name },
+        "spec": { "metrics": [metric] }
+    }))
+    .expect("valid AnalysisTemplate");
+    api.create(&PostParams::default(), &t)
+        .await
+        .expect("create AnalysisTemplate");
+}
+
+fn error_rate(prometheus: &str, query: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut m = serde_json::json!({
+        "name": "error-rate",
+        "interval": "1s",
+        "count": 2,
+        "successCondition": "result < 0.01",
+        "failureCondition": "result >= 0.05",
+        "provider": { "prometheus": { "address": prometheus, "query": query } }
+    });
+    if let (Some(m), serde_json::Value::Object(e)) = (m.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    m
+}
+
+/// The new color's error ratio, as the app would export it.
+fn by_color() -> String {
+    format!("max({ERRORS}{{color=\"{{{{args.color}}}}\"}})")
+}
+
+async fn runs(ns: &TestNamespace) -> Vec<AnalysisRun> {
+    let api: Api<AnalysisRun> = ns.api();
+    api.list(&Default::default())
+        .await
+        .expect("list runs")
+        .items
+}
+
+fn pre(t: &str) -> serde_json::Value {
+    serde_json::json!({ "strategy": { "prePromotionAnalysis": { "templates": [{ "templateName": t }] } } })
+}
+
+#[tokio::test]
+async fn a_healthy_new_color_passes_pre_promotion_analysis_and_is_promoted() {
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.0);
+    let prom = Prometheus::start(&[endpoint.addr()]).await;
+    let (ns, _ctrl) = setup("an-pass").await;
+    template(
+        &ns,
+        "error-rate",
+        error_rate(&prom.url(), &by_color(), serde_json::json!({})),
+    )
+    .await;
+    create(&ns, &bgd("shop", "shop:1", 2, pre("error-rate"))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    healthy_on(&ns, "shop", Color::Green).await;
+    let runs = runs(&ns).await;
+    assert_eq!(runs.len(), 1, "one pre-promotion run for revision 2");
+    let st = runs[0].status.clone().expect("run status");
+    assert_eq!(st.phase, Some(AnalysisPhase::Successful));
+    let m = &st.metric_results[0];
+    assert_eq!((m.count, m.successful), (2, 2));
+    assert_eq!(m.measurements[0].value.as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn an_error_rate_above_the_failure_condition_aborts_and_traffic_stays_on_the_live_color() {
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.2);
+    let prom = Prometheus::start(&[endpoint.addr()]).await;
+    let (ns, _ctrl) = setup("an-fail").await;
+    template(
+        &ns,
+        "error-rate",
+        error_rate(&prom.url(), &by_color(), serde_json::json!({})),
+    )
+    .await;
+    create(&ns, &bgd("shop", "shop:1", 2, pre("error-rate"))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    let b = wait_bgd(&ns, "shop", "the release to abort", |b| {
+        phase(b) == Some(Phase::Degraded)
+    })
+    .await;
+    let msg = b
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("pre-promotion analysis failed"), "{msg}");
+    assert!(
+        msg.contains("error-rate") && msg.contains("0.2") && msg.contains("result >= 0.05"),
+        "names the metric, value and condition: {msg}"
+    );
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("blue"));
+    assert_eq!(active(&b), Some(Color::Blue));
+    let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
+    let aborted = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("Aborted"))
+        .expect("an Aborted event");
+    assert!(
+        aborted
+            .message
+            .unwrap_or_default()
+            .contains("result >= 0.05")
+    );
+}
+
+#[tokio::test]
+async fn a_query_with_no_data_pauses_the_release_as_inconclusive() {
+    let endpoint = MetricsEndpoint::start();
+    let prom = Prometheus::start(&[endpoint.addr()]).await;
+    let (ns, _ctrl) = setup("an-nodata").await;
+    template(
+        &ns,
+        "error-rate",
+        error_rate(
+            &prom.url(),
+            "max(metric_that_does_not_exist)",
+            serde_json::json!({}),
+        ),
+    )
+    .await;
+    create(&ns, &bgd("shop", "shop:1", 1, pre("error-rate"))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    let b = wait_bgd(&ns, "shop", "Paused as inconclusive", |b| {
+        phase(b) == Some(Phase::Paused)
+    })
+    .await;
+    let msg = b
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("inconclusive") && msg.contains("no data"),
+        "{msg}"
+    );
+    assert_eq!(
+        selected(&ns, "shop").await.as_deref(),
+        Some("blue"),
+        "no data is never success"
+    );
+    assert_eq!(
+        condition(&b, "Paused").map(|c| c.reason.as_str()),
+        Some("AnalysisHeld")
+    );
+}
+
+#[tokio::test]
+async fn prometheus_down_counts_as_errors_and_traffic_does_not_move() {
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.0);
+    let mut prom = Prometheus::start(&[endpoint.addr()]).await;
+    let url = prom.url();
+    prom.stop();
+    let (ns, _ctrl) = setup("an-down").await;
+    template(
+        &ns,
+        "error-rate",
+        error_rate(
+            &url,
+            &by_color(),
+            serde_json::json!({ "consecutiveErrorLimit": 1 }),
+        ),
+    )
+    .await;
+    create(&ns, &bgd("shop", "shop:1", 1, pre("error-rate"))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    let b = wait_bgd(&ns, "shop", "Paused on provider errors", |b| {
+        phase(b) == Some(Phase::Paused)
+    })
+    .await;
+    let msg = b
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("cannot measure"), "{msg}");
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("blue"));
+    let run = &runs(&ns).await[0];
+    let st = run.status.clone().expect("status");
+    assert_eq!(st.phase, Some(AnalysisPhase::Error));
+    assert_eq!(
+        st.metric_results[0].error, 2,
+        "two errors in a row: one more than the limit"
+    );
+    assert_eq!(
+        st.metric_results[0].successful, 0,
+        "an error is never a success"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_new_color_after_promotion_is_rolled_back_to_the_warm_color() {
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.0);
+    let prom = Prometheus::start(&[endpoint.addr()]).await;
+    let (ns, _ctrl) = setup("an-post").await;
+    template(
+        &ns,
+        "error-rate",
+        error_rate(&prom.url(), &by_color(), serde_json::json!({ "count": 30 })),
+    )
+    .await;
+    let post = serde_json::json!({ "strategy": { "postPromotionAnalysis": { "templates": [{ "templateName": "error-rate" }] } } });
+    create(&ns, &bgd("shop", "shop:1", 2, post)).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    wait_bgd(
+        &ns,
+        "shop",
+        "green live under post-promotion analysis",
+        |b| {
+            active(b) == Some(Color::Green)
+                && b.status.as_ref().and_then(|s| s.release.as_ref()).is_some()
+        },
+    )
+    .await;
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("green"));
+    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.5);
+    let b = wait_bgd(&ns, "shop", "the rollback", |b| {
+        active(b) == Some(Color::Blue) && phase(b) == Some(Phase::Degraded)
+    })
+    .await;
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("blue"));
+    assert_eq!(
+        condition(&b, "Degraded").map(|c| c.reason.as_str()),
+        Some("RolledBack")
+    );
+    // It stays on blue: the failed revision is not released again by itself.
+    let again = wait_bgd(&ns, "shop", "a settled status", |b| {
+        b.status.as_ref().is_some_and(|s| s.abort)
+    })
+    .await;
+    assert_eq!(active(&again), Some(Color::Blue));
+}
+
+/// An AnalysisRun made directly (the run reconciler does not need a release).
+async fn direct_run(ns: &TestNamespace, name: &str, metric: serde_json::Value) -> AnalysisRun {
+    let api: Api<AnalysisRun> = ns.api();
+    let run: AnalysisRun = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "AnalysisRun",
+        "metadata": { "name": name },
+        "spec": { "metrics": [metric] }
+    }))
+    .expect("valid AnalysisRun");
+    api.create(&PostParams::default(), &run)
+        .await
+        .expect("create AnalysisRun");
+    wait_for(
+        &api,
+        name,
+        "the run to conclude",
+        Duration::from_secs(60),
+        |r: Option<&AnalysisRun>| {
+            r.and_then(|r| r.status.as_ref())
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p != AnalysisPhase::Running)
+        },
+    )
+    .await
+}
+
+fn run_phase(r: &AnalysisRun) -> Option<AnalysisPhase> {
+    r.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test]
+async fn the_web_provider_passes_on_a_good_answer_and_fails_on_a_bad_one() {
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_json(
+        "/ok",
+        &serde_json::json!({ "status": "ok", "latency": 12.5 }),
+    );
+    endpoint.set_json("/bad", &serde_json::json!({ "status": "degraded" }));
+    let (ns, _ctrl) = setup("an-web").await;
+    let web = |path: &str| {
+        serde_json::json!({
+            "name": "health", "count": 1, "successCondition": "result == 'ok'",
+            "provider": { "web": { "url": format!("{}{path}", endpoint.url()), "jsonPath": "$.status", "headers": [{ "key": "X-Check", "value": "cutover" }] } }
+        })
+    };
+    let ok = direct_run(&ns, "web-ok", web("/ok")).await;
+    assert_eq!(
+        run_phase(&ok),
+        Some(AnalysisPhase::Successful),
+        "{:?}",
+        ok.status
+    );
+    let bad = direct_run(&ns, "web-bad", web("/bad")).await;
+    assert_eq!(
+        run_phase(&bad),
+        Some(AnalysisPhase::Failed),
+        "{:?}",
+        bad.status
+    );
+    let msg = bad.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        msg.contains("degraded") && msg.contains("successCondition"),
+        "{msg}"
+    );
+    assert!(
+        endpoint.requests().iter().any(|r| r
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("x-check") && v == "cutover")),
+        "headers are sent"
+    );
+}
+
+#[tokio::test]
+async fn the_job_provider_passes_when_the_job_succeeds_and_fails_when_it_fails() {
+    let (ns, _ctrl) = setup("an-job").await;
+    let job = |extra: serde_json::Value| {
+        let mut pod = serde_json::json!({ "restartPolicy": "Never", "containers": [{ "name": "smoke", "image": "smoke:1" }] });
+        if let (Some(p), serde_json::Value::Object(e)) = (pod.as_object_mut(), extra) {
+            p.extend(e);
+        }
+        serde_json::json!({
+            "name": "smoke", "count": 1,
+            "provider": { "job": { "spec": { "backoffLimit": 0, "activeDeadlineSeconds": 5, "template": { "spec": pod } } } }
+        })
+    };
+    // kwok runs the pod to completion: the Job succeeds.
+    let ok = direct_run(&ns, "job-ok", job(serde_json::json!({}))).await;
+    assert_eq!(
+        run_phase(&ok),
+        Some(AnalysisPhase::Successful),
+        "{:?}",
+        ok.status
+    );
+    // A pod that can never be scheduled: the Job fails at its deadline.
+    let bad = direct_run(
+        &ns,
+        "job-bad",
+        job(serde_json::json!({ "nodeSelector": { "no-such-node": "x" } })),
+    )
+    .await;
+    assert_eq!(
+        run_phase(&bad),
+        Some(AnalysisPhase::Failed),
+        "{:?}",
+        bad.status
+    );
+}
