@@ -1,6 +1,7 @@
 //! `cargo xtask` — developer tasks (the cargo-xtask pattern): no tools to install but cargo.
 
 mod bench;
+mod bench_rollback;
 mod cluster;
 mod demo;
 mod generated;
@@ -41,6 +42,8 @@ enum Command {
 enum BenchCommand {
     /// Reconcile throughput and controller memory with many BlueGreenDeployments.
     Scale(bench::BenchArgs),
+    /// Time from a failing new color to traffic back on the old one.
+    Rollback(bench_rollback::RollbackArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,5 +64,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Scale(args),
         } => runtime.block_on(bench::run(args)),
+        Command::Bench {
+            which: BenchCommand::Rollback(args),
+        } => runtime.block_on(bench_rollback::run(args)),
     }
 }

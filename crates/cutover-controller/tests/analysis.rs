@@ -374,3 +374,106 @@ async fn the_job_provider_passes_when_the_job_succeeds_and_fails_when_it_fails()
         bad.status
     );
 }
+
+#[tokio::test]
+async fn compare_fails_a_shifted_latency_distribution_and_passes_an_unshifted_one() {
+    let endpoint = std::sync::Arc::new(MetricsEndpoint::start());
+    let prom = Prometheus::start(&[endpoint.addr()]).await;
+    // Latency samples, a new value every 100 ms: blue and `same` green from one
+    // distribution, `shifted` green 30 % slower.
+    let feeder = endpoint.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let feed = tokio::spawn(async move {
+        let mut seed: u64 = 42;
+        let mut noise = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64 * 0.02
+        };
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            feeder.set_gauge(
+                "latency_seconds",
+                &[("color", "blue"), ("case", "same")],
+                0.100 + noise(),
+            );
+            feeder.set_gauge(
+                "latency_seconds",
+                &[("color", "green"), ("case", "same")],
+                0.100 + noise(),
+            );
+            feeder.set_gauge(
+                "latency_seconds",
+                &[("color", "blue"), ("case", "shifted")],
+                0.100 + noise(),
+            );
+            feeder.set_gauge(
+                "latency_seconds",
+                &[("color", "green"), ("case", "shifted")],
+                0.130 + noise(),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (ns, _ctrl) = setup("an-compare").await;
+    // Wait (on Prometheus, not a clock) until each series holds enough scraped samples.
+    prom.wait_for_value(
+        r#"min(count_over_time(latency_seconds[20s]))"#,
+        |n| n >= 12.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    let compare = |case: &str| {
+        serde_json::json!({
+            "name": "latency", "count": 1,
+            "provider": { "compare": {
+                "address": prom.url(),
+                "query": format!("latency_seconds{{case=\"{case}\",color=\"{{{{color}}}}\"}}"),
+                "window": "20s", "step": "1s", "confidence": 0.95, "minSamples": 8
+            } }
+        })
+    };
+    let api: Api<AnalysisRun> = ns.api();
+    for (name, case) in [("cmp-same", "same"), ("cmp-shifted", "shifted")] {
+        let run: AnalysisRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cutover.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": { "name": name },
+            "spec": {
+                "metrics": [compare(case)],
+                "args": [{ "name": "liveColor", "value": "blue" }, { "name": "color", "value": "green" }]
+            }
+        }))
+        .expect("valid");
+        api.create(&PostParams::default(), &run)
+            .await
+            .expect("create run");
+    }
+    let done = |r: Option<&AnalysisRun>| {
+        r.and_then(|r| r.status.as_ref())
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p != AnalysisPhase::Running)
+    };
+    let same = wait_for(&api, "cmp-same", "the unshifted comparison", TIMEOUT, done).await;
+    let shifted = wait_for(&api, "cmp-shifted", "the shifted comparison", TIMEOUT, done).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = feed.await;
+    assert_eq!(
+        run_phase(&same),
+        Some(AnalysisPhase::Successful),
+        "{:?}",
+        same.status
+    );
+    assert_eq!(
+        run_phase(&shifted),
+        Some(AnalysisPhase::Failed),
+        "{:?}",
+        shifted.status
+    );
+    let value = shifted
+        .status
+        .as_ref()
+        .and_then(|s| s.metric_results[0].measurements[0].value.clone())
+        .unwrap_or_default();
+    assert!(value.starts_with("p=0.0"), "a tiny p-value: {value}");
+}

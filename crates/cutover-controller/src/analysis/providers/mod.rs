@@ -106,6 +106,9 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ProviderError> 
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(timeout)
+        // Measurements are seconds apart: a kept-alive connection the server (or a load
+        // balancer) closed meanwhile would fail the next one for nothing.
+        .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| ProviderError::Client {
             reason: error_chain(&e),
