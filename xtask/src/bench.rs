@@ -32,6 +32,24 @@ pub struct BenchArgs {
 
 const CLUSTER: &str = "bench";
 
+/// A child process killed when dropped, so a failing benchmark leaves nothing running.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// Kill it now.
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -157,7 +175,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let log = local::state_dir(CLUSTER)
         .join("logs")
         .join("cutover-controller.log");
-    let mut child = std::process::Command::new(&bin)
+    let child = std::process::Command::new(&bin)
         .args([
             "--namespace",
             "bench",
@@ -171,7 +189,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting cutover-controller")?;
-    let pid = child.id();
+    let mut child = crate::bench::KillOnDrop(child);
+    let pid = child.0.id();
     let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), "bench");
     let healthy_on = |color: cutover_api::Color| {
         let bgds = bgds.clone();
@@ -224,8 +243,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     let (rss, peak) = rss_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();
     println!();

@@ -89,7 +89,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
     let log = local::state_dir(CLUSTER)
         .join("logs")
         .join("cutover-controller-rollback.log");
-    let mut child = std::process::Command::new(&bin)
+    let child = std::process::Command::new(&bin)
         .args([
             "--namespace",
             NS,
@@ -103,6 +103,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting cutover-controller")?;
+    let child = crate::bench::KillOnDrop(child);
 
     let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), NS);
     let query = format!("max({METRIC}{{color=\"{{{{args.color}}}}\"}})");
@@ -152,11 +153,36 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
     .await?;
 
     let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/query", prom.url());
+    let sees = |color: &'static str, value: &'static str| {
+        let (http, url) = (http.clone(), url.clone());
+        async move || -> anyhow::Result<bool> {
+            let q = format!("max({METRIC}{{color=\"{color}\"}})");
+            let body: serde_json::Value = http
+                .get(&url)
+                .query(&[("query", q.as_str())])
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok(body
+                .pointer("/data/result/0/value/1")
+                .and_then(|v| v.as_str())
+                == Some(value))
+        }
+    };
     let (mut floors, mut rollbacks) = (Vec::new(), Vec::new());
     for i in 1..=args.runs {
         let old = live().await?.unwrap_or_default();
         let new = if old == "blue" { "green" } else { "blue" };
+        // A fresh color starts healthy: wait until Prometheus has scraped that.
         endpoint.set_gauge(METRIC, &[("color", new)], 0.0);
+        until(
+            "Prometheus to see the color healthy",
+            Duration::from_secs(30),
+            sees(new, "0"),
+        )
+        .await?;
         let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": format!("shop:{i}") }] } } } });
         bgds.patch("shop", &PatchParams::default(), &Patch::Merge(patch))
             .await?;
@@ -182,24 +208,10 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         .await?;
         let flip = Instant::now();
         endpoint.set_gauge(METRIC, &[("color", new)], 0.5);
-        let q = format!("max({METRIC}{{color=\"{new}\"}})");
-        let url = format!("{}/api/v1/query", prom.url());
         let seen = until(
             "Prometheus to see the errors",
             Duration::from_secs(30),
-            async || {
-                let body: serde_json::Value = http
-                    .get(&url)
-                    .query(&[("query", q.as_str())])
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                Ok(body
-                    .pointer("/data/result/0/value/1")
-                    .and_then(|v| v.as_str())
-                    == Some("0.5"))
-            },
+            sees(new, "0.5"),
         )
         .await?;
         let back = until("the rollback", Duration::from_secs(60), async || {
@@ -214,8 +226,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         floors.push(floor);
         rollbacks.push(rollback);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     floors.sort_by(f64::total_cmp);
     rollbacks.sort_by(f64::total_cmp);
     let median = |v: &[f64]| percentile(v, 0.5);

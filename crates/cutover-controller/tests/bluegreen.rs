@@ -417,3 +417,41 @@ async fn a_config_change_releases_a_new_revision_and_the_live_color_keeps_the_ol
         Some(true)
     );
 }
+
+#[tokio::test]
+async fn a_spec_change_racing_the_status_write_still_gets_the_next_revision() {
+    // The live Service switches before the status that records it is written; a spec
+    // change landing in between must not reuse revision 1 or treat blue as undeployed.
+    let (ns, _ctrl) = setup("bg-race").await;
+    create(&ns, &bgd("fast", "fast:1", 1, serde_json::json!({}))).await;
+    let services: Api<Service> = ns.api();
+    cutover_test_support::wait_for(
+        &services,
+        "fast",
+        "the live Service on blue",
+        TIMEOUT,
+        |s: Option<&Service>| {
+            s.and_then(|s| {
+                s.spec
+                    .as_ref()?
+                    .selector
+                    .as_ref()?
+                    .get(cutover_api::COLOR_LABEL)
+                    .cloned()
+            })
+            .as_deref()
+                == Some("blue")
+        },
+    )
+    .await;
+    set_image(&ns, "fast", "fast:2").await;
+    let b = healthy_on(&ns, "fast", Color::Green).await;
+    let st = b.status.expect("status");
+    assert_eq!(st.green.map(|g| g.revision), Some(2));
+    assert_eq!(
+        st.blue.map(|g| (g.revision, g.image)),
+        Some((1, Some("fast:1".to_string()))),
+        "the live color was never redeployed"
+    );
+    assert_eq!(st.latest_revision, 2);
+}

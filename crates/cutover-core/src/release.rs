@@ -568,10 +568,15 @@ fn steady_or_start(mut p: Planner<'_>, active: Color) -> Plan {
     }
     let idle = active.other();
     let idle_obs = p.input.colors.get(idle).clone();
+    // Never hand out a number a color already carries, even if memory lost count.
+    let latest = Color::ALL
+        .iter()
+        .filter_map(|c| p.input.colors.get(*c).revision)
+        .fold(p.memory.latest_revision, i64::max);
     let revision = if idle_obs.template_hash.as_deref() == Some(d.template_hash.as_str()) {
-        idle_obs.revision.unwrap_or(p.memory.latest_revision + 1)
+        idle_obs.revision.unwrap_or(latest + 1)
     } else {
-        p.memory.latest_revision + 1
+        latest + 1
     };
     p.memory.latest_revision = p.memory.latest_revision.max(revision);
 

@@ -440,6 +440,21 @@ fn summary(results: &[MetricResult], phase: AnalysisPhase) -> String {
 /// Reconcile one AnalysisRun.
 pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<RunContext>) -> Result<Requeue, Error> {
     let started = std::time::Instant::now();
+    // The status holds the tallies: read it fresh, never from a cache that may lag behind
+    // the last write (a stale tally would count a measurement twice).
+    let api: Api<AnalysisRun> =
+        Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+    let fresh = api
+        .get_opt(&run.name_any())
+        .await
+        .map_err(|source| Error::Read {
+            kind: KIND,
+            name: run.name_any(),
+            source,
+        })?;
+    let Some(run) = fresh else {
+        return Ok(Requeue::await_change());
+    };
     let result = reconcile_inner(&run, &ctx).await;
     ctx.metrics.reconcile_finished(KIND, started.elapsed());
     result

@@ -385,7 +385,20 @@ fn now() -> Timestamp {
 /// Reconcile one BlueGreenDeployment.
 pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&bgd, &ctx).await;
+    // The watch cache may not hold our own last status write yet, and status is the
+    // release's memory: read the object fresh, so every pass sees what the last one wrote.
+    let name = bgd.name_any();
+    let api: Api<BlueGreenDeployment> =
+        Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
+    let fresh = api.get_opt(&name).await.map_err(|source| Error::Read {
+        kind: KIND,
+        name: name.clone(),
+        source,
+    })?;
+    let Some(fresh) = fresh else {
+        return Ok(Requeue::await_change());
+    };
+    let result = reconcile_inner(&fresh, &ctx).await;
     ctx.metrics.reconcile_finished(KIND, started.elapsed());
     result
 }
