@@ -486,6 +486,10 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     for action in &plan.actions {
         act(bgd, ctx, &ns, &snap, &template_hash, action, &router).await?;
     }
+    if plan.actions.is_empty() && plan.memory.release.is_none() {
+        // Settled: config snapshots neither color uses any more can go.
+        prune_snapshots(bgd, ctx, &ns, &snap).await?;
+    }
     for t in &plan.transitions {
         tracing::info!(namespace = %ns, name = %name, reason = t.reason, "{}", t.message);
         publish(ctx, bgd, t.reason, &t.message, t.warning).await;
@@ -685,6 +689,71 @@ where
     Ok(())
 }
 
+/// Label on config snapshots naming the ConfigMap or Secret they copy.
+const SNAPSHOT_OF_LABEL: &str = "cutover.dev/snapshot-of";
+
+/// Delete the config snapshots of `bgd` that neither color's Deployment references.
+async fn prune_snapshots(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+) -> Result<(), Error> {
+    let in_use: Vec<ConfigRef> = Color::ALL
+        .iter()
+        .filter_map(|c| snap.deployments.get(*c).as_ref())
+        .filter_map(|d| d.spec.as_ref())
+        .flat_map(|s| config::referenced(&s.template))
+        .collect();
+    let used =
+        |kind: ConfigKind, name: &str| in_use.iter().any(|r| r.kind == kind && r.name == name);
+    let selector = format!(
+        "{}={},{SNAPSHOT_OF_LABEL}",
+        cutover_api::INSTANCE_LABEL,
+        bgd.name_any()
+    );
+    let lp = ListParams::default().labels(&selector);
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let read = |source| Error::Read {
+        kind: "ConfigMap",
+        name: selector.clone(),
+        source,
+    };
+    for cm in config_maps.list_metadata(&lp).await.map_err(read)?.items {
+        let name = cm.name_any();
+        if controlled_by(&cm.metadata, bgd) && !used(ConfigKind::ConfigMap, &name) {
+            config_maps
+                .delete(&name, &DeleteParams::background())
+                .await
+                .map_err(|source| Error::Apply {
+                    kind: "ConfigMap",
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+    }
+    let read = |source| Error::Read {
+        kind: "Secret",
+        name: selector.clone(),
+        source,
+    };
+    for s in secrets.list_metadata(&lp).await.map_err(read)?.items {
+        let name = s.name_any();
+        if controlled_by(&s.metadata, bgd) && !used(ConfigKind::Secret, &name) {
+            secrets
+                .delete(&name, &DeleteParams::background())
+                .await
+                .map_err(|source| Error::Apply {
+                    kind: "Secret",
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}
+
 /// Copy each referenced config into an immutable snapshot owned by `bgd`; returns the
 /// renames to apply to the template.
 async fn snapshot_configs(
@@ -699,7 +768,7 @@ async fn snapshot_configs(
         let Some(data) = data else { continue };
         let snap_name = config::snapshot_name(&r.name, &config::data_hash(data));
         let mut labels = render::owned_labels(&bgd.name_any(), None);
-        labels.insert("cutover.dev/snapshot-of".into(), r.name.clone());
+        labels.insert(SNAPSHOT_OF_LABEL.into(), r.name.clone());
         let meta = ObjectMeta {
             name: Some(snap_name.clone()),
             namespace: Some(ns.to_string()),
