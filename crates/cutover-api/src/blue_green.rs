@@ -559,6 +559,12 @@ pub struct ReleaseStatus {
     /// When the new color took live traffic (post-promotion analysis runs from then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<String>,
+    /// The step the release is at.
+    #[serde(default)]
+    pub step_index: u32,
+    /// When that step started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<String>,
 }
 
 /// The previous live color after a promotion.

@@ -25,6 +25,8 @@ pub enum Error {
     },
     #[error("the object has no {0}")]
     MissingField(&'static str),
+    #[error("{what} are not supported")]
+    Unsupported { what: &'static str },
     #[error("serializing {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -41,6 +43,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::Status { .. } => "status",
             Error::MissingField(_) => "missing_field",
+            Error::Unsupported { .. } => "unsupported",
             Error::Serialize { .. } => "serialize",
         }
     }

@@ -62,6 +62,41 @@ pub struct Desired {
     pub paused: bool,
     /// Analyses configured, by gate.
     pub analysis: Gates<bool>,
+    /// Traffic steps between the new color becoming ready and promotion.
+    pub steps: Vec<Step>,
+}
+
+/// One step of a release, as the core sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Send this percent of live traffic to the new color.
+    SetWeight(u8),
+    /// Wait this long, or for a promote when `None`.
+    Pause(Option<Duration>),
+    /// Run this step's analysis; failure aborts.
+    Analysis,
+    /// Route matching requests to the new color (`true`) or stop doing so (`false`).
+    SetHeaderRoute(bool),
+    /// Mirror this percent of live traffic to the new color (0 removes the mirror).
+    SetMirror(u8),
+}
+
+/// What the traffic provider reports, relative to the live color.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficObs {
+    /// Percent of live traffic on the other color.
+    pub weight: u8,
+    /// The step whose header route is in place, if any.
+    pub header_route: Option<u32>,
+    /// Percent of live traffic mirrored to the other color.
+    pub mirror: u8,
+}
+
+impl TrafficObs {
+    /// Whether anything but the live color gets traffic.
+    pub fn splits(&self) -> bool {
+        self.weight > 0 || self.header_route.is_some() || self.mirror > 0
+    }
 }
 
 /// Where analysis gates a release.
@@ -73,15 +108,18 @@ pub enum Gate {
     Background,
     /// After promotion, with the old color warm. Failure switches straight back.
     PostPromotion,
+    /// An `analysis` step (its index). Failure aborts.
+    Step(u32),
 }
 
 impl Gate {
     /// Name used in AnalysisRun names and messages.
-    pub fn as_str(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Gate::PrePromotion => "pre",
-            Gate::Background => "background",
-            Gate::PostPromotion => "post",
+            Gate::PrePromotion => "pre".into(),
+            Gate::Background => "background".into(),
+            Gate::PostPromotion => "post".into(),
+            Gate::Step(i) => format!("step-{i}"),
         }
     }
 }
@@ -95,6 +133,8 @@ pub struct Gates<T> {
     pub background: T,
     /// Post-promotion.
     pub post: T,
+    /// The current step's analysis.
+    pub step: T,
 }
 
 impl<T> Gates<T> {
@@ -104,6 +144,7 @@ impl<T> Gates<T> {
             Gate::PrePromotion => &self.pre,
             Gate::Background => &self.background,
             Gate::PostPromotion => &self.post,
+            Gate::Step(_) => &self.step,
         }
     }
 }
@@ -240,6 +281,10 @@ pub struct Release {
     /// When the new color took the live traffic; from then on post-promotion analysis
     /// runs, with the previous color kept warm for an instant rollback.
     pub promoted_at: Option<Timestamp>,
+    /// The step the release is at (`steps.len()` once all are done).
+    pub step_index: u32,
+    /// When the current step started.
+    pub step_started_at: Option<Timestamp>,
 }
 
 /// The previous live color, kept as standby.
@@ -292,8 +337,11 @@ pub struct Input {
     pub preview: Option<Color>,
     /// New requests.
     pub requests: Requests,
-    /// The analysis runs of the current release attempt (`None`: not started).
+    /// The analysis runs of the current release attempt (`None`: not started); `step` is
+    /// the run of the current step.
     pub analysis: Gates<Option<GateResult>>,
+    /// Where the traffic provider sends traffic now.
+    pub traffic: TrafficObs,
 }
 
 /// One side effect. Each is idempotent.
@@ -324,6 +372,27 @@ pub enum Action {
     SwitchLive {
         /// The color.
         color: Color,
+    },
+    /// Send `weight` percent of live traffic to `canary` (the rest stays on the live color).
+    SetWeight {
+        /// The new color.
+        canary: Color,
+        /// Percent.
+        weight: u8,
+    },
+    /// Put the header route of `step` in place (to `canary`), or remove it (`None`).
+    SetHeaderRoute {
+        /// The new color.
+        canary: Color,
+        /// The step whose matches apply.
+        step: Option<u32>,
+    },
+    /// Mirror `percent` of live traffic to `canary` (0 removes the mirror).
+    SetMirror {
+        /// The new color.
+        canary: Color,
+        /// Percent.
+        percent: u8,
     },
     /// Start the analysis run of `gate` for this release attempt (idempotent: one run per
     /// revision, attempt and gate).
@@ -397,6 +466,10 @@ pub enum Cause {
     AnalysisHeld,
     /// Post-promotion analysis failed and traffic went back to the previous color.
     RolledBack,
+    /// A traffic step is being applied.
+    Stepping,
+    /// A pause step.
+    PausedByStep,
 }
 
 /// The result of [`decide`].
@@ -467,7 +540,12 @@ impl Planner<'_> {
     /// Route live traffic to `color` unless it already goes there. Only a fully ready
     /// color may receive traffic it does not have yet.
     fn switch_live(&mut self, color: Color, hash: &str) -> bool {
+        if self.input.live == Some(color) && !self.input.traffic.splits() {
+            return true;
+        }
         if self.input.live == Some(color) {
+            // Already live: only the split goes, in the same single write.
+            self.push(Action::SwitchLive { color });
             return true;
         }
         if self.ready(color, hash).is_err() {
@@ -608,6 +686,8 @@ fn steady_or_start(mut p: Planner<'_>, active: Color) -> Plan {
         aborted: None,
         attempt: 0,
         promoted_at: None,
+        step_index: 0,
+        step_started_at: None,
     };
     p.event(
         "ReleaseStarted",
@@ -694,6 +774,8 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         release.started_at = p.input.now;
         release.available_at = None;
         release.attempt += 1;
+        release.step_index = 0;
+        release.step_started_at = None;
         p.event(
             "Retried",
             format!("retrying revision {} on {color}", release.revision),
@@ -738,6 +820,11 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
     }
     if release.aborted.is_some() {
         return aborted(p, active, release);
+    }
+    if p.input.live == Some(color) && p.ready(color, &release.template_hash).is_ok() {
+        // Live traffic is already on the new color: the controller switched and died
+        // before recording it. Record the promotion; repeat no step.
+        return promote(p, active, release);
     }
 
     p.push(Action::Deploy {
@@ -838,6 +925,16 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         }
     }
 
+    let mut promote_requested = req.promote;
+    p = match run_steps(p, active, &mut release, &mut promote_requested) {
+        Ok(p) => p,
+        Err(plan) => return *plan,
+    };
+    let req = Requests {
+        promote: promote_requested,
+        ..req
+    };
+
     if d.paused && !req.promote {
         let msg = format!(
             "paused (spec.paused) with revision {} ready on {color}",
@@ -864,7 +961,13 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         }
     }
 
-    // Promote.
+    promote(p, active, release)
+}
+
+/// Send all traffic to the new color and record it: the previous color becomes standby.
+fn promote(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan {
+    let d = p.input.desired.clone();
+    let color = release.color;
     p.switch_live(color, &release.template_hash);
     if d.analysis.background {
         p.push(Action::StopAnalysis {
@@ -1038,4 +1141,160 @@ fn merge_plans(p: Planner<'_>, mut plan: Plan) -> Plan {
     transitions.append(&mut plan.transitions);
     plan.transitions = transitions;
     plan
+}
+
+/// Run the release's steps from where it is: `Err(plan)` while a step is not done (the
+/// release waits there), `Ok` once every step is done. A promote request ends one pause
+/// (or accepts one held analysis), and is then used up.
+fn run_steps<'a>(
+    mut p: Planner<'a>,
+    active: Color,
+    release: &mut Release,
+    promote: &mut bool,
+) -> Result<Planner<'a>, Box<Plan>> {
+    let d = p.input.desired.clone();
+    let color = release.color;
+    let traffic = p.input.traffic;
+    while let Some(step) = d.steps.get(release.step_index as usize).copied() {
+        let i = release.step_index;
+        let started = *release.step_started_at.get_or_insert(p.input.now);
+        p.memory.release = Some(release.clone());
+        let weight = i32::from(traffic.weight);
+        let done = match step {
+            Step::SetWeight(w) => {
+                if traffic.weight != w {
+                    if p.ready(color, &release.template_hash).is_ok() {
+                        p.push(Action::SetWeight {
+                            canary: color,
+                            weight: w,
+                        });
+                    }
+                    let msg = format!("step {i}: setting weight {w}% on {color}");
+                    return Err(Box::new(p.finish(
+                        Phase::Progressing,
+                        Cause::Stepping,
+                        msg,
+                        weight,
+                    )));
+                }
+                true
+            }
+            Step::SetHeaderRoute(on) => {
+                let want = on.then_some(i);
+                if traffic.header_route != want {
+                    p.push(Action::SetHeaderRoute {
+                        canary: color,
+                        step: want,
+                    });
+                    let what = if on { "adding" } else { "removing" };
+                    let msg = format!("step {i}: {what} the header route to {color}");
+                    return Err(Box::new(p.finish(
+                        Phase::Progressing,
+                        Cause::Stepping,
+                        msg,
+                        weight,
+                    )));
+                }
+                true
+            }
+            Step::SetMirror(pct) => {
+                if traffic.mirror != pct {
+                    p.push(Action::SetMirror {
+                        canary: color,
+                        percent: pct,
+                    });
+                    let msg = format!("step {i}: mirroring {pct}% to {color}");
+                    return Err(Box::new(p.finish(
+                        Phase::Progressing,
+                        Cause::Stepping,
+                        msg,
+                        weight,
+                    )));
+                }
+                true
+            }
+            Step::Pause(Some(duration)) => {
+                let due = started.plus(duration);
+                if p.input.now < due && !*promote {
+                    let left = due.since(p.input.now);
+                    p.requeue_in(left);
+                    let msg = format!("step {i}: pause, {}s left", left.as_secs().max(1));
+                    return Err(Box::new(p.finish(
+                        Phase::Paused,
+                        Cause::PausedByStep,
+                        msg,
+                        weight,
+                    )));
+                }
+                *promote = false;
+                true
+            }
+            Step::Pause(None) => {
+                if !*promote {
+                    let msg = format!("step {i}: paused until `kubectl cutover promote`");
+                    return Err(Box::new(p.finish(
+                        Phase::Paused,
+                        Cause::PausedByStep,
+                        msg,
+                        weight,
+                    )));
+                }
+                *promote = false;
+                true
+            }
+            Step::Analysis => match p.input.analysis.step.clone() {
+                None | Some(GateResult::Running) => {
+                    if p.input.analysis.step.is_none() {
+                        p.push(Action::StartAnalysis {
+                            gate: Gate::Step(i),
+                            revision: release.revision,
+                            attempt: release.attempt,
+                        });
+                    }
+                    let msg = format!("step {i}: running analysis against {color}");
+                    return Err(Box::new(p.finish(
+                        Phase::Progressing,
+                        Cause::Analysing,
+                        msg,
+                        weight,
+                    )));
+                }
+                Some(GateResult::Successful) => true,
+                Some(GateResult::Failed(why)) => {
+                    release.aborted = Some(format!("step {i} analysis failed: {why}"));
+                    return Err(Box::new(aborted(p, active, release.clone())));
+                }
+                Some(GateResult::Inconclusive(why) | GateResult::Error(why)) => {
+                    if !*promote {
+                        let msg =
+                            format!("step {i} analysis held: {why}; promote to go on, or abort");
+                        return Err(Box::new(p.finish(
+                            Phase::Paused,
+                            Cause::AnalysisHeld,
+                            msg,
+                            weight,
+                        )));
+                    }
+                    *promote = false;
+                    true
+                }
+            },
+        };
+        debug_assert!(done);
+        release.step_index += 1;
+        release.step_started_at = Some(p.input.now);
+        p.memory.release = Some(release.clone());
+        if step == Step::Analysis && (release.step_index as usize) < d.steps.len() {
+            // The next step's analysis (if any) is a run of its own, observed next pass.
+            let msg = format!("step {i} analysis passed");
+            p.requeue_in(Duration::from_millis(100));
+            return Err(Box::new(p.finish(
+                Phase::Progressing,
+                Cause::Stepping,
+                msg,
+                weight,
+            )));
+        }
+    }
+    Ok(p)
 }

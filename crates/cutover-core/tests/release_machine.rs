@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cutover_core::release::{
     Action, ColorObservation, Desired, Gate, GateResult, Gates, Input, Memory, Phase, Requests,
-    StandbyPolicy, Timestamp, decide, readiness,
+    StandbyPolicy, Step, Timestamp, TrafficObs, decide, readiness,
 };
 use cutover_core::{Color, PerColor};
 use proptest::prelude::*;
@@ -66,6 +66,11 @@ struct World {
     /// Analysis runs by gate, for the current attempt; started by `StartAnalysis`.
     analysis: Gates<Option<GateResult>>,
     started_runs: Vec<(Gate, i64, u32)>,
+    /// The weighted split relative to `live`, and every weight it took, in order.
+    traffic: TrafficObs,
+    weights: Vec<u8>,
+    /// Writes that moved traffic back to the live color at once.
+    resets: usize,
 }
 
 impl World {
@@ -84,6 +89,7 @@ impl World {
                 abort_on_deadline: false,
                 paused: false,
                 analysis: Gates::default(),
+                steps: Vec::new(),
             },
             memory: Memory::default(),
             requests: Requests::default(),
@@ -91,6 +97,9 @@ impl World {
             pods_created: 0,
             analysis: Gates::default(),
             started_runs: Vec::new(),
+            traffic: TrafficObs::default(),
+            weights: Vec::new(),
+            resets: 0,
         }
     }
 
@@ -107,6 +116,7 @@ impl World {
             preview: self.preview,
             requests: self.requests,
             analysis: self.analysis.clone(),
+            traffic: self.traffic,
         }
     }
 
@@ -146,9 +156,26 @@ impl World {
                 assert_ready(&self.colors, color, self.desired.replicas, "live");
                 if self.live != Some(color) {
                     self.switches.push(color);
+                } else if self.traffic.splits() {
+                    self.resets += 1;
                 }
                 self.live = Some(color);
+                self.traffic = TrafficObs::default();
             }
+            Action::SetWeight { canary, weight } => {
+                assert_ready(&self.colors, canary, self.desired.replicas, "weighted");
+                assert_ne!(
+                    Some(canary),
+                    self.live,
+                    "the canary is never the live color"
+                );
+                if self.traffic.weight != weight {
+                    self.weights.push(weight);
+                }
+                self.traffic.weight = weight;
+            }
+            Action::SetHeaderRoute { step, .. } => self.traffic.header_route = step,
+            Action::SetMirror { percent, .. } => self.traffic.mirror = percent,
             Action::StartAnalysis {
                 gate,
                 revision,
@@ -160,6 +187,7 @@ impl World {
                         Gate::PrePromotion => &mut self.analysis.pre,
                         Gate::Background => &mut self.analysis.background,
                         Gate::PostPromotion => &mut self.analysis.post,
+                        Gate::Step(_) => &mut self.analysis.step,
                     };
                     *slot = Some(GateResult::Running);
                 }
@@ -504,6 +532,8 @@ proptest! {
                 aborted: aborted.then(|| "test".to_string()),
                 attempt: 0,
                 promoted_at: None,
+                step_index: 0,
+                step_started_at: None,
             });
         }
         let input = Input {
@@ -760,4 +790,222 @@ fn a_failed_background_analysis_aborts_before_promotion() {
     let plan = w.reconcile(None, true);
     assert_eq!(plan.phase, Phase::Degraded);
     assert_eq!(w.live, Some(Color::Blue));
+}
+
+fn with_steps(steps: Vec<Step>) -> World {
+    let mut w = healthy_on_v1();
+    w.desired.steps = steps;
+    w.desired.template_hash = "v2".into();
+    w
+}
+
+/// Reconcile and tick until `pred` holds.
+fn until(w: &mut World, what: &str, pred: impl Fn(&World) -> bool) {
+    for _ in 0..100 {
+        if pred(w) {
+            return;
+        }
+        w.reconcile(None, true);
+        w.tick();
+    }
+    panic!("never reached: {what}: {:#?}", w.input());
+}
+
+#[test]
+fn weighted_steps_go_in_order_and_a_pause_waits_for_promote() {
+    let mut w = with_steps(vec![
+        Step::SetWeight(10),
+        Step::Pause(None),
+        Step::SetWeight(50),
+        Step::SetWeight(100),
+    ]);
+    until(&mut w, "paused at 10%", |w| {
+        w.traffic.weight == 10 && w.reconcile_peek() == Phase::Paused
+    });
+    for _ in 0..5 {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    assert_eq!(w.traffic.weight, 10, "a pause without duration holds");
+    w.requests.promote = true;
+    w.run_until(Phase::Healthy, 50);
+    assert_eq!(w.weights, [10, 50, 100]);
+    assert_eq!(w.live, Some(Color::Green));
+    assert_eq!(
+        w.traffic,
+        TrafficObs::default(),
+        "the final promotion sets 100% on green, nothing split"
+    );
+    assert_eq!(w.switches, [Color::Blue, Color::Green]);
+}
+
+#[test]
+fn a_timed_pause_waits_its_duration() {
+    let mut w = with_steps(vec![
+        Step::SetWeight(20),
+        Step::Pause(Some(Duration::from_secs(30))),
+        Step::SetWeight(60),
+    ]);
+    until(&mut w, "at 20%", |w| w.traffic.weight == 20);
+    let at = w.now;
+    until(&mut w, "at 60%", |w| w.traffic.weight == 60);
+    assert!(w.now.since(at) >= Duration::from_secs(30));
+}
+
+#[test]
+fn a_header_route_exists_only_while_its_step_is_active_and_mirroring_is_removed() {
+    let mut w = with_steps(vec![
+        Step::SetHeaderRoute(true),
+        Step::SetMirror(20),
+        Step::Pause(None),
+        Step::SetHeaderRoute(false),
+        Step::SetMirror(0),
+        Step::SetWeight(50),
+        Step::Pause(None),
+    ]);
+    until(&mut w, "header route and mirror", |w| {
+        w.traffic.header_route == Some(0) && w.traffic.mirror == 20
+    });
+    w.requests.promote = true;
+    until(&mut w, "at 50%", |w| w.traffic.weight == 50);
+    assert_eq!(w.traffic.header_route, None);
+    assert_eq!(w.traffic.mirror, 0);
+}
+
+#[test]
+fn abort_at_fifty_percent_returns_all_traffic_in_one_write() {
+    let mut w = with_steps(vec![
+        Step::SetWeight(10),
+        Step::SetWeight(50),
+        Step::SetHeaderRoute(true),
+        Step::Pause(None),
+    ]);
+    until(&mut w, "at 50% with a header route", |w| {
+        w.traffic.weight == 50 && w.traffic.header_route.is_some()
+    });
+    w.requests.abort = true;
+    let plan = w.reconcile(None, true);
+    let resets: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::SwitchLive { color: Color::Blue }))
+        .collect();
+    assert_eq!(resets.len(), 1, "one write: {:?}", plan.actions);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetWeight { .. } | Action::SetHeaderRoute { .. }))
+    );
+    assert_eq!(w.traffic, TrafficObs::default());
+    assert_eq!(w.live, Some(Color::Blue));
+    assert_eq!(w.resets, 1);
+}
+
+#[test]
+fn an_analysis_step_gates_the_next_weight() {
+    let mut w = with_steps(vec![
+        Step::SetWeight(10),
+        Step::Analysis,
+        Step::SetWeight(50),
+    ]);
+    until(&mut w, "the step analysis", |w| w.analysis.step.is_some());
+    assert!(w.started_runs.contains(&(Gate::Step(1), 2, 0)));
+    for _ in 0..5 {
+        w.reconcile(None, true);
+        w.tick();
+    }
+    assert_eq!(w.traffic.weight, 10);
+    w.analysis.step = Some(GateResult::Failed("p99 too high".into()));
+    let plan = w.reconcile(None, true);
+    assert_eq!(plan.phase, Phase::Degraded);
+    assert_eq!(w.traffic.weight, 0);
+}
+
+impl World {
+    /// The phase the next reconcile reports, without applying it.
+    fn reconcile_peek(&self) -> Phase {
+        decide(&self.input()).phase
+    }
+}
+
+fn arb_steps() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![
+            (1u8..=100).prop_map(Step::SetWeight),
+            Just(Step::Pause(None)),
+            (1u64..20).prop_map(|s| Step::Pause(Some(Duration::from_secs(s)))),
+            any::<bool>().prop_map(Step::SetHeaderRoute),
+            (0u8..=100).prop_map(Step::SetMirror),
+        ],
+        0..8,
+    )
+    .prop_map(|mut steps| {
+        // Weights in a release are non-decreasing (as users write them).
+        let mut max = 0;
+        for s in &mut steps {
+            if let Step::SetWeight(w) = s {
+                max = max.max(*w);
+                *w = max;
+            }
+        }
+        steps
+    })
+}
+
+proptest! {
+    /// Weights change only in the order the steps give, never exceed what the steps have
+    /// allowed so far, and the release ends with all traffic on the new color — also when
+    /// the controller dies at any point and resumes from what was persisted.
+    #[test]
+    fn weights_are_monotone_and_follow_the_steps(
+        steps in arb_steps(),
+        crashes in prop::collection::vec((0usize..60, 0usize..3), 0..5),
+    ) {
+        let mut w = with_steps(steps.clone());
+        for pass in 0..120 {
+            if w.reconcile_peek() == Phase::Paused {
+                w.requests.promote = true;
+            }
+            match crashes.iter().find(|(at, _)| *at == pass) {
+                Some((_, applied)) => { w.reconcile(Some(*applied), false); }
+                None => { w.reconcile(None, true); }
+            }
+            w.tick();
+        }
+        let mut expected: Vec<u8> = steps.iter().filter_map(|s| match s { Step::SetWeight(x) => Some(*x), _ => None }).collect();
+        expected.dedup();
+        prop_assert_eq!(&w.weights, &expected);
+        prop_assert!(w.weights.windows(2).all(|p| p[0] <= p[1]));
+        prop_assert_eq!(w.live, Some(Color::Green));
+        prop_assert_eq!(w.traffic, TrafficObs::default());
+        prop_assert_eq!(&w.switches, &[Color::Blue, Color::Green]);
+    }
+
+    /// An abort at any step returns all traffic to the live color, whatever was split.
+    #[test]
+    fn abort_at_any_step_returns_everything_to_the_live_color(
+        steps in arb_steps(),
+        passes_before_abort in 0usize..30,
+    ) {
+        let mut w = with_steps(steps);
+        w.desired.auto_promotion = None;
+        for _ in 0..passes_before_abort {
+            if w.reconcile_peek() == Phase::Paused {
+                w.requests.promote = true;
+            }
+            w.reconcile(None, true);
+            w.tick();
+        }
+        w.requests.abort = true;
+        for _ in 0..5 {
+            w.reconcile(None, true);
+            w.tick();
+        }
+        if w.memory.release.as_ref().is_some_and(|r| r.aborted.is_some()) {
+            prop_assert_eq!(w.live, Some(Color::Blue));
+            prop_assert_eq!(w.traffic, TrafficObs::default());
+            prop_assert_eq!(w.colors.green.spec_replicas, 0);
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub const REVISION_LABEL: &str = "cutover.dev/revision";
 
 /// The run of `gate` for `revision`, attempt `attempt`, of BlueGreenDeployment `name`.
 pub fn run_name(name: &str, revision: i64, attempt: u32, gate: Gate) -> String {
-    format!("{name}-{revision}-{attempt}-{}", gate.as_str())
+    format!("{name}-{revision}-{attempt}-{}", gate.name())
 }
 
 /// The analysis reference of `gate` in the spec.
@@ -33,6 +33,10 @@ pub fn reference(bgd: &BlueGreenDeployment, gate: Gate) -> Option<&AnalysisRef> 
         Gate::PrePromotion => s.pre_promotion_analysis.as_ref(),
         Gate::Background => s.background_analysis.as_ref(),
         Gate::PostPromotion => s.post_promotion_analysis.as_ref(),
+        Gate::Step(i) => s
+            .steps
+            .get(i as usize)
+            .and_then(|step| step.analysis.as_ref()),
     }
 }
 
@@ -145,7 +149,7 @@ pub fn build_run(
     }
     let name = bgd.metadata.name.clone().unwrap_or_default();
     let mut labels = render::owned_labels(&name, None);
-    labels.insert(GATE_LABEL.into(), gate.as_str().into());
+    labels.insert(GATE_LABEL.into(), gate.name());
     labels.insert(REVISION_LABEL.into(), revision.to_string());
     Ok(Ok(AnalysisRun {
         metadata: ObjectMeta {
@@ -164,7 +168,7 @@ pub fn build_run(
                     value: Some(value),
                 })
                 .collect(),
-            gate: Some(gate.as_str().into()),
+            gate: Some(gate.name()),
             revision: Some(revision),
             terminate: false,
         },

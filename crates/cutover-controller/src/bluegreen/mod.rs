@@ -68,7 +68,7 @@ struct Snapshot {
     services: BTreeMap<&'static str, Option<Service>>,
     configs: Vec<(ConfigRef, config::ConfigData)>,
     /// Resolved analysis templates, per configured gate.
-    templates: BTreeMap<&'static str, Vec<(String, AnalysisTemplateSpec)>>,
+    templates: BTreeMap<String, Vec<(String, AnalysisTemplateSpec)>>,
     /// This BlueGreenDeployment's AnalysisRuns, by name.
     runs: BTreeMap<String, AnalysisRun>,
 }
@@ -238,7 +238,9 @@ async fn observe(
         }
         snap.configs.push((r, data));
     }
-    for gate in GATES {
+    let step_gates =
+        (0..bgd.spec.strategy.steps.len()).map(|i| Gate::Step(u32::try_from(i).unwrap_or(0)));
+    for gate in GATES.into_iter().chain(step_gates) {
         let Some(reference) = analysis::gate::reference(bgd, gate) else {
             continue;
         };
@@ -269,7 +271,7 @@ async fn observe(
                     message: format!(
                         "{kind} {} (used by the {} analysis) does not exist",
                         t.template_name,
-                        gate.as_str()
+                        gate.name()
                     ),
                 }));
             };
@@ -285,7 +287,7 @@ async fn observe(
                 message,
             }));
         }
-        snap.templates.insert(gate.as_str(), resolved);
+        snap.templates.insert(gate.name(), resolved);
     }
     if !snap.templates.is_empty() {
         let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), ns);
@@ -350,8 +352,36 @@ fn desired(bgd: &BlueGreenDeployment, template_hash: String) -> Desired {
             pre: s.pre_promotion_analysis.is_some(),
             background: s.background_analysis.is_some(),
             post: s.post_promotion_analysis.is_some(),
+            step: false,
         },
+        steps: s.steps.iter().map(core_step).collect(),
     }
+}
+
+/// A spec step as the core sees it.
+fn core_step(step: &cutover_api::blue_green::Step) -> release::Step {
+    if let Some(w) = step.set_weight {
+        return release::Step::SetWeight(u8::try_from(w.clamp(0, 100)).unwrap_or(100));
+    }
+    if let Some(p) = &step.pause {
+        let d = p
+            .duration
+            .as_deref()
+            .and_then(|d| d.parse::<cutover_api::kube::core::Duration>().ok())
+            .map(Duration::from);
+        return release::Step::Pause(d);
+    }
+    if step.analysis.is_some() {
+        return release::Step::Analysis;
+    }
+    if let Some(h) = &step.set_header_route {
+        return release::Step::SetHeaderRoute(!h.matches.is_empty());
+    }
+    let pct = step
+        .set_mirror
+        .as_ref()
+        .map_or(0, |m| m.percent.clamp(0, 100));
+    release::Step::SetMirror(u8::try_from(pct).unwrap_or(0))
 }
 
 /// New request annotations: those whose value differs from the handled one.
@@ -465,11 +495,17 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         pre: run_of(Gate::PrePromotion),
         background: run_of(Gate::Background),
         post: run_of(Gate::PostPromotion),
+        step: memory
+            .release
+            .as_ref()
+            .and_then(|r| run_of(Gate::Step(r.step_index))),
     };
     let input = Input {
         now: now(),
         desired: desired(bgd, template_hash.clone()),
         analysis: gates,
+        // The service router has no split: all traffic goes to the color it selects.
+        traffic: release::TrafficObs::default(),
         memory,
         colors: PerColor {
             blue: color_observation(snap.deployments.blue.as_ref()),
@@ -506,7 +542,10 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     st.phase = Some(status::api_phase(plan.phase));
     st.message = Some(plan.message.clone());
     st.weight = plan.weight;
-    st.current_step_index = Some(0);
+    st.current_step_index = Some(plan.memory.release.as_ref().map_or(
+        i32::try_from(bgd.spec.strategy.steps.len()).unwrap_or(0),
+        |r| i32::try_from(r.step_index).unwrap_or(0),
+    ));
     st.observed_generation = bgd.metadata.generation;
     st.handled_requests = handled;
     st.current_template_hash = Some(template_hash);
@@ -1000,6 +1039,10 @@ async fn act(
             })?;
             Ok(())
         }
+        Action::SetWeight { canary, weight } => router.set_weight(canary, weight).await,
+        Action::SetHeaderRoute { .. } | Action::SetMirror { .. } => Err(Error::Unsupported {
+            what: "header routes and mirroring with `service` traffic routing",
+        }),
         Action::SwitchLive { color } => {
             let started = Instant::now();
             router.set_weight(color, 100).await?;
@@ -1030,7 +1073,7 @@ async fn start_analysis(
     }
     let (Some(reference), Some(templates)) = (
         analysis::gate::reference(bgd, gate),
-        snap.templates.get(gate.as_str()),
+        snap.templates.get(&gate.name()),
     ) else {
         return Ok(());
     };

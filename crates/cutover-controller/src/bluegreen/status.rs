@@ -65,6 +65,8 @@ pub fn memory_from(status: Option<&BlueGreenDeploymentStatus>) -> Memory {
                 aborted: r.abort_reason.clone(),
                 attempt: r.attempt,
                 promoted_at: r.promoted_at.as_deref().and_then(parse_time),
+                step_index: r.step_index,
+                step_started_at: r.step_started_at.as_deref().and_then(parse_time),
             })
         }),
         standby: s.standby.as_ref().and_then(|sb| {
@@ -89,6 +91,8 @@ pub fn write_memory(status: &mut BlueGreenDeploymentStatus, memory: &Memory) {
         abort_reason: r.aborted.clone(),
         attempt: r.attempt,
         promoted_at: r.promoted_at.map(rfc3339),
+        step_index: r.step_index,
+        step_started_at: r.step_started_at.map(rfc3339),
     });
     status.abort = memory.release.as_ref().is_some_and(|r| r.aborted.is_some());
     status.standby = memory.standby.map(|sb| StandbyStatus {
@@ -144,11 +148,14 @@ pub fn conditions_for(phase: Phase, cause: Cause, message: &str) -> Vec<Wanted> 
         Cause::Analysing => want("Progressing", true, "Analysing", message),
         Cause::AnalysisHeld => want("Progressing", true, "AnalysisHeld", message),
         Cause::RolledBack => want("Progressing", false, "RolledBack", message),
+        Cause::Stepping => want("Progressing", true, "Stepping", message),
+        Cause::PausedByStep => want("Progressing", true, "PausedByStep", message),
     };
     let paused = match cause {
         Cause::WaitingForPromotion => want("Paused", true, "WaitingForPromotion", message),
         Cause::PausedBySpec => want("Paused", true, "PausedBySpec", message),
         Cause::AnalysisHeld => want("Paused", true, "AnalysisHeld", message),
+        Cause::PausedByStep => want("Paused", true, "PausedByStep", message),
         _ => want("Paused", false, "NotPaused", "the release is not paused"),
     };
     let degraded = match (phase, cause) {
@@ -267,6 +274,8 @@ mod tests {
                 aborted: Some("why".into()),
                 attempt: 2,
                 promoted_at: Some(Timestamp(1_700_000_006_000)),
+                step_index: 3,
+                step_started_at: Some(Timestamp(1_700_000_007_000)),
             }),
             standby: Some(StandbyState {
                 color: Color::Blue,
