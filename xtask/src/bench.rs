@@ -30,7 +30,7 @@ pub struct BenchArgs {
     pub keep_cluster: bool,
 }
 
-const CLUSTER: &str = "bench";
+pub const CLUSTER: &str = "bench";
 
 /// A child process killed when dropped, so a failing benchmark leaves nothing running.
 #[derive(Debug)]
@@ -121,28 +121,25 @@ async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let n = args.count;
+/// Build the controller (release), start the bench cluster with `nodes` kwok nodes and
+/// install the CRDs: the controller binary, the cluster, a client.
+pub async fn prepare(nodes: u32) -> anyhow::Result<(PathBuf, local::ClusterState, kube::Client)> {
     crate::test::cargo(&["build", "--release", "-p", "cutover-controller"], &[])?;
-    let bin: PathBuf = local::workspace_root().join("target/release/cutover-controller");
-    let _ = local::down(CLUSTER);
+    let bin = local::workspace_root().join("target/release/cutover-controller");
     let state = local::up(&local::UpOptions {
         name: CLUSTER.into(),
-        nodes: 2,
+        nodes,
     })
     .await?;
     let client = local::client_for(&state.kubeconfig).await?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    for crd in cutover_api::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(
-            &name,
-            &PatchParams::apply("cutover-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
+    cutover_test_support::controller::install_crds(&client).await;
+    Ok((bin, state, client))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let n = args.count;
+    let _ = local::down(CLUSTER);
+    let (bin, state, client) = prepare(2).await?;
     namespace(&client, "baseline").await?;
     namespace(&client, "bench").await?;
 

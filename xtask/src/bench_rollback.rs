@@ -24,7 +24,7 @@ pub struct RollbackArgs {
     pub runs: usize,
 }
 
-const CLUSTER: &str = "bench";
+use crate::bench::CLUSTER;
 const NS: &str = "rollback";
 const METRIC: &str = "app_error_ratio";
 
@@ -50,25 +50,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
-    crate::test::cargo(&["build", "--release", "-p", "cutover-controller"], &[])?;
-    let bin = local::workspace_root().join("target/release/cutover-controller");
-    let state = local::up(&local::UpOptions {
-        name: CLUSTER.into(),
-        nodes: 1,
-    })
-    .await?;
-    let client = local::client_for(&state.kubeconfig).await?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    for crd in cutover_api::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(
-            &name,
-            &PatchParams::apply("cutover-bench").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-    }
+    let (bin, state, client) = crate::bench::prepare(1).await?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let _ = namespaces.delete(NS, &Default::default()).await;
     until(

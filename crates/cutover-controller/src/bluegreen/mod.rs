@@ -754,37 +754,42 @@ async fn prune_snapshots(
     let lp = ListParams::default().labels(&selector);
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let read = |source| Error::Read {
-        kind: "ConfigMap",
-        name: selector.clone(),
-        source,
+    delete_unused(&config_maps, &lp, bgd, |name| {
+        used(ConfigKind::ConfigMap, name)
+    })
+    .await?;
+    delete_unused(&secrets, &lp, bgd, |name| used(ConfigKind::Secret, name)).await?;
+    Ok(())
+}
+
+/// Delete the objects `lp` selects that `bgd` controls and `used` does not keep.
+async fn delete_unused<K>(
+    api: &Api<K>,
+    lp: &ListParams,
+    bgd: &BlueGreenDeployment,
+    used: impl Fn(&str) -> bool,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    let kind: &'static str = if kind == "Secret" {
+        "Secret"
+    } else {
+        "ConfigMap"
     };
-    for cm in config_maps.list_metadata(&lp).await.map_err(read)?.items {
-        let name = cm.name_any();
-        if controlled_by(&cm.metadata, bgd) && !used(ConfigKind::ConfigMap, &name) {
-            config_maps
-                .delete(&name, &DeleteParams::background())
+    let list = api.list_metadata(lp).await.map_err(|source| Error::Read {
+        kind,
+        name: lp.label_selector.clone().unwrap_or_default(),
+        source,
+    })?;
+    for obj in list.items {
+        let name = obj.name_any();
+        if controlled_by(&obj.metadata, bgd) && !used(&name) {
+            api.delete(&name, &DeleteParams::background())
                 .await
                 .map_err(|source| Error::Apply {
-                    kind: "ConfigMap",
-                    name: name.clone(),
-                    source,
-                })?;
-        }
-    }
-    let read = |source| Error::Read {
-        kind: "Secret",
-        name: selector.clone(),
-        source,
-    };
-    for s in secrets.list_metadata(&lp).await.map_err(read)?.items {
-        let name = s.name_any();
-        if controlled_by(&s.metadata, bgd) && !used(ConfigKind::Secret, &name) {
-            secrets
-                .delete(&name, &DeleteParams::background())
-                .await
-                .map_err(|source| Error::Apply {
-                    kind: "Secret",
+                    kind,
                     name: name.clone(),
                     source,
                 })?;
