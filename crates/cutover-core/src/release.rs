@@ -90,12 +90,15 @@ pub struct TrafficObs {
     pub header_route: Option<u32>,
     /// Percent of live traffic mirrored to the other color.
     pub mirror: u8,
+    /// The provider's parts disagree on the live color (e.g. a route and a Service, after
+    /// a write between the two was interrupted).
+    pub out_of_sync: bool,
 }
 
 impl TrafficObs {
-    /// Whether anything but the live color gets traffic.
+    /// Whether anything but the live color gets traffic (or might).
     pub fn splits(&self) -> bool {
-        self.weight > 0 || self.header_route.is_some() || self.mirror > 0
+        self.weight > 0 || self.header_route.is_some() || self.mirror > 0 || self.out_of_sync
     }
 }
 

@@ -27,6 +27,7 @@ pub use cutover_local_cluster as local_cluster;
 
 pub mod controller;
 pub mod prometheus;
+pub mod upstream;
 
 /// The label every test namespace carries, so leftovers can be found.
 pub const TEST_LABEL: &str = "cutover.dev/test";
@@ -216,7 +217,7 @@ where
 pub async fn watch_while<K, F>(
     api: &Api<K>,
     config: watcher::Config,
-    mut check: impl FnMut(&[Arc<K>]),
+    check: impl FnMut(&[Arc<K>]),
     stop: F,
 ) -> F::Output
 where
@@ -224,7 +225,24 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     F: std::future::Future,
 {
-    let (reader, writer) = reflector::store();
+    watch_while_with(api, config, K::DynamicType::default(), check, stop).await
+}
+
+/// [`watch_while`] for resources with a runtime type (e.g. `DynamicObject`).
+pub async fn watch_while_with<K, F>(
+    api: &Api<K>,
+    config: watcher::Config,
+    dyntype: K::DynamicType,
+    mut check: impl FnMut(&[Arc<K>]),
+    stop: F,
+) -> F::Output
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    F: std::future::Future,
+{
+    let writer = reflector::store::Writer::new(dyntype);
+    let reader = writer.as_reader();
     let stream = reflector(writer, watcher(api.clone(), config));
     let mut stream = std::pin::pin!(stream);
     let mut stop = std::pin::pin!(stop);

@@ -20,6 +20,7 @@ use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use cutover_api::k8s_openapi::jiff;
+use cutover_api::kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::events::{Event, EventType, Recorder};
@@ -40,6 +41,7 @@ use crate::analysis;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::traffic::TrafficRouter as _;
+use crate::traffic::gateway;
 use crate::traffic::service::ServiceRouter;
 use config::{ConfigKind, ConfigRef};
 use render::ServiceRole;
@@ -71,6 +73,23 @@ struct Snapshot {
     templates: BTreeMap<String, Vec<(String, AnalysisTemplateSpec)>>,
     /// This BlueGreenDeployment's AnalysisRuns, by name.
     runs: BTreeMap<String, AnalysisRun>,
+    /// The HTTPRoute of `gatewayAPI` routing.
+    route: Option<DynamicObject>,
+}
+
+/// The Gateway API HTTPRoute resource.
+fn http_routes(client: &Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
+}
+
+/// Name of the HTTPRoute when the routing is `gatewayAPI`.
+fn route_name(bgd: &BlueGreenDeployment) -> Option<&str> {
+    bgd.spec
+        .traffic_routing
+        .as_ref()
+        .and_then(|r| r.gateway_api.as_ref())
+        .map(|g| g.http_route.as_str())
 }
 
 const GATES: [Gate; 3] = [Gate::PrePromotion, Gate::Background, Gate::PostPromotion];
@@ -114,12 +133,10 @@ fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
 fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
     let spec = &bgd.spec;
     let routing = spec.traffic_routing.as_ref();
-    if routing.is_some_and(|r| r.gateway_api.is_some() || r.istio.is_some() || r.smi.is_some()) {
+    if routing.is_some_and(|r| r.istio.is_some() || r.smi.is_some()) {
         return Some(Refusal {
             reason: "UnsupportedTrafficRouting",
-            message:
-                "spec.trafficRouting: only `service` is supported by this version of the controller"
-                    .into(),
+            message: "spec.trafficRouting: istio and smi are not supported by this version of the controller; use service or gatewayAPI".into(),
         });
     }
     if spec
@@ -130,12 +147,6 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
         return Some(Refusal {
             reason: "UnsupportedEnvironments",
             message: "spec.environments: colors in other namespaces or clusters are not supported by this version of the controller".into(),
-        });
-    }
-    if !spec.strategy.steps.is_empty() {
-        return Some(Refusal {
-            reason: "UnsupportedSteps",
-            message: "spec.strategy.steps: steps are not supported by this version of the controller; leave them empty to switch all at once".into(),
         });
     }
     let template_labels = spec
@@ -171,7 +182,26 @@ async fn observe(
         configs: Vec::new(),
         templates: BTreeMap::new(),
         runs: BTreeMap::new(),
+        route: None,
     };
+    if let Some(route) = route_name(bgd) {
+        let found = get(&http_routes(client, ns), "HTTPRoute", route).await?;
+        let Some(found) = found else {
+            return Ok(Err(Refusal {
+                reason: "MissingRoute",
+                message: format!(
+                    "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute {route} does not exist in namespace {ns}; no traffic was moved"
+                ),
+            }));
+        };
+        if let Err(message) = gateway::observe(&found.data["spec"], &name, route) {
+            return Ok(Err(Refusal {
+                reason: "InvalidRoute",
+                message,
+            }));
+        }
+        snap.route = Some(found);
+    }
     for color in Color::ALL {
         let dname = render::deployment_name(&name, color);
         let d = get(&deployments, "Deployment", &dname).await?;
@@ -477,7 +507,21 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
 
     let template_hash = config::template_hash(&bgd.spec.template, &snap.configs);
     let router = ServiceRouter::new(bgd, Api::namespaced(ctx.client.clone(), &ns));
-    let live = router.read().await?.map(|t| t.stable);
+    let service_live = router.read().await?.map(|t| t.stable);
+    // With a route, the route says where traffic goes; the live Service must agree. Before
+    // the first rollout (no live Service yet) nothing is live, whatever the route names.
+    let (live, traffic) = match (&snap.route, route_name(bgd)) {
+        (Some(route), Some(rname)) if service_live.is_some() => {
+            match gateway::observe(&route.data["spec"], &name, rname) {
+                Ok(Some((stable, mut obs))) => {
+                    obs.out_of_sync = service_live != Some(stable);
+                    (Some(stable), obs)
+                }
+                _ => (service_live, release::TrafficObs::default()),
+            }
+        }
+        _ => (service_live, release::TrafficObs::default()),
+    };
     let preview = snap
         .services
         .get("preview")
@@ -504,8 +548,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         now: now(),
         desired: desired(bgd, template_hash.clone()),
         analysis: gates,
-        // The service router has no split: all traffic goes to the color it selects.
-        traffic: release::TrafficObs::default(),
+        traffic,
         memory,
         colors: PerColor {
             blue: color_observation(snap.deployments.blue.as_ref()),
@@ -1044,18 +1087,126 @@ async fn act(
             })?;
             Ok(())
         }
+        Action::SetWeight { canary, weight } if route_name(bgd).is_some() => {
+            update_route(bgd, ctx, ns, |_, now| gateway::Target {
+                stable: canary.other(),
+                canary_weight: weight,
+                ..now
+            })
+            .await
+        }
+        Action::SetHeaderRoute { canary, step } if route_name(bgd).is_some() => {
+            let header = step.map(|i| {
+                let matches = bgd
+                    .spec
+                    .strategy
+                    .steps
+                    .get(i as usize)
+                    .and_then(|s| s.set_header_route.as_ref())
+                    .map(|h| h.matches.clone())
+                    .unwrap_or_default();
+                (i, matches)
+            });
+            update_route(bgd, ctx, ns, |_, now| gateway::Target {
+                stable: canary.other(),
+                header,
+                ..now
+            })
+            .await
+        }
+        Action::SetMirror { canary, percent } if route_name(bgd).is_some() => {
+            update_route(bgd, ctx, ns, |_, now| gateway::Target {
+                stable: canary.other(),
+                mirror: percent,
+                ..now
+            })
+            .await
+        }
         Action::SetWeight { canary, weight } => router.set_weight(canary, weight).await,
         Action::SetHeaderRoute { .. } | Action::SetMirror { .. } => Err(Error::Unsupported {
             what: "header routes and mirroring with `service` traffic routing",
         }),
         Action::SwitchLive { color } => {
             let started = Instant::now();
+            if route_name(bgd).is_some() {
+                // All traffic to `color` in one route write; then the live Service agrees.
+                update_route(bgd, ctx, ns, |_, _| gateway::Target {
+                    stable: color,
+                    canary_weight: 0,
+                    header: None,
+                    mirror: 0,
+                })
+                .await?;
+            }
             router.set_weight(color, 100).await?;
             ctx.metrics.traffic_switched(started.elapsed());
             tracing::info!(namespace = %ns, name = %name, color = %color, "switched live traffic");
             Ok(())
         }
     }
+}
+
+/// Read the HTTPRoute fresh, apply `change` (given the split it implements now) to the
+/// parts Cutover manages, and write it back with the resourceVersion read, so a concurrent
+/// edit of the route makes this write fail rather than be overwritten.
+async fn update_route(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    change: impl FnOnce(Color, gateway::Target) -> gateway::Target,
+) -> Result<(), Error> {
+    let Some(rname) = route_name(bgd) else {
+        return Ok(());
+    };
+    let api = http_routes(&ctx.client, ns);
+    let read = |source| Error::Read {
+        kind: "HTTPRoute",
+        name: rname.to_string(),
+        source,
+    };
+    let mut route = api.get(rname).await.map_err(read)?;
+    let spec = route.data["spec"].clone();
+    let name = bgd.name_any();
+    let (stable, obs) = gateway::observe(&spec, &name, rname)
+        .ok()
+        .flatten()
+        .unwrap_or((Color::Blue, release::TrafficObs::default()));
+    let header = obs.header_route.map(|i| {
+        let matches = bgd
+            .spec
+            .strategy
+            .steps
+            .get(i as usize)
+            .and_then(|s| s.set_header_route.as_ref())
+            .map(|h| h.matches.clone())
+            .unwrap_or_default();
+        (i, matches)
+    });
+    let now = gateway::Target {
+        stable,
+        canary_weight: obs.weight,
+        header,
+        mirror: obs.mirror,
+    };
+    let target = change(stable, now);
+    let new_spec = gateway::render(&spec, bgd, &target);
+    if new_spec == spec {
+        return Ok(());
+    }
+    route.data["spec"] = new_spec;
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    api.replace(rname, &pp, &route)
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "HTTPRoute",
+            name: rname.to_string(),
+            source,
+        })?;
+    tracing::info!(namespace = %ns, name = %name, route = %rname, ?target, "updated HTTPRoute");
+    Ok(())
 }
 
 /// How many AnalysisRuns of one BlueGreenDeployment are kept.

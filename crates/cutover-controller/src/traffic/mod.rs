@@ -5,6 +5,7 @@
 //! was asked. The `service` router is the only one so far: it switches the live Service's
 //! selector, all traffic at once.
 
+pub mod gateway;
 pub mod service;
 
 use cutover_core::Color;

@@ -1,0 +1,418 @@
+//! The `gatewayAPI` router: weights, an A/B header rule and mirroring on a Gateway API
+//! HTTPRoute the user owns.
+//!
+//! The user's route stays the user's. Cutover changes only (a) the `backendRefs` that name
+//! `<name>-blue`/`<name>-green` in the rules that already send to one of them (the
+//! "managed rules"), (b) `RequestMirror` filters that mirror to those Services, and (c) one
+//! rule of its own named `cutover-header-<step>`, present only while a `setHeaderRoute`
+//! step is active. Every other rule, match, hostname and filter is written back as read.
+//! `spec.rules` is an atomic list, so a server-side apply would take it over: the route
+//! is updated with optimistic concurrency (the resourceVersion read) instead, and a
+//! concurrent edit by the user makes the write fail and the pass retry.
+
+use cutover_api::BlueGreenDeployment;
+use cutover_api::blue_green::{HeaderMatch, StringMatch};
+use cutover_core::Color;
+use cutover_core::release::TrafficObs;
+use serde_json::{Value, json};
+
+/// Prefix of the name of the rule Cutover adds for a header route.
+pub const HEADER_RULE_PREFIX: &str = "cutover-header-";
+
+/// What the route should do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The color that keeps the traffic not sent to the other one.
+    pub stable: Color,
+    /// Percent of traffic on the other color.
+    pub canary_weight: u8,
+    /// The header rule: its step and matches.
+    pub header: Option<(u32, Vec<HeaderMatch>)>,
+    /// Percent mirrored to the other color.
+    pub mirror: u8,
+}
+
+fn service_of(name: &str, color: Color) -> String {
+    format!("{name}-{color}")
+}
+
+fn color_of(name: &str, backend: &Value) -> Option<Color> {
+    let n = backend.get("name")?.as_str()?;
+    let kind_ok = backend
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_none_or(|k| k == "Service");
+    if !kind_ok {
+        return None;
+    }
+    Color::ALL.into_iter().find(|c| n == service_of(name, *c))
+}
+
+fn is_header_rule(rule: &Value) -> bool {
+    rule.get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with(HEADER_RULE_PREFIX))
+}
+
+fn is_managed(name: &str, rule: &Value) -> bool {
+    !is_header_rule(rule)
+        && rule
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|b| color_of(name, b).is_some()))
+}
+
+/// The split the route implements now: `(stable color, split)`, or an error naming what is
+/// wrong with the route.
+pub fn observe(
+    spec: &Value,
+    name: &str,
+    route: &str,
+) -> Result<Option<(Color, TrafficObs)>, String> {
+    let rules = spec
+        .get("rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(managed) = rules.iter().find(|r| is_managed(name, r)) else {
+        return Err(format!(
+            "HTTPRoute {route} has no rule whose backendRefs name Service {} or {}; point one at them",
+            service_of(name, Color::Blue),
+            service_of(name, Color::Green)
+        ));
+    };
+    let mut weights = [0i64; 2];
+    for b in managed
+        .get("backendRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = color_of(name, b) {
+            weights[c as usize] += b.get("weight").and_then(Value::as_i64).unwrap_or(1);
+        }
+    }
+    let total = weights[0] + weights[1];
+    if total == 0 {
+        return Ok(None);
+    }
+    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
+        Color::Green
+    } else {
+        Color::Blue
+    };
+    let other = weights[stable.other() as usize];
+    let weight = u8::try_from((other * 100 + total / 2) / total).unwrap_or(100);
+    let header_route = rules
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .find_map(|n| n.strip_prefix(HEADER_RULE_PREFIX))
+        .and_then(|s| s.parse().ok());
+    let mirror = managed
+        .get("filters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| f.get("type").and_then(Value::as_str) == Some("RequestMirror"))
+        .filter_map(|f| f.get("requestMirror"))
+        .find(|m| {
+            m.get("backendRef")
+                .is_some_and(|b| color_of(name, b).is_some())
+        })
+        .map(|m| m.get("percent").and_then(Value::as_u64).unwrap_or(100))
+        .and_then(|p| u8::try_from(p).ok())
+        .unwrap_or(0);
+    Ok(Some((
+        stable,
+        TrafficObs {
+            weight,
+            header_route,
+            mirror,
+            ..TrafficObs::default()
+        },
+    )))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+fn value_regex(m: &StringMatch) -> String {
+    match (&m.exact, &m.prefix, &m.regex) {
+        (Some(e), _, _) => regex_escape(e),
+        (_, Some(p), _) => format!("{}.*", regex_escape(p)),
+        (_, _, Some(r)) => r.clone(),
+        _ => ".*".into(),
+    }
+}
+
+/// A Gateway API header match for one of ours.
+pub fn header_match(m: &HeaderMatch) -> Value {
+    if let Some(cookie) = &m.cookie_name {
+        return json!({
+            "type": "RegularExpression",
+            "name": "Cookie",
+            "value": format!("(^|.*;\\s*){}={}(;.*|$)", regex_escape(cookie), value_regex(&m.header_value)),
+        });
+    }
+    let name = m.header_name.clone().unwrap_or_default();
+    match (&m.header_value.exact, &m.header_value.prefix) {
+        (Some(e), _) => json!({ "type": "Exact", "name": name, "value": e }),
+        _ => {
+            json!({ "type": "RegularExpression", "name": name, "value": format!("^{}$", value_regex(&m.header_value)) })
+        }
+    }
+}
+
+/// The route's spec with `target` applied to the parts Cutover manages; the rest as read.
+pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value {
+    let name = bgd.metadata.name.clone().unwrap_or_default();
+    let port = bgd.spec.service.port;
+    let canary = target.stable.other();
+    let mut spec = spec.clone();
+    let rules = spec
+        .get("rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<Value> = Vec::new();
+    let mut header_template: Option<Value> = None;
+    for mut rule in rules {
+        if is_header_rule(&rule) {
+            continue;
+        }
+        if is_managed(&name, &rule) {
+            let others: Vec<Value> = rule["backendRefs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| color_of(&name, b).is_none())
+                .cloned()
+                .collect();
+            let mut refs = others;
+            refs.push(json!({ "group": "", "kind": "Service", "name": service_of(&name, target.stable), "port": port, "weight": 100 - i64::from(target.canary_weight) }));
+            refs.push(json!({ "group": "", "kind": "Service", "name": service_of(&name, canary), "port": port, "weight": i64::from(target.canary_weight) }));
+            rule["backendRefs"] = Value::Array(refs);
+            let mut filters: Vec<Value> = rule
+                .get("filters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|f| {
+                    !(f.get("type").and_then(Value::as_str) == Some("RequestMirror")
+                        && f.pointer("/requestMirror/backendRef")
+                            .is_some_and(|b| color_of(&name, b).is_some()))
+                })
+                .cloned()
+                .collect();
+            if target.mirror > 0 {
+                filters.push(json!({
+                    "type": "RequestMirror",
+                    "requestMirror": {
+                        "backendRef": { "group": "", "kind": "Service", "name": service_of(&name, canary), "port": port },
+                        "percent": i64::from(target.mirror),
+                    }
+                }));
+            }
+            if filters.is_empty() {
+                if let Some(obj) = rule.as_object_mut() {
+                    obj.remove("filters");
+                }
+            } else {
+                rule["filters"] = Value::Array(filters);
+            }
+            header_template.get_or_insert_with(|| rule.clone());
+        }
+        out.push(rule);
+    }
+    if let (Some((step, matches)), Some(template)) = (&target.header, header_template) {
+        let headers: Vec<Value> = matches.iter().map(header_match).collect();
+        let base_matches = template
+            .get("matches")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| vec![json!({})]);
+        let matches: Vec<Value> = base_matches
+            .into_iter()
+            .map(|mut m| {
+                let mut all = m
+                    .get("headers")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                all.extend(headers.iter().cloned());
+                m["headers"] = Value::Array(all);
+                m
+            })
+            .collect();
+        out.insert(
+            0,
+            json!({
+                "name": format!("{HEADER_RULE_PREFIX}{step}"),
+                "matches": matches,
+                "backendRefs": [{ "group": "", "kind": "Service", "name": service_of(&name, canary), "port": port, "weight": 1 }],
+            }),
+        );
+    }
+    spec["rules"] = Value::Array(out);
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bgd() -> BlueGreenDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+            "metadata": { "name": "shop", "namespace": "prod" },
+            "spec": {
+                "selector": { "matchLabels": { "app": "shop" } },
+                "template": { "metadata": { "labels": { "app": "shop" } }, "spec": { "containers": [{ "name": "a", "image": "i" }] } },
+                "service": { "port": 80 },
+                "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } }
+            }
+        }))
+        .expect("valid")
+    }
+
+    fn route() -> Value {
+        json!({
+            "parentRefs": [{ "name": "gw" }],
+            "hostnames": ["shop.example"],
+            "rules": [
+                { "matches": [{ "path": { "type": "PathPrefix", "value": "/other" } }], "backendRefs": [{ "name": "other", "port": 8080 }] },
+                {
+                    "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+                    "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [{ "name": "x-user", "value": "kept" }] } }],
+                    "backendRefs": [{ "name": "shop-blue", "port": 80 }]
+                }
+            ]
+        })
+    }
+
+    #[test]
+    fn weights_header_rule_and_mirror_touch_only_what_is_managed() {
+        let matches = vec![HeaderMatch {
+            header_name: Some("x-beta".into()),
+            cookie_name: None,
+            header_value: StringMatch {
+                exact: Some("1".into()),
+                ..StringMatch::default()
+            },
+        }];
+        let target = Target {
+            stable: Color::Blue,
+            canary_weight: 10,
+            header: Some((3, matches)),
+            mirror: 20,
+        };
+        let out = render(&route(), &bgd(), &target);
+        assert_eq!(out["hostnames"], json!(["shop.example"]));
+        let rules = out["rules"].as_array().expect("rules");
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0]["name"], "cutover-header-3");
+        assert_eq!(
+            rules[0]["matches"][0]["headers"][0],
+            json!({ "type": "Exact", "name": "x-beta", "value": "1" })
+        );
+        assert_eq!(rules[0]["matches"][0]["path"]["value"], "/");
+        assert_eq!(
+            rules[1],
+            route()["rules"][0],
+            "the user's other rule is untouched"
+        );
+        let managed = &rules[2];
+        assert_eq!(managed["backendRefs"][0]["weight"], 90);
+        assert_eq!(managed["backendRefs"][1]["name"], "shop-green");
+        assert_eq!(managed["backendRefs"][1]["weight"], 10);
+        assert_eq!(
+            managed["filters"][0]["type"], "RequestHeaderModifier",
+            "the user's filter stays"
+        );
+        assert_eq!(managed["filters"][1]["requestMirror"]["percent"], 20);
+
+        let seen = observe(&out, "shop", "shop")
+            .expect("valid")
+            .expect("routed");
+        assert_eq!(
+            seen,
+            (
+                Color::Blue,
+                TrafficObs {
+                    weight: 10,
+                    header_route: Some(3),
+                    mirror: 20,
+                    ..TrafficObs::default()
+                }
+            )
+        );
+
+        // Back to all-blue: the header rule and the mirror go, the user's parts stay.
+        let reset = render(
+            &out,
+            &bgd(),
+            &Target {
+                stable: Color::Blue,
+                canary_weight: 0,
+                header: None,
+                mirror: 0,
+            },
+        );
+        let rules = reset["rules"].as_array().expect("rules");
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules[1]["filters"],
+            json!([{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [{ "name": "x-user", "value": "kept" }] } }])
+        );
+        assert_eq!(
+            observe(&reset, "shop", "shop").expect("valid"),
+            Some((Color::Blue, TrafficObs::default()))
+        );
+    }
+
+    #[test]
+    fn a_route_without_a_color_backend_is_an_error_naming_it() {
+        let err = observe(
+            &json!({ "rules": [{ "backendRefs": [{ "name": "x" }] }] }),
+            "shop",
+            "front",
+        )
+        .expect_err("no managed rule");
+        assert!(
+            err.contains("HTTPRoute front") && err.contains("shop-blue"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cookie_and_prefix_matches_become_regular_expressions() {
+        let cookie = HeaderMatch {
+            header_name: None,
+            cookie_name: Some("beta".into()),
+            header_value: StringMatch {
+                exact: Some("yes".into()),
+                ..StringMatch::default()
+            },
+        };
+        assert_eq!(header_match(&cookie)["name"], "Cookie");
+        assert_eq!(header_match(&cookie)["value"], "(^|.*;\\s*)beta=yes(;.*|$)");
+        let prefix = HeaderMatch {
+            header_name: Some("x-v".into()),
+            cookie_name: None,
+            header_value: StringMatch {
+                prefix: Some("2.".into()),
+                ..StringMatch::default()
+            },
+        };
+        assert_eq!(header_match(&prefix)["value"], "^2\\..*$");
+    }
+}

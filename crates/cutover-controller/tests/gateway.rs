@@ -1,0 +1,257 @@
+//! `gatewayAPI` traffic routing against the real Gateway API CRDs (standard channel, from
+//! the `sigs.k8s.io/gateway-api` Go module), so the apiserver validates every route write.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use cutover_api::{Color, Phase, requests};
+use cutover_test_support::upstream::{GATEWAY_API, install_crds};
+use cutover_test_support::{TestNamespace, watch_while_with};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+fn routes(ns: &TestNamespace) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    Api::namespaced_with(ns.client.clone(), &ns.name, &ApiResource::from_gvk(&gvk))
+}
+
+fn user_rules() -> Value {
+    json!([
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/other" } }], "backendRefs": [{ "name": "other", "port": 8080 }] },
+        {
+            "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
+            "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [{ "name": "x-user", "value": "kept" }] } }],
+            "backendRefs": [{ "name": "shop-blue", "port": 80 }]
+        }
+    ])
+}
+
+async fn create_route(ns: &TestNamespace) {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let mut route = DynamicObject::new("shop", &ApiResource::from_gvk(&gvk));
+    route.data = json!({ "spec": { "parentRefs": [{ "name": "gw" }], "hostnames": ["shop.example"], "rules": user_rules() } });
+    routes(ns)
+        .create(&PostParams::default(), &route)
+        .await
+        .expect("create HTTPRoute");
+}
+
+/// (percent on green, header rule present, mirror percent) as the route says.
+fn split(route: &DynamicObject) -> (i64, bool, i64) {
+    let rules = route.data["spec"]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut green = 0;
+    let mut mirror = 0;
+    for r in &rules {
+        for b in r["backendRefs"].as_array().into_iter().flatten() {
+            if b["name"] == "shop-green"
+                && !r["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("cutover-header")
+            {
+                green = b["weight"].as_i64().unwrap_or(1);
+            }
+        }
+        for f in r["filters"].as_array().into_iter().flatten() {
+            if f["type"] == "RequestMirror" {
+                mirror = f["requestMirror"]["percent"].as_i64().unwrap_or(100);
+            }
+        }
+    }
+    let header = rules.iter().any(|r| {
+        r["name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cutover-header")
+    });
+    (green, header, mirror)
+}
+
+fn steps_spec(steps: Value) -> Value {
+    json!({ "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } }, "strategy": { "steps": steps } })
+}
+
+#[tokio::test]
+async fn weighted_steps_header_route_and_mirror_follow_the_steps_on_an_httproute() {
+    let (ns, _ctrl) = setup("gw-steps").await;
+    install_crds(&ns.client, GATEWAY_API).await;
+    create_route(&ns).await;
+    let steps = json!([
+        { "setWeight": 10 },
+        { "pause": {} },
+        { "setWeight": 50 },
+        { "setHeaderRoute": { "match": [{ "headerName": "x-beta", "headerValue": { "exact": "1" } }] } },
+        { "setMirror": { "percent": 20 } },
+        { "pause": {} },
+        { "setHeaderRoute": { "match": [] } },
+        { "setMirror": { "percent": 0 } }
+    ]);
+    create(&ns, &bgd("shop", "shop:1", 2, steps_spec(steps))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let api = routes(&ns);
+    // As stored (with the apiserver's defaults), before the release.
+    let original = api.get("shop").await.expect("route");
+    assert_eq!(split(&original), (0, false, 0));
+
+    let seen = Arc::new(Mutex::new(Vec::<(i64, bool, i64)>::new()));
+    let record = seen.clone();
+    let ns_ref = &ns;
+    watch_while_with(
+        &api,
+        watcher::Config::default().fields("metadata.name=shop"),
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+        move |objs| {
+            if let Some(r) = objs.first() {
+                let s = split(r);
+                let mut v = record.lock().expect("lock");
+                if v.last() != Some(&s) {
+                    v.push(s);
+                }
+            }
+        },
+        async move {
+            set_image(ns_ref, "shop", "shop:2").await;
+            wait_bgd(ns_ref, "shop", "the first pause", |b| {
+                phase(b) == Some(Phase::Paused)
+                    && b.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+            })
+            .await;
+            request(ns_ref, "shop", requests::PROMOTE).await;
+            wait_bgd(ns_ref, "shop", "the second pause", |b| {
+                phase(b) == Some(Phase::Paused)
+                    && b.status.as_ref().and_then(|s| s.current_step_index) == Some(5)
+            })
+            .await;
+            request(ns_ref, "shop", requests::PROMOTE).await;
+            healthy_on(ns_ref, "shop", Color::Green).await;
+        },
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [
+            (0, false, 0),
+            (10, false, 0),
+            (50, false, 0),
+            (50, true, 0),
+            (50, true, 20),
+            (50, false, 20),
+            (50, false, 0),
+            (100, false, 0)
+        ],
+        "each step is one route change, in order"
+    );
+    let route = api.get("shop").await.expect("route");
+    let rules = route.data["spec"]["rules"]
+        .as_array()
+        .cloned()
+        .expect("rules");
+    assert_eq!(
+        rules[0], original.data["spec"]["rules"][0],
+        "the user's other rule is untouched"
+    );
+    assert_eq!(
+        rules[1]["filters"], original.data["spec"]["rules"][1]["filters"],
+        "the user's filter is untouched"
+    );
+    assert_eq!(
+        route.data["spec"]["parentRefs"],
+        original.data["spec"]["parentRefs"]
+    );
+    assert_eq!(route.data["spec"]["hostnames"], json!(["shop.example"]));
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("green"));
+}
+
+#[tokio::test]
+async fn abort_at_fifty_percent_returns_all_traffic_in_one_route_write() {
+    let (ns, _ctrl) = setup("gw-abort").await;
+    install_crds(&ns.client, GATEWAY_API).await;
+    create_route(&ns).await;
+    let steps = json!([
+        { "setWeight": 10 },
+        { "setWeight": 50 },
+        { "setHeaderRoute": { "match": [{ "cookieName": "beta", "headerValue": { "exact": "yes" } }] } },
+        { "pause": {} }
+    ]);
+    create(&ns, &bgd("shop", "shop:1", 1, steps_spec(steps))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    wait_bgd(&ns, "shop", "the pause at 50%", |b| {
+        phase(b) == Some(Phase::Paused)
+    })
+    .await;
+    let api = routes(&ns);
+    assert_eq!(split(&api.get("shop").await.expect("route")), (50, true, 0));
+
+    let versions = Arc::new(Mutex::new(Vec::<(String, (i64, bool, i64))>::new()));
+    let record = versions.clone();
+    let ns_ref = &ns;
+    watch_while_with(
+        &api,
+        watcher::Config::default().fields("metadata.name=shop"),
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+        move |objs| {
+            if let Some(r) = objs.first() {
+                let rv = r.metadata.resource_version.clone().unwrap_or_default();
+                let mut v = record.lock().expect("lock");
+                if v.last().map(|(x, _)| x) != Some(&rv) {
+                    v.push((rv, split(r)));
+                }
+            }
+        },
+        async move {
+            request(ns_ref, "shop", requests::ABORT).await;
+            wait_bgd(ns_ref, "shop", "Degraded after abort", |b| {
+                phase(b) == Some(Phase::Degraded)
+            })
+            .await;
+        },
+    )
+    .await;
+    let versions = versions.lock().expect("lock").clone();
+    let states: Vec<_> = versions.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        states,
+        [(50, true, 0), (0, false, 0)],
+        "one write from 50% + header route to all on blue"
+    );
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn a_missing_route_is_reported_and_no_traffic_moves() {
+    let (ns, _ctrl) = setup("gw-missing").await;
+    install_crds(&ns.client, GATEWAY_API).await;
+    create(
+        &ns,
+        &bgd(
+            "shop",
+            "shop:1",
+            1,
+            steps_spec(json!([{ "setWeight": 50 }])),
+        ),
+    )
+    .await;
+    let b = wait_bgd(&ns, "shop", "MissingRoute", |b| {
+        condition(b, "InvalidSpec")
+            .is_some_and(|c| c.reason == "MissingRoute" && c.message.contains("HTTPRoute shop"))
+    })
+    .await;
+    assert_eq!(phase(&b), Some(Phase::Degraded));
+    assert_eq!(selected(&ns, "shop").await, None, "nothing routed");
+}
