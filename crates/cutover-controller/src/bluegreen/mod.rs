@@ -20,8 +20,8 @@ use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use cutover_api::k8s_openapi::jiff;
-use cutover_api::kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use cutover_api::kube::api::{DynamicObject, PostParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::events::{Event, EventType, Recorder};
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
@@ -41,8 +41,8 @@ use crate::analysis;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::traffic::TrafficRouter as _;
-use crate::traffic::gateway;
 use crate::traffic::service::ServiceRouter;
+use crate::traffic::{RouteKind, Target};
 use config::{ConfigKind, ConfigRef};
 use render::ServiceRole;
 
@@ -77,22 +77,17 @@ struct Snapshot {
     route: Option<DynamicObject>,
 }
 
-/// The Gateway API HTTPRoute resource.
-fn http_routes(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-    Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk))
-}
-
-/// Name of the HTTPRoute when the routing is `gatewayAPI`.
-fn route_name(bgd: &BlueGreenDeployment) -> Option<&str> {
-    bgd.spec
-        .traffic_routing
-        .as_ref()
-        .and_then(|r| r.gateway_api.as_ref())
-        .map(|g| g.http_route.as_str())
-}
-
 const GATES: [Gate; 3] = [Gate::PrePromotion, Gate::Background, Gate::PostPromotion];
+
+/// The route object of a weighted provider.
+fn route_api(client: &Client, ns: &str, kind: RouteKind) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &kind.api_resource())
+}
+
+/// The weighted provider and its object's name (`None` for `service` routing).
+fn route_name(bgd: &BlueGreenDeployment) -> Option<(RouteKind, String)> {
+    RouteKind::of(bgd)
+}
 
 /// Why the controller will not act on this object (no traffic is touched).
 struct Refusal {
@@ -133,10 +128,17 @@ fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
 fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
     let spec = &bgd.spec;
     let routing = spec.traffic_routing.as_ref();
-    if routing.is_some_and(|r| r.istio.is_some() || r.smi.is_some()) {
+    let smi = routing.is_some_and(|r| r.smi.is_some());
+    if smi
+        && spec
+            .strategy
+            .steps
+            .iter()
+            .any(|s| s.set_header_route.is_some() || s.set_mirror.is_some())
+    {
         return Some(Refusal {
-            reason: "UnsupportedTrafficRouting",
-            message: "spec.trafficRouting: istio and smi are not supported by this version of the controller; use service or gatewayAPI".into(),
+            reason: "UnsupportedStep",
+            message: "spec.strategy.steps: SMI TrafficSplits have no header routes or mirroring; use gatewayAPI or istio for setHeaderRoute and setMirror".into(),
         });
     }
     if spec
@@ -184,23 +186,39 @@ async fn observe(
         runs: BTreeMap::new(),
         route: None,
     };
-    if let Some(route) = route_name(bgd) {
-        let found = get(&http_routes(client, ns), "HTTPRoute", route).await?;
-        let Some(found) = found else {
-            return Ok(Err(Refusal {
-                reason: "MissingRoute",
-                message: format!(
-                    "spec.trafficRouting.gatewayAPI.httpRoute: HTTPRoute {route} does not exist in namespace {ns}; no traffic was moved"
-                ),
-            }));
-        };
-        if let Err(message) = gateway::observe(&found.data["spec"], &name, route) {
-            return Ok(Err(Refusal {
-                reason: "InvalidRoute",
-                message,
-            }));
+    if let Some((kind, route)) = route_name(bgd) {
+        let found = get(&route_api(client, ns, kind), kind.kind(), &route).await?;
+        match found {
+            // Cutover creates the TrafficSplit it owns on the first switch.
+            None if kind.owned() => {}
+            None => {
+                return Ok(Err(Refusal {
+                    reason: "MissingRoute",
+                    message: format!(
+                        "spec.trafficRouting: {} {route} does not exist in namespace {ns}; no traffic was moved",
+                        kind.kind()
+                    ),
+                }));
+            }
+            Some(found) => {
+                if kind.owned() && !controlled_by(&found.metadata, bgd) {
+                    return Ok(Err(Refusal {
+                        reason: "OwnershipConflict",
+                        message: format!(
+                            "{} {route} exists and is not owned by this BlueGreenDeployment",
+                            kind.kind()
+                        ),
+                    }));
+                }
+                if let Err(message) = kind.observe(&found.data["spec"], bgd, &route) {
+                    return Ok(Err(Refusal {
+                        reason: "InvalidRoute",
+                        message,
+                    }));
+                }
+                snap.route = Some(found);
+            }
         }
-        snap.route = Some(found);
     }
     for color in Color::ALL {
         let dname = render::deployment_name(&name, color);
@@ -511,8 +529,8 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     // With a route, the route says where traffic goes; the live Service must agree. Before
     // the first rollout (no live Service yet) nothing is live, whatever the route names.
     let (live, traffic) = match (&snap.route, route_name(bgd)) {
-        (Some(route), Some(rname)) if service_live.is_some() => {
-            match gateway::observe(&route.data["spec"], &name, rname) {
+        (Some(route), Some((kind, rname))) if service_live.is_some() => {
+            match kind.observe(&route.data["spec"], bgd, &rname) {
                 Ok(Some((stable, mut obs))) => {
                     obs.out_of_sync = service_live != Some(stable);
                     (Some(stable), obs)
@@ -1088,7 +1106,7 @@ async fn act(
             Ok(())
         }
         Action::SetWeight { canary, weight } if route_name(bgd).is_some() => {
-            update_route(bgd, ctx, ns, |_, now| gateway::Target {
+            update_route(bgd, ctx, ns, |_, now| Target {
                 stable: canary.other(),
                 canary_weight: weight,
                 ..now
@@ -1107,7 +1125,7 @@ async fn act(
                     .unwrap_or_default();
                 (i, matches)
             });
-            update_route(bgd, ctx, ns, |_, now| gateway::Target {
+            update_route(bgd, ctx, ns, |_, now| Target {
                 stable: canary.other(),
                 header,
                 ..now
@@ -1115,7 +1133,7 @@ async fn act(
             .await
         }
         Action::SetMirror { canary, percent } if route_name(bgd).is_some() => {
-            update_route(bgd, ctx, ns, |_, now| gateway::Target {
+            update_route(bgd, ctx, ns, |_, now| Target {
                 stable: canary.other(),
                 mirror: percent,
                 ..now
@@ -1130,7 +1148,7 @@ async fn act(
             let started = Instant::now();
             if route_name(bgd).is_some() {
                 // All traffic to `color` in one route write; then the live Service agrees.
-                update_route(bgd, ctx, ns, |_, _| gateway::Target {
+                update_route(bgd, ctx, ns, |_, _| Target {
                     stable: color,
                     canary_weight: 0,
                     header: None,
@@ -1153,21 +1171,31 @@ async fn update_route(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
     ns: &str,
-    change: impl FnOnce(Color, gateway::Target) -> gateway::Target,
+    change: impl FnOnce(Color, Target) -> Target,
 ) -> Result<(), Error> {
-    let Some(rname) = route_name(bgd) else {
+    let Some((kind, rname)) = route_name(bgd) else {
         return Ok(());
     };
-    let api = http_routes(&ctx.client, ns);
-    let read = |source| Error::Read {
-        kind: "HTTPRoute",
-        name: rname.to_string(),
+    let api = route_api(&ctx.client, ns, kind);
+    let current = api.get_opt(&rname).await.map_err(|source| Error::Read {
+        kind: kind.kind(),
+        name: rname.clone(),
         source,
+    })?;
+    let mut route = match current {
+        Some(r) => r,
+        None if kind.owned() => {
+            let mut r = DynamicObject::new(&rname, &kind.api_resource()).within(ns);
+            r.metadata.owner_references = Some(vec![render::owner_reference(bgd)?]);
+            r.metadata.labels = Some(render::owned_labels(&bgd.name_any(), None));
+            r.data = serde_json::json!({ "spec": {} });
+            r
+        }
+        None => return Ok(()),
     };
-    let mut route = api.get(rname).await.map_err(read)?;
     let spec = route.data["spec"].clone();
-    let name = bgd.name_any();
-    let (stable, obs) = gateway::observe(&spec, &name, rname)
+    let (stable, obs) = kind
+        .observe(&spec, bgd, &rname)
         .ok()
         .flatten()
         .unwrap_or((Color::Blue, release::TrafficObs::default()));
@@ -1182,14 +1210,14 @@ async fn update_route(
             .unwrap_or_default();
         (i, matches)
     });
-    let now = gateway::Target {
+    let now = Target {
         stable,
         canary_weight: obs.weight,
         header,
         mirror: obs.mirror,
     };
     let target = change(stable, now);
-    let new_spec = gateway::render(&spec, bgd, &target);
+    let new_spec = kind.render(&spec, bgd, &target);
     if new_spec == spec {
         return Ok(());
     }
@@ -1198,14 +1226,17 @@ async fn update_route(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
     };
-    api.replace(rname, &pp, &route)
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "HTTPRoute",
-            name: rname.to_string(),
-            source,
-        })?;
-    tracing::info!(namespace = %ns, name = %name, route = %rname, ?target, "updated HTTPRoute");
+    let written = if route.metadata.resource_version.is_some() {
+        api.replace(&rname, &pp, &route).await
+    } else {
+        api.create(&pp, &route).await
+    };
+    written.map_err(|source| Error::Apply {
+        kind: kind.kind(),
+        name: rname.clone(),
+        source,
+    })?;
+    tracing::info!(namespace = %ns, name = %bgd.name_any(), route = %rname, ?target, "updated {}", kind.kind());
     Ok(())
 }
 

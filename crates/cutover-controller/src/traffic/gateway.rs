@@ -16,21 +16,10 @@ use cutover_core::Color;
 use cutover_core::release::TrafficObs;
 use serde_json::{Value, json};
 
+use super::Target;
+
 /// Prefix of the name of the rule Cutover adds for a header route.
 pub const HEADER_RULE_PREFIX: &str = "cutover-header-";
-
-/// What the route should do.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    /// The color that keeps the traffic not sent to the other one.
-    pub stable: Color,
-    /// Percent of traffic on the other color.
-    pub canary_weight: u8,
-    /// The header rule: its step and matches.
-    pub header: Option<(u32, Vec<HeaderMatch>)>,
-    /// Percent mirrored to the other color.
-    pub mirror: u8,
-}
 
 fn service_of(name: &str, color: Color) -> String {
     format!("{name}-{color}")

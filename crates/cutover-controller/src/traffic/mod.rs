@@ -6,7 +6,15 @@
 //! selector, all traffic at once.
 
 pub mod gateway;
+pub mod istio;
 pub mod service;
+pub mod smi;
+
+use cutover_api::BlueGreenDeployment;
+use cutover_api::blue_green::HeaderMatch;
+use cutover_api::kube::api::{ApiResource, GroupVersionKind};
+use cutover_core::release::TrafficObs;
+use serde_json::Value;
 
 use cutover_core::Color;
 
@@ -34,4 +42,98 @@ pub trait TrafficRouter {
     /// Read back where live traffic goes; `None` when nothing is routed yet.
     fn read(&self)
     -> impl std::future::Future<Output = Result<Option<TrafficState>, Error>> + Send;
+}
+
+/// What a weighted provider should do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The color that keeps the traffic not sent to the other one.
+    pub stable: Color,
+    /// Percent of traffic on the other color.
+    pub canary_weight: u8,
+    /// The header route: its step and matches.
+    pub header: Option<(u32, Vec<HeaderMatch>)>,
+    /// Percent mirrored to the other color.
+    pub mirror: u8,
+}
+
+/// A weighted provider: a route object whose managed parts Cutover edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// A Gateway API HTTPRoute (the user's).
+    Gateway,
+    /// An Istio VirtualService (the user's).
+    Istio,
+    /// An SMI TrafficSplit (Cutover's own).
+    Smi,
+}
+
+impl RouteKind {
+    /// The provider of `bgd` and its object's name (`None`: `service` routing).
+    pub fn of(bgd: &BlueGreenDeployment) -> Option<(RouteKind, String)> {
+        let r = bgd.spec.traffic_routing.as_ref()?;
+        if let Some(g) = &r.gateway_api {
+            return Some((RouteKind::Gateway, g.http_route.clone()));
+        }
+        if let Some(i) = &r.istio {
+            return Some((RouteKind::Istio, i.virtual_service.name.clone()));
+        }
+        r.smi
+            .as_ref()
+            .map(|s| (RouteKind::Smi, s.traffic_split_name.clone()))
+    }
+
+    /// The Kubernetes kind.
+    pub fn kind(self) -> &'static str {
+        match self {
+            RouteKind::Gateway => "HTTPRoute",
+            RouteKind::Istio => "VirtualService",
+            RouteKind::Smi => "TrafficSplit",
+        }
+    }
+
+    /// The API resource of the route object.
+    pub fn api_resource(self) -> ApiResource {
+        let gvk = match self {
+            RouteKind::Gateway => {
+                GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
+            }
+            RouteKind::Istio => {
+                GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService")
+            }
+            RouteKind::Smi => {
+                GroupVersionKind::gvk("split.smi-spec.io", "v1alpha4", "TrafficSplit")
+            }
+        };
+        ApiResource::from_gvk(&gvk)
+    }
+
+    /// Whether Cutover creates and owns the object (rather than editing the user's).
+    pub fn owned(self) -> bool {
+        self == RouteKind::Smi
+    }
+
+    /// The split `spec` implements now, or what is wrong with it.
+    pub fn observe(
+        self,
+        spec: &Value,
+        bgd: &BlueGreenDeployment,
+        route: &str,
+    ) -> Result<Option<(Color, TrafficObs)>, String> {
+        let name = bgd.metadata.name.clone().unwrap_or_default();
+        match self {
+            RouteKind::Gateway => gateway::observe(spec, &name, route),
+            RouteKind::Istio => istio::observe(spec, bgd, route),
+            RouteKind::Smi => Ok(smi::observe(spec, bgd)),
+        }
+    }
+
+    /// `spec` with `target` applied to the parts Cutover manages.
+    pub fn render(self, spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value {
+        match self {
+            RouteKind::Gateway => gateway::render(spec, bgd, target),
+            RouteKind::Istio => istio::render(spec, bgd, target),
+            RouteKind::Smi => smi::render(bgd, target),
+        }
+    }
 }

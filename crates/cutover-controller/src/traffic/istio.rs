@@ -1,0 +1,222 @@
+//! The `istio` router: weights, an A/B header route and mirroring on an Istio
+//! VirtualService the user owns.
+//!
+//! Cutover changes only, in the HTTP routes it manages (those named in
+//! `trafficRouting.istio.virtualService.routes`, or every route sending to a color Service
+//! when none are named): the `route[]` destinations whose host is `<name>-blue`/`<name>-green`
+//! (short name or FQDN), and `mirror`/`mirrorPercentage` when they mirror to a color.
+//! A header route is an HTTP route of its own, `cutover-header-<step>`, put first because
+//! Istio takes the first route that matches. Everything else is written back as read.
+
+use cutover_api::BlueGreenDeployment;
+use cutover_api::blue_green::HeaderMatch;
+use cutover_core::Color;
+use cutover_core::release::TrafficObs;
+use serde_json::{Value, json};
+
+use super::Target;
+
+/// Prefix of the name of the HTTP route Cutover adds for a header route.
+pub const HEADER_ROUTE_PREFIX: &str = "cutover-header-";
+
+fn color_of(name: &str, host: &Value) -> Option<Color> {
+    let host = host.as_str()?;
+    let short = host.split('.').next().unwrap_or(host);
+    Color::ALL
+        .into_iter()
+        .find(|c| short == format!("{name}-{c}"))
+}
+
+fn is_header_route(r: &Value) -> bool {
+    r.get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with(HEADER_ROUTE_PREFIX))
+}
+
+fn managed(bgd: &BlueGreenDeployment, name: &str, r: &Value) -> bool {
+    if is_header_route(r) {
+        return false;
+    }
+    let wanted = bgd
+        .spec
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.istio.as_ref())
+        .map(|i| i.virtual_service.routes.clone())
+        .unwrap_or_default();
+    if !wanted.is_empty() {
+        return r
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| wanted.iter().any(|w| w == n));
+    }
+    r.get("route").and_then(Value::as_array).is_some_and(|ds| {
+        ds.iter()
+            .any(|d| color_of(name, &d["destination"]["host"]).is_some())
+    })
+}
+
+/// The split the VirtualService implements now, or what is wrong with it.
+pub fn observe(
+    spec: &Value,
+    bgd: &BlueGreenDeployment,
+    vs: &str,
+) -> Result<Option<(Color, TrafficObs)>, String> {
+    let name = bgd.metadata.name.clone().unwrap_or_default();
+    let http = spec
+        .get("http")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(route) = http.iter().find(|r| managed(bgd, &name, r)) else {
+        return Err(format!(
+            "VirtualService {vs} has no HTTP route to manage (named in trafficRouting.istio.virtualService.routes, or sending to {name}-blue or {name}-green)"
+        ));
+    };
+    let mut weights = [0i64; 2];
+    for d in route
+        .get("route")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = color_of(&name, &d["destination"]["host"]) {
+            weights[c as usize] += d.get("weight").and_then(Value::as_i64).unwrap_or(100);
+        }
+    }
+    let total = weights[0] + weights[1];
+    if total == 0 {
+        return Ok(None);
+    }
+    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
+        Color::Green
+    } else {
+        Color::Blue
+    };
+    let weight =
+        u8::try_from((weights[stable.other() as usize] * 100 + total / 2) / total).unwrap_or(100);
+    let header_route = http
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str))
+        .find_map(|n| n.strip_prefix(HEADER_ROUTE_PREFIX))
+        .and_then(|s| s.parse().ok());
+    let mirror = if route
+        .get("mirror")
+        .is_some_and(|m| color_of(&name, &m["host"]).is_some())
+    {
+        route
+            .pointer("/mirrorPercentage/value")
+            .and_then(Value::as_f64)
+            .map_or(100, |p| p.round() as u8)
+    } else {
+        0
+    };
+    Ok(Some((
+        stable,
+        TrafficObs {
+            weight,
+            header_route,
+            mirror,
+            ..TrafficObs::default()
+        },
+    )))
+}
+
+fn string_match(m: &cutover_api::blue_green::StringMatch) -> Value {
+    match (&m.exact, &m.prefix, &m.regex) {
+        (Some(e), _, _) => json!({ "exact": e }),
+        (_, Some(p), _) => json!({ "prefix": p }),
+        (_, _, Some(r)) => json!({ "regex": r }),
+        _ => json!({ "regex": ".*" }),
+    }
+}
+
+fn headers(matches: &[HeaderMatch]) -> Value {
+    let mut out = serde_json::Map::new();
+    for m in matches {
+        if let Some(cookie) = &m.cookie_name {
+            let value = super::gateway::header_match(m)["value"].clone();
+            let _ = cookie;
+            out.insert("cookie".into(), json!({ "regex": value }));
+        } else if let Some(h) = &m.header_name {
+            out.insert(h.to_lowercase(), string_match(&m.header_value));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The VirtualService's spec with `target` applied to the parts Cutover manages.
+pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value {
+    let name = bgd.metadata.name.clone().unwrap_or_default();
+    let port = bgd.spec.service.port;
+    let canary = target.stable.other();
+    let dest = |c: Color, w: u8| json!({ "destination": { "host": format!("{name}-{c}"), "port": { "number": port } }, "weight": i64::from(w) });
+    let mut spec = spec.clone();
+    let http = spec
+        .get("http")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut template: Option<Value> = None;
+    for mut r in http {
+        if is_header_route(&r) {
+            continue;
+        }
+        if managed(bgd, &name, &r) {
+            let mut ds: Vec<Value> = r
+                .get("route")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|d| color_of(&name, &d["destination"]["host"]).is_none())
+                .cloned()
+                .collect();
+            ds.push(dest(target.stable, 100 - target.canary_weight));
+            ds.push(dest(canary, target.canary_weight));
+            r["route"] = Value::Array(ds);
+            let ours = r
+                .get("mirror")
+                .is_some_and(|m| color_of(&name, &m["host"]).is_some());
+            if let Some(obj) = r.as_object_mut()
+                && (ours || target.mirror > 0)
+            {
+                obj.remove("mirror");
+                obj.remove("mirrorPercentage");
+            }
+            if target.mirror > 0 {
+                r["mirror"] =
+                    json!({ "host": format!("{name}-{canary}"), "port": { "number": port } });
+                r["mirrorPercentage"] = json!({ "value": f64::from(target.mirror) });
+            }
+            template.get_or_insert_with(|| r.clone());
+        }
+        out.push(r);
+    }
+    if let (Some((step, matches)), Some(t)) = (&target.header, template) {
+        let base = t
+            .get("match")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| vec![json!({})]);
+        let hs = headers(matches);
+        let merged: Vec<Value> = base
+            .into_iter()
+            .map(|mut m| {
+                let mut all = m
+                    .get("headers")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                if let Some(extra) = hs.as_object() {
+                    all.extend(extra.clone());
+                }
+                m["headers"] = Value::Object(all);
+                m
+            })
+            .collect();
+        out.insert(0, json!({ "name": format!("{HEADER_ROUTE_PREFIX}{step}"), "match": merged, "route": [dest(canary, 100)] }));
+    }
+    spec["http"] = Value::Array(out);
+    spec
+}

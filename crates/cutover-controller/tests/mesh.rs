@@ -1,0 +1,217 @@
+//! `istio` and `smi` traffic routing against the real upstream CRDs from their Go modules
+//! (Istio's `istio.io/api`; SMI's `smi-sdk-go`, whose `v1beta1` CRD is converted to `v1`,
+//! otherwise unchanged), so the apiserver validates every write.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use cutover_api::{Color, Phase, requests};
+use cutover_test_support::upstream::{ISTIO, SMI, install_crds};
+use cutover_test_support::{TestNamespace, watch_while_with};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+type Split = (i64, bool, i64);
+
+fn resource(group: &str, version: &str, kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+/// Release v2 of `shop` (already Healthy on blue), promoting at each of `pauses` pauses,
+/// and return every distinct state of the route object `route` as `split` reads it.
+async fn release_recording(
+    ns: &TestNamespace,
+    ar: &ApiResource,
+    route: &str,
+    pauses: usize,
+    split: fn(&DynamicObject) -> Split,
+) -> Vec<Split> {
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, ar);
+    let seen = Arc::new(Mutex::new(Vec::<Split>::new()));
+    let record = seen.clone();
+    watch_while_with(
+        &api,
+        watcher::Config::default().fields(&format!("metadata.name={route}")),
+        ar.clone(),
+        move |objs| {
+            if let Some(r) = objs.first() {
+                let s = split(r);
+                let mut v = record.lock().expect("lock");
+                if v.last() != Some(&s) {
+                    v.push(s);
+                }
+            }
+        },
+        async move {
+            set_image(ns, "shop", "shop:2").await;
+            for n in 0..pauses {
+                wait_bgd(ns, "shop", &format!("pause {n}"), move |b| {
+                    phase(b) == Some(Phase::Paused)
+                        && b.status
+                            .as_ref()
+                            .and_then(|s| s.message.as_deref())
+                            .is_some_and(|m| m.contains("paused until"))
+                        && b.status
+                            .as_ref()
+                            .and_then(|s| s.handled_requests.get(requests::PROMOTE))
+                            .map(String::len)
+                            .unwrap_or(0)
+                            >= n
+                })
+                .await;
+                request(ns, "shop", requests::PROMOTE).await;
+                wait_bgd(ns, "shop", "the promote to be taken", |b| {
+                    b.status
+                        .as_ref()
+                        .is_some_and(|s| s.handled_requests.contains_key(requests::PROMOTE))
+                })
+                .await;
+            }
+            healthy_on(ns, "shop", Color::Green).await;
+        },
+    )
+    .await;
+    let v = seen.lock().expect("lock").clone();
+    v
+}
+
+fn vs_split(vs: &DynamicObject) -> Split {
+    let http = vs.data["spec"]["http"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let (mut green, mut mirror) = (0, 0);
+    for r in http.iter().filter(|r| {
+        !r["name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cutover-header")
+    }) {
+        for d in r["route"].as_array().into_iter().flatten() {
+            if d["destination"]["host"] == "shop-green" {
+                green = d["weight"].as_i64().unwrap_or(0);
+            }
+        }
+        if r["mirror"]["host"] == "shop-green" {
+            mirror = r["mirrorPercentage"]["value"]
+                .as_f64()
+                .unwrap_or(100.0)
+                .round() as i64;
+        }
+    }
+    let header = http.iter().any(|r| {
+        r["name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cutover-header")
+    });
+    (green, header, mirror)
+}
+
+#[tokio::test]
+async fn istio_weights_header_route_and_mirror_follow_the_steps_on_a_virtualservice() {
+    let (ns, _ctrl) = setup("mesh-istio").await;
+    install_crds(&ns.client, ISTIO).await;
+    let ar = resource("networking.istio.io", "v1", "VirtualService");
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let mut vs = DynamicObject::new("shop", &ar);
+    vs.data = json!({ "spec": {
+        "hosts": ["shop"],
+        "http": [
+            { "name": "other", "match": [{ "uri": { "prefix": "/other" } }], "route": [{ "destination": { "host": "other" } }] },
+            { "name": "primary", "headers": { "request": { "add": { "x-user": "kept" } } },
+              "route": [{ "destination": { "host": "shop-blue", "port": { "number": 80 } }, "weight": 100 }] }
+        ]
+    } });
+    api.create(&PostParams::default(), &vs)
+        .await
+        .expect("create VirtualService");
+    let original = api.get("shop").await.expect("get");
+    let spec = json!({
+        "trafficRouting": { "istio": { "virtualService": { "name": "shop", "routes": ["primary"] } } },
+        "strategy": { "steps": [
+            { "setWeight": 10 }, { "pause": {} }, { "setWeight": 50 },
+            { "setHeaderRoute": { "match": [{ "headerName": "X-Beta", "headerValue": { "exact": "1" } }] } },
+            { "setMirror": { "percent": 20 } }, { "pause": {} },
+            { "setHeaderRoute": { "match": [] } }, { "setMirror": { "percent": 0 } }
+        ] }
+    });
+    create(&ns, &bgd("shop", "shop:1", 1, spec)).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let seen = release_recording(&ns, &ar, "shop", 2, vs_split).await;
+    assert_eq!(
+        seen,
+        [
+            (0, false, 0),
+            (10, false, 0),
+            (50, false, 0),
+            (50, true, 0),
+            (50, true, 20),
+            (50, false, 20),
+            (50, false, 0),
+            (100, false, 0)
+        ]
+    );
+    let after = api.get("shop").await.expect("get");
+    let http = after.data["spec"]["http"]
+        .as_array()
+        .cloned()
+        .expect("http");
+    assert_eq!(
+        http[0], original.data["spec"]["http"][0],
+        "the user's other route is untouched"
+    );
+    assert_eq!(
+        http[1]["headers"], original.data["spec"]["http"][1]["headers"],
+        "the user's header rewrite stays"
+    );
+    assert_eq!(after.data["spec"]["hosts"], json!(["shop"]));
+}
+
+fn ts_split(ts: &DynamicObject) -> Split {
+    let green = ts.data["spec"]["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["service"] == "shop-green")
+        .and_then(|b| b["weight"].as_i64())
+        .unwrap_or(0);
+    (green, false, 0)
+}
+
+#[tokio::test]
+async fn smi_trafficsplit_weights_follow_the_steps() {
+    let (ns, _ctrl) = setup("mesh-smi").await;
+    install_crds(&ns.client, SMI).await;
+    let spec = json!({
+        "trafficRouting": { "smi": { "trafficSplitName": "shop" } },
+        "strategy": { "steps": [{ "setWeight": 10 }, { "pause": {} }, { "setWeight": 50 }, { "pause": {} }] }
+    });
+    create(&ns, &bgd("shop", "shop:1", 1, spec)).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let ar = resource("split.smi-spec.io", "v1alpha4", "TrafficSplit");
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let ts = api
+        .get("shop")
+        .await
+        .expect("the TrafficSplit Cutover owns");
+    assert_eq!(ts.data["spec"]["service"], "shop", "the apex Service");
+    assert!(
+        ts.metadata
+            .owner_references
+            .is_some_and(|o| o.iter().any(|o| o.kind == "BlueGreenDeployment"))
+    );
+    let seen = release_recording(&ns, &ar, "shop", 2, ts_split).await;
+    assert_eq!(
+        seen,
+        [
+            (0, false, 0),
+            (10, false, 0),
+            (50, false, 0),
+            (100, false, 0)
+        ]
+    );
+}
