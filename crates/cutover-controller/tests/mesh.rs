@@ -74,8 +74,7 @@ async fn release_recording(
         },
     )
     .await;
-    let v = seen.lock().expect("lock").clone();
-    v
+    seen.lock().expect("lock").clone()
 }
 
 fn vs_split(vs: &DynamicObject) -> Split {
