@@ -214,3 +214,110 @@ async fn smi_trafficsplit_weights_follow_the_steps() {
         ]
     );
 }
+
+/// Abort at 50 % with `split` reading the route: every state the route passes through
+/// from the abort on.
+async fn abort_at_fifty(
+    ns: &TestNamespace,
+    ar: &ApiResource,
+    split: fn(&DynamicObject) -> Split,
+) -> Vec<Split> {
+    set_image(ns, "shop", "shop:2").await;
+    wait_bgd(ns, "shop", "the pause at 50%", |b| {
+        phase(b) == Some(Phase::Paused)
+    })
+    .await;
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, ar);
+    let versions = Arc::new(Mutex::new(Vec::<(String, Split)>::new()));
+    let record = versions.clone();
+    watch_while_with(
+        &api,
+        watcher::Config::default().fields("metadata.name=shop"),
+        ar.clone(),
+        move |objs| {
+            if let Some(r) = objs.first() {
+                let rv = r.metadata.resource_version.clone().unwrap_or_default();
+                let mut v = record.lock().expect("lock");
+                if v.last().map(|(x, _)| x) != Some(&rv) {
+                    v.push((rv, split(r)));
+                }
+            }
+        },
+        async move {
+            request(ns, "shop", requests::ABORT).await;
+            wait_bgd(ns, "shop", "Degraded after abort", |b| {
+                phase(b) == Some(Phase::Degraded)
+            })
+            .await;
+        },
+    )
+    .await;
+    versions
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, s)| *s)
+        .collect()
+}
+
+#[tokio::test]
+async fn istio_abort_at_fifty_percent_in_one_write() {
+    let (ns, _ctrl) = setup("mesh-abort").await;
+    install_crds(&ns.client, ISTIO).await;
+    let vs_ar = resource("networking.istio.io", "v1", "VirtualService");
+    let vss: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &vs_ar);
+    let mut vs = DynamicObject::new("shop", &vs_ar);
+    vs.data = json!({ "spec": { "hosts": ["shop"], "http": [{ "name": "primary", "route": [{ "destination": { "host": "shop-blue" } }] }] } });
+    vss.create(&PostParams::default(), &vs)
+        .await
+        .expect("create VirtualService");
+    let steps = json!([{ "setWeight": 10 }, { "setWeight": 50 }, { "setHeaderRoute": { "match": [{ "headerName": "x-beta", "headerValue": { "exact": "1" } }] } }, { "pause": {} }]);
+    create(
+        &ns,
+        &bgd(
+            "shop",
+            "shop:1",
+            1,
+            json!({
+                "trafficRouting": { "istio": { "virtualService": { "name": "shop" } } },
+                "strategy": { "steps": steps }
+            }),
+        ),
+    )
+    .await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let states = abort_at_fifty(&ns, &vs_ar, vs_split).await;
+    assert_eq!(
+        states,
+        [(50, true, 0), (0, false, 0)],
+        "istio: one write back to blue"
+    );
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn smi_abort_at_fifty_percent_in_one_write() {
+    let (ns, _ctrl) = setup("mesh-smi-abort").await;
+    install_crds(&ns.client, SMI).await;
+    create(
+        &ns,
+        &bgd(
+            "shop",
+            "shop:1",
+            1,
+            json!({
+                "trafficRouting": { "smi": { "trafficSplitName": "shop" } },
+                "strategy": { "steps": [{ "setWeight": 10 }, { "setWeight": 50 }, { "pause": {} }] }
+            }),
+        ),
+    )
+    .await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let ar = resource("split.smi-spec.io", "v1alpha4", "TrafficSplit");
+    let states = abort_at_fifty(&ns, &ar, ts_split).await;
+    assert_eq!(
+        states,
+        [(50, false, 0), (0, false, 0)],
+        "smi: one write back to blue"
+    );
+}
