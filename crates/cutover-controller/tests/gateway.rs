@@ -255,3 +255,63 @@ async fn a_missing_route_is_reported_and_no_traffic_moves() {
     assert_eq!(phase(&b), Some(Phase::Degraded));
     assert_eq!(selected(&ns, "shop").await, None, "nothing routed");
 }
+
+#[tokio::test]
+async fn an_analysis_step_gates_the_next_weight_and_its_failure_aborts() {
+    use cutover_api::analysis::AnalysisTemplate;
+    use cutover_test_support::prometheus::MetricsEndpoint;
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_json("/health", &json!({ "status": "degraded" }));
+    let (ns, _ctrl) = setup("gw-analysis").await;
+    install_crds(&ns.client, GATEWAY_API).await;
+    create_route(&ns).await;
+    let templates: Api<AnalysisTemplate> = ns.api();
+    let t: AnalysisTemplate = serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": { "name": "health" },
+        "spec": { "metrics": [{
+            "name": "health", "count": 1, "successCondition": "result == 'ok'",
+            "provider": { "web": { "url": format!("{}/health", endpoint.url()), "jsonPath": "$.status" } }
+        }] }
+    }))
+    .expect("valid");
+    templates
+        .create(&PostParams::default(), &t)
+        .await
+        .expect("create template");
+    let steps = json!([
+        { "setWeight": 10 },
+        { "analysis": { "templates": [{ "templateName": "health" }] } },
+        { "setWeight": 50 }
+    ]);
+    create(&ns, &bgd("shop", "shop:1", 1, steps_spec(steps))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:2").await;
+    let b = wait_bgd(&ns, "shop", "the step analysis to fail", |b| {
+        phase(b) == Some(Phase::Degraded)
+    })
+    .await;
+    let msg = b
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("step 1 analysis failed") && msg.contains("degraded"),
+        "{msg}"
+    );
+    let route = routes(&ns).get("shop").await.expect("route");
+    assert_eq!(
+        split(&route),
+        (0, false, 0),
+        "traffic back on blue; 50% never reached"
+    );
+    let runs: Api<cutover_api::analysis::AnalysisRun> = ns.api();
+    assert!(
+        runs.get_opt("shop-2-0-step-1")
+            .await
+            .expect("get")
+            .is_some(),
+        "the step's own run"
+    );
+}
