@@ -73,7 +73,7 @@ struct Snapshot {
     templates: BTreeMap<String, Vec<(String, AnalysisTemplateSpec)>>,
     /// This BlueGreenDeployment's AnalysisRuns, by name.
     runs: BTreeMap<String, AnalysisRun>,
-    /// The HTTPRoute of `gatewayAPI` routing.
+    /// The route object of a weighted provider (HTTPRoute, VirtualService, TrafficSplit).
     route: Option<DynamicObject>,
 }
 
@@ -474,6 +474,9 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
         source,
     })?;
     let Some(fresh) = fresh else {
+        // Deleted: its owned objects go with it (owner references); forget its series.
+        ctx.metrics
+            .forget(&bgd.namespace().unwrap_or_default(), &name);
         return Ok(Requeue::await_change());
     };
     let result = reconcile_inner(&fresh, &ctx).await;
@@ -593,6 +596,8 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         match t.reason {
             "Promoted" => ctx.metrics.promoted(&ns, &name),
             "Aborted" => ctx.metrics.rolled_back(&ns, &name, "abort"),
+            // A warning when analysis failed after promotion; normal for an undo.
+            "RolledBack" if t.warning => ctx.metrics.rolled_back(&ns, &name, "analysis"),
             "RolledBack" => ctx.metrics.rolled_back(&ns, &name, "undo"),
             _ => {}
         }
