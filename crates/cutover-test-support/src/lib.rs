@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 pub use cutover_local_cluster as local_cluster;
 
 pub mod controller;
+pub mod load;
 pub mod prometheus;
 pub mod upstream;
 

@@ -94,3 +94,46 @@ async fn an_unhealthy_app_fails_its_probe() {
     let app = start(&["--unhealthy"]).await;
     assert_eq!(get(app.1, "/healthz").await.0, 503);
 }
+
+#[tokio::test]
+async fn the_load_generator_counts_every_failure_and_every_lost_connection() {
+    use cutover_test_support::load::Load;
+    let mut app = start(&["--version", "v7", "--error-rate", "0.1"]).await;
+    let url = format!("http://127.0.0.1:{}/", app.1);
+    let load = Load::start(&url, 4, Duration::from_secs(2), Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while load.snapshot().await.total < 500 {
+        assert!(
+            Instant::now() < deadline,
+            "the load never reached 500 requests"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The app goes away under load: what follows are connection errors.
+    let _ = app.0.kill();
+    let _ = app.0.wait();
+    let before_kill = load.snapshot().await;
+    while load.snapshot().await.connection_errors == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no connection error after the app died"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = load.stop().await;
+    let answered = report.ok() + report.failed_by_status.values().sum::<u64>();
+    assert_eq!(
+        report.total,
+        answered + report.connection_errors,
+        "every request is counted once"
+    );
+    let served = before_kill.ok() + before_kill.failed_by_status.values().sum::<u64>();
+    assert!(report.ok_by_version.keys().all(|v| v == "v7"), "{report:?}");
+    // The app fails exactly every 10th request it served.
+    let failed = report.failed_by_status.get(&500).copied().unwrap_or(0);
+    assert!(
+        failed >= served / 10 && failed <= answered / 10 + 1,
+        "{failed} of {answered}: {report:?}"
+    );
+    assert!(report.connection_errors > 0);
+}
