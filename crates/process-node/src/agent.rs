@@ -1,0 +1,428 @@
+//! The node agent: registers a tainted Node, keeps its Lease and Ready condition fresh,
+//! and runs the pods bound to it as local processes — each pod on an address of its own
+//! in 127.<block>.0.0/16, so every pod can use the same container port. Readiness and
+//! liveness probes run for real; deletion sends SIGTERM, waits the grace period, then
+//! SIGKILL, and confirms the deletion.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+use k8s_openapi::jiff;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt as _};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use crate::container;
+use crate::probe::{self, Probe};
+
+/// The taint pods must tolerate to land here.
+pub const TAINT_KEY: &str = "cutover.dev/process-node";
+const MANAGER: &str = "cutover-process-node";
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Node name.
+    pub node: String,
+    /// Where image binaries are.
+    pub bin_dir: PathBuf,
+    /// Where container logs go.
+    pub log_dir: PathBuf,
+    /// Second octet of pod addresses.
+    pub ip_block: u8,
+}
+
+struct Ctr {
+    name: String,
+    child: Child,
+    restarts: i32,
+    readiness: Option<Probe>,
+    liveness: Option<Probe>,
+    ready: bool,
+    streak: (u32, u32),
+    live_failures: u32,
+    next_probe: Instant,
+    started: Instant,
+}
+
+struct RunningPod {
+    ip: String,
+    containers: Vec<Ctr>,
+    stopping_since: Option<Instant>,
+    reported: Option<serde_json::Value>,
+}
+
+fn now_time() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+async fn register(client: &Client, cfg: &Config) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": cfg.node, "labels": {
+            "kubernetes.io/hostname": cfg.node, "kubernetes.io/os": "linux", "type": "process" } },
+        "spec": { "taints": [{ "key": TAINT_KEY, "value": "true", "effect": "NoSchedule" }] }
+    });
+    nodes
+        .patch(
+            &cfg.node,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&node),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn heartbeat(client: &Client, cfg: &Config) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let t = now_time();
+    let status = json!({ "status": {
+        "conditions": [{ "type": "Ready", "status": "True", "reason": "ProcessNodeReady",
+            "message": "cutover-process-node is running", "lastHeartbeatTime": t, "lastTransitionTime": t }],
+        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": cfg.node }],
+        "capacity": { "cpu": "32", "memory": "64Gi", "pods": "110" },
+        "allocatable": { "cpu": "32", "memory": "64Gi", "pods": "110" },
+        "nodeInfo": { "architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "cutover-process-node",
+            "bootID": "", "containerRuntimeVersion": "process://", "kernelVersion": "", "kubeProxyVersion": "",
+            "machineID": "", "osImage": "local processes", "systemUUID": "" }
+    }});
+    nodes
+        .patch_status(&cfg.node, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let renew = json!({ "spec": { "holderIdentity": cfg.node, "leaseDurationSeconds": 40, "renewTime": MicroTime(jiff::Timestamp::now()) } });
+    if leases.get_opt(&cfg.node).await?.is_none() {
+        let mut lease: Lease = serde_json::from_value(json!({ "metadata": { "name": cfg.node } }))?;
+        lease.spec = serde_json::from_value(renew["spec"].clone())?;
+        leases.create(&PostParams::default(), &lease).await?;
+    } else {
+        leases
+            .patch(&cfg.node, &PatchParams::default(), &Patch::Merge(&renew))
+            .await?;
+    }
+    Ok(())
+}
+
+fn ports_of(c: &k8s_openapi::api::core::v1::Container) -> Vec<(String, i32)> {
+    c.ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+        .collect()
+}
+
+fn start_pod(cfg: &Config, pod: &Pod, ip: String) -> RunningPod {
+    let mut containers = Vec::new();
+    for c in pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default()
+    {
+        let log = cfg.log_dir.join(format!(
+            "{}_{}_{}.log",
+            pod.namespace().unwrap_or_default(),
+            pod.name_any(),
+            c.name
+        ));
+        match container::spawn(pod, &c, &ip, &cfg.bin_dir, &log) {
+            Ok(child) => {
+                let ports = ports_of(&c);
+                let readiness = c
+                    .readiness_probe
+                    .as_ref()
+                    .and_then(|p| Probe::from_spec(p, &ip, &ports));
+                let liveness = c
+                    .liveness_probe
+                    .as_ref()
+                    .and_then(|p| Probe::from_spec(p, &ip, &ports));
+                let ready = readiness.is_none();
+                containers.push(Ctr {
+                    name: c.name.clone(),
+                    child,
+                    restarts: 0,
+                    readiness,
+                    liveness,
+                    ready,
+                    streak: (0, 0),
+                    live_failures: 0,
+                    next_probe: Instant::now(),
+                    started: Instant::now(),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.name_any(), container = %c.name, error = %e, "cannot start the container's binary")
+            }
+        }
+    }
+    tracing::info!(pod = %pod.name_any(), %ip, "started");
+    RunningPod {
+        ip,
+        containers,
+        stopping_since: None,
+        reported: None,
+    }
+}
+
+async fn probe_pod(http: &reqwest::Client, cfg: &Config, pod: &Pod, rp: &mut RunningPod) {
+    for ctr in &mut rp.containers {
+        if let Ok(Some(_)) = ctr.child.try_wait() {
+            // Exited: restart (restartPolicy Always is what Deployments use).
+            if let Some(spec) = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.iter().find(|c| c.name == ctr.name))
+            {
+                let log = cfg.log_dir.join(format!(
+                    "{}_{}_{}.log",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any(),
+                    ctr.name
+                ));
+                if let Ok(child) = container::spawn(pod, spec, &rp.ip, &cfg.bin_dir, &log) {
+                    ctr.child = child;
+                    ctr.restarts += 1;
+                    ctr.ready = ctr.readiness.is_none();
+                    ctr.streak = (0, 0);
+                    ctr.started = Instant::now();
+                }
+            }
+            continue;
+        }
+        if Instant::now() < ctr.next_probe {
+            continue;
+        }
+        if let Some(p) = ctr.readiness.clone()
+            && ctr.started.elapsed() >= p.initial_delay
+        {
+            ctr.next_probe = Instant::now() + p.period;
+            if probe::check(http, &p).await {
+                ctr.streak = (ctr.streak.0 + 1, 0);
+                if ctr.streak.0 >= p.success_threshold {
+                    ctr.ready = true;
+                }
+            } else {
+                ctr.streak = (0, ctr.streak.1 + 1);
+                if ctr.streak.1 >= p.failure_threshold || !ctr.ready {
+                    ctr.ready = false;
+                }
+            }
+        }
+        if let Some(p) = ctr.liveness.clone()
+            && ctr.started.elapsed() >= p.initial_delay
+        {
+            if probe::check(http, &p).await {
+                ctr.live_failures = 0;
+            } else {
+                ctr.live_failures += 1;
+                if ctr.live_failures >= p.failure_threshold {
+                    container::signal(&ctr.child, Signal::SIGKILL);
+                    ctr.live_failures = 0;
+                }
+            }
+        }
+    }
+}
+
+fn status_of(rp: &RunningPod, pod: &Pod) -> serde_json::Value {
+    let all_ready = !rp.containers.is_empty() && rp.containers.iter().all(|c| c.ready);
+    let flag = |b: bool| if b { "True" } else { "False" };
+    let t = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .unwrap_or_else(now_time);
+    let cond =
+        |ty: &str, b: bool| json!({ "type": ty, "status": flag(b), "lastTransitionTime": t });
+    let containers: Vec<serde_json::Value> = rp
+        .containers
+        .iter()
+        .map(|c| json!({
+            "name": c.name, "ready": c.ready, "restartCount": c.restarts, "started": true,
+            "image": c.name, "imageID": "", "containerID": format!("process://{}", c.child.id()),
+            "state": { "running": { "startedAt": t } }
+        }))
+        .collect();
+    json!({ "status": {
+        "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{ "ip": "127.0.0.1" }],
+        "podIP": rp.ip, "podIPs": [{ "ip": rp.ip }], "startTime": t,
+        "conditions": [cond("PodScheduled", true), cond("Initialized", true), cond("ContainersReady", all_ready), cond("Ready", all_ready)],
+        "containerStatuses": containers,
+    }})
+}
+
+/// Whether something already listens on `ip` at one of `pod`'s container ports (a process
+/// left over from an agent that was killed): such an address is skipped.
+fn taken(ip: &str, pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(ports_of)
+        .any(|(_, port)| {
+            std::net::TcpStream::connect((ip, u16::try_from(port).unwrap_or(0))).is_ok()
+        })
+}
+
+fn stop_all(running: &mut BTreeMap<String, RunningPod>) {
+    for rp in running.values_mut() {
+        rp.containers
+            .iter()
+            .for_each(|c| container::signal(&c.child, Signal::SIGTERM));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for rp in running.values_mut() {
+        for c in &mut rp.containers {
+            while matches!(c.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            container::signal(&c.child, Signal::SIGKILL);
+            let _ = c.child.wait();
+        }
+    }
+    running.clear();
+}
+
+/// Run until SIGTERM or Ctrl-C; then stop every pod process it started.
+pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut running: BTreeMap<String, RunningPod> = BTreeMap::new();
+    let result = tokio::select! {
+        r = serve(&client, &cfg, &mut running) => r,
+        _ = term.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    stop_all(&mut running);
+    tracing::info!("stopped every pod process");
+    result
+}
+
+async fn serve(
+    client: &Client,
+    cfg: &Config,
+    running: &mut BTreeMap<String, RunningPod>,
+) -> anyhow::Result<()> {
+    let client = client.clone();
+    let cfg = cfg.clone();
+    register(&client, &cfg).await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let mut next_ip: u16 = 2;
+    let mut last_beat = Instant::now() - Duration::from_secs(60);
+    loop {
+        if last_beat.elapsed() >= Duration::from_secs(5) {
+            if let Err(e) = heartbeat(&client, &cfg).await {
+                tracing::warn!(error = %e, "heartbeat failed");
+            }
+            last_beat = Instant::now();
+        }
+        let lp = ListParams::default().fields(&format!("spec.nodeName={}", cfg.node));
+        let list = match pods.list(&lp).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing pods failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut seen = Vec::new();
+        for pod in &list {
+            let uid = pod.uid().unwrap_or_default();
+            seen.push(uid.clone());
+            let ns = pod.namespace().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            if pod.metadata.deletion_timestamp.is_some() {
+                let grace = Duration::from_secs(
+                    pod.metadata
+                        .deletion_grace_period_seconds
+                        .and_then(|g| u64::try_from(g).ok())
+                        .unwrap_or(30),
+                );
+                let done = match running.get_mut(&uid) {
+                    None => true,
+                    Some(rp) => {
+                        let since = *rp.stopping_since.get_or_insert_with(|| {
+                            rp.containers
+                                .iter()
+                                .for_each(|c| container::signal(&c.child, Signal::SIGTERM));
+                            Instant::now()
+                        });
+                        if since.elapsed() >= grace {
+                            rp.containers
+                                .iter()
+                                .for_each(|c| container::signal(&c.child, Signal::SIGKILL));
+                        }
+                        rp.containers
+                            .iter_mut()
+                            .all(|c| matches!(c.child.try_wait(), Ok(Some(_))))
+                    }
+                };
+                if done {
+                    running.remove(&uid);
+                    let _ = api
+                        .delete(
+                            &pod.name_any(),
+                            &DeleteParams {
+                                grace_period_seconds: Some(0),
+                                ..DeleteParams::default()
+                            },
+                        )
+                        .await;
+                }
+                continue;
+            }
+            if !running.contains_key(&uid) {
+                let ip = loop {
+                    let ip = format!(
+                        "127.{}.{}.{}",
+                        cfg.ip_block,
+                        next_ip / 250,
+                        next_ip % 250 + 2
+                    );
+                    next_ip = next_ip.wrapping_add(1);
+                    if !taken(&ip, pod) {
+                        break ip;
+                    }
+                };
+                running.insert(uid.clone(), start_pod(&cfg, pod, ip));
+            }
+            if let Some(rp) = running.get_mut(&uid) {
+                probe_pod(&http, &cfg, pod, rp).await;
+                let status = status_of(rp, pod);
+                if rp.reported.as_ref() != Some(&status) {
+                    match api
+                        .patch_status(
+                            &pod.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&status),
+                        )
+                        .await
+                    {
+                        Ok(_) => rp.reported = Some(status),
+                        Err(e) => {
+                            tracing::warn!(pod = %pod.name_any(), error = %e, "status update failed")
+                        }
+                    }
+                }
+            }
+        }
+        // Pods gone from the API (force-deleted): stop their processes.
+        running.retain(|uid, rp| {
+            let keep = seen.contains(uid);
+            if !keep {
+                rp.containers.iter_mut().for_each(|c| {
+                    container::signal(&c.child, Signal::SIGKILL);
+                    let _ = c.child.wait();
+                });
+            }
+            keep
+        });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,223 @@
+//! The process-backed node runs a Deployment's pods as real processes on loopback
+//! addresses, reports readiness from real probes, and stops processes on deletion.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use cutover_test_support::{TestNamespace, cleanup, kubeconfig, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+struct Agent(Child, String);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SIGTERM: the agent stops its pods' processes before it exits.
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.0.wait();
+        let node = self.1.clone();
+        cleanup(move |client| async move {
+            let nodes: Api<Node> = Api::all(client);
+            let _ = nodes.delete(&node, &DeleteParams::default()).await;
+        });
+    }
+}
+
+fn target_dir() -> std::path::PathBuf {
+    cutover_test_support::local_cluster::workspace_root()
+        .join("target")
+        .join("debug")
+}
+
+async fn get(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
+#[tokio::test]
+async fn a_deployment_runs_as_local_processes_with_real_readiness() {
+    // The image `cutover-demo-app:v1` names this workspace's binary.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args(["build", "-q", "-p", "cutover-demo-app"])
+        .status()
+        .expect("cargo build");
+    assert!(built.success());
+
+    let ns = TestNamespace::new("procnode").await;
+    let node = format!("proc-{}", ns.name);
+    let log_dir = cutover_test_support::local_cluster::workspace_root()
+        .join("target")
+        .join("test-logs")
+        .join(&node);
+    let child = Command::new(env!("CARGO_BIN_EXE_cutover-process-node"))
+        .args(["--node-name", &node, "--ip-block", "78"])
+        .arg("--bin-dir")
+        .arg(target_dir())
+        .arg("--log-dir")
+        .arg(&log_dir)
+        .env("KUBECONFIG", kubeconfig().await)
+        .spawn()
+        .expect("start the node agent");
+    let _agent = Agent(child, node.clone());
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    wait_for(
+        &nodes,
+        &node,
+        "the process node Ready and untainted but for its own taint",
+        Duration::from_secs(90),
+        |n: Option<&Node>| {
+            n.is_some_and(|n| {
+                let ready = n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let taints = n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default();
+                ready && taints.iter().all(|t| t.key == "cutover.dev/process-node")
+            })
+        },
+    )
+    .await;
+
+    let deployments: Api<Deployment> = ns.api();
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "app" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "demo" } },
+            "template": {
+                "metadata": { "labels": { "app": "demo" } },
+                "spec": {
+                    "nodeSelector": { "kubernetes.io/hostname": node },
+                    "tolerations": [{ "key": "cutover.dev/process-node", "operator": "Exists" }],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{
+                        "name": "app", "image": "cutover-demo-app:v1",
+                        "ports": [{ "name": "http", "containerPort": 8080 }],
+                        "env": [
+                            { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+                            { "name": "CUTOVER_DEMO_LISTEN", "value": "$(POD_IP):8080" },
+                            { "name": "CUTOVER_DEMO_VERSION", "value": "v1" }
+                        ],
+                        "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 }
+                    }]
+                }
+            }
+        }
+    }))
+    .expect("valid");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create Deployment");
+    let services: Api<Service> = ns.api();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "app" },
+        "spec": { "selector": { "app": "demo" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+    }))
+    .expect("valid");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
+    wait_for(
+        &deployments,
+        "app",
+        "2 ready replicas",
+        Duration::from_secs(90),
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| s.ready_replicas)
+                == Some(2)
+        },
+    )
+    .await;
+
+    let pods: Api<Pod> = ns.api();
+    let list = pods.list(&ListParams::default()).await.expect("pods").items;
+    let ips: Vec<String> = list
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    assert_eq!(ips.len(), 2);
+    assert_ne!(ips[0], ips[1], "a loopback address per pod");
+    for ip in &ips {
+        assert!(ip.starts_with("127.78."), "{ip}");
+        let answer = get(&format!("{ip}:8080"))
+            .await
+            .expect("the pod's process answers on its own address");
+        assert!(answer.contains("\"version\":\"v1\""), "{answer}");
+    }
+    // Kubernetes keeps loopback addresses out of EndpointSlices (API validation rejects
+    // 127.0.0.0/8), so the Service gets no endpoints from these pods: see the README.
+    let slices: Api<EndpointSlice> = ns.api();
+    let listed = slices
+        .list(&ListParams::default().labels("kubernetes.io/service-name=app"))
+        .await
+        .expect("slices");
+    let endpoints: usize = listed
+        .items
+        .iter()
+        .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(
+        endpoints, 0,
+        "if this changes, Services can route to process pods"
+    );
+
+    // Deleting a pod stops its process (SIGTERM; the demo app exits at once).
+    let victim = list[0].metadata.name.clone().expect("name");
+    let victim_ip = list[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("ip");
+    pods.delete(&victim, &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&format!("{victim_ip}:8080")).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod's process still answers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The agent confirms the deletion once the process is gone.
+    while pods.get_opt(&victim).await.expect("get pod").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the pod object was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for(
+        &deployments,
+        "app",
+        "the replacement to be ready",
+        Duration::from_secs(90),
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.ready_replicas == Some(2) && s.replicas == Some(2))
+        },
+    )
+    .await;
+}
