@@ -81,17 +81,9 @@ pub fn observe(
             weights[c as usize] += b.get("weight").and_then(Value::as_i64).unwrap_or(1);
         }
     }
-    let total = weights[0] + weights[1];
-    if total == 0 {
+    let Some((stable, weight)) = super::split_of(weights) else {
         return Ok(None);
-    }
-    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
-        Color::Green
-    } else {
-        Color::Blue
     };
-    let other = weights[stable.other() as usize];
-    let weight = u8::try_from((other * 100 + total / 2) / total).unwrap_or(100);
     let header_route = rules
         .iter()
         .filter_map(|r| r.get("name").and_then(Value::as_str))

@@ -84,17 +84,9 @@ pub fn observe(
             weights[c as usize] += d.get("weight").and_then(Value::as_i64).unwrap_or(100);
         }
     }
-    let total = weights[0] + weights[1];
-    if total == 0 {
+    let Some((stable, weight)) = super::split_of(weights) else {
         return Ok(None);
-    }
-    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
-        Color::Green
-    } else {
-        Color::Blue
     };
-    let weight =
-        u8::try_from((weights[stable.other() as usize] * 100 + total / 2) / total).unwrap_or(100);
     let header_route = http
         .iter()
         .filter_map(|r| r.get("name").and_then(Value::as_str))

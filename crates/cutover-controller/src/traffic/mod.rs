@@ -44,6 +44,25 @@ pub trait TrafficRouter {
     -> impl std::future::Future<Output = Result<Option<TrafficState>, Error>> + Send;
 }
 
+/// The live color and the percent on the other one, from the weights (blue, green) a
+/// provider holds; `None` when neither has any.
+pub fn split_of(weights: [i64; 2]) -> Option<(Color, u8)> {
+    let total = weights[0] + weights[1];
+    if total <= 0 {
+        return None;
+    }
+    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
+        Color::Green
+    } else {
+        Color::Blue
+    };
+    let other = weights[stable.other() as usize];
+    Some((
+        stable,
+        u8::try_from((other * 100 + total / 2) / total).unwrap_or(100),
+    ))
+}
+
 /// What a weighted provider should do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {

@@ -26,17 +26,7 @@ pub fn observe(spec: &Value, bgd: &BlueGreenDeployment) -> Option<(Color, Traffi
             }
         }
     }
-    let total = weights[0] + weights[1];
-    if total == 0 {
-        return None;
-    }
-    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
-        Color::Green
-    } else {
-        Color::Blue
-    };
-    let weight =
-        u8::try_from((weights[stable.other() as usize] * 100 + total / 2) / total).unwrap_or(100);
+    let (stable, weight) = super::split_of(weights)?;
     Some((
         stable,
         TrafficObs {
