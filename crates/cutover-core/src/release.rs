@@ -1163,7 +1163,8 @@ fn run_steps<'a>(
         let started = *release.step_started_at.get_or_insert(p.input.now);
         p.memory.release = Some(release.clone());
         let weight = i32::from(traffic.weight);
-        let done = match step {
+        // Every arm either returns (the release waits at this step) or completes it.
+        match step {
             Step::SetWeight(w) => {
                 if traffic.weight != w {
                     if p.ready(color, &release.template_hash).is_ok() {
@@ -1180,7 +1181,6 @@ fn run_steps<'a>(
                         weight,
                     )));
                 }
-                true
             }
             Step::SetHeaderRoute(on) => {
                 let want = on.then_some(i);
@@ -1198,7 +1198,6 @@ fn run_steps<'a>(
                         weight,
                     )));
                 }
-                true
             }
             Step::SetMirror(pct) => {
                 if traffic.mirror != pct {
@@ -1214,7 +1213,6 @@ fn run_steps<'a>(
                         weight,
                     )));
                 }
-                true
             }
             Step::Pause(Some(duration)) => {
                 let due = started.plus(duration);
@@ -1230,7 +1228,6 @@ fn run_steps<'a>(
                     )));
                 }
                 *promote = false;
-                true
             }
             Step::Pause(None) => {
                 if !*promote {
@@ -1243,7 +1240,6 @@ fn run_steps<'a>(
                     )));
                 }
                 *promote = false;
-                true
             }
             Step::Analysis => match p.input.analysis.step.clone() {
                 None | Some(GateResult::Running) => {
@@ -1262,7 +1258,7 @@ fn run_steps<'a>(
                         weight,
                     )));
                 }
-                Some(GateResult::Successful) => true,
+                Some(GateResult::Successful) => {}
                 Some(GateResult::Failed(why)) => {
                     release.aborted = Some(format!("step {i} analysis failed: {why}"));
                     return Err(Box::new(aborted(p, active, release.clone())));
@@ -1279,11 +1275,9 @@ fn run_steps<'a>(
                         )));
                     }
                     *promote = false;
-                    true
                 }
             },
         };
-        debug_assert!(done);
         release.step_index += 1;
         release.step_started_at = Some(p.input.now);
         p.memory.release = Some(release.clone());

@@ -16,25 +16,31 @@ use crate::{kubeconfig, wait_for};
 
 /// Install (server-side apply) every Cutover CRD and wait until each is Established.
 pub async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in cutover_api::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(
-            &name,
-            &PatchParams::apply("cutover-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("the apiserver rejected CRD {name}: {e}"));
-        wait_for(
-            &crds,
-            &name,
-            "the CRD to be Established",
-            Duration::from_secs(60),
-            conditions::is_crd_established(),
-        )
-        .await;
+        apply_crd(client, &crd).await;
     }
+}
+
+/// Server-side apply `crd` and wait until it is Established; panics naming the CRD when
+/// the apiserver rejects it.
+pub async fn apply_crd(client: &Client, crd: &CustomResourceDefinition) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(
+        &name,
+        &PatchParams::apply("cutover-tests").force(),
+        &Patch::Apply(crd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the apiserver rejected CRD {name}: {e}"));
+    wait_for(
+        &crds,
+        &name,
+        "the CRD to be Established",
+        Duration::from_secs(60),
+        conditions::is_crd_established(),
+    )
+    .await;
 }
 
 /// A running `cutover-controller` scoped to one namespace. Killed when dropped.

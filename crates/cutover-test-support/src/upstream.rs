@@ -3,14 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::conditions;
-
-use crate::wait_for;
 
 /// Gateway API, standard channel.
 pub const GATEWAY_API: (&str, &str, &str) =
@@ -117,7 +112,6 @@ pub fn module_dir(module: &str, version: &str) -> PathBuf {
 /// each is Established; other documents (e.g. admission policies) are skipped.
 pub async fn install_crds(client: &Client, (module, version, subdir): (&str, &str, &str)) {
     let dir = module_dir(module, version).join(subdir);
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     // `subdir` is a folder of CRD files, or one file.
     let mut files: Vec<PathBuf> = if dir.is_file() {
         vec![dir.clone()]
@@ -148,22 +142,7 @@ pub async fn install_crds(client: &Client, (module, version, subdir): (&str, &st
                 value
             };
             let crd: CustomResourceDefinition = serde_yaml::from_value(value).expect("a CRD");
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            crds.patch(
-                &name,
-                &PatchParams::apply("cutover-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("the apiserver rejected upstream CRD {name}: {e}"));
-            wait_for(
-                &crds,
-                &name,
-                "the CRD to be Established",
-                Duration::from_secs(60),
-                conditions::is_crd_established(),
-            )
-            .await;
+            crate::controller::apply_crd(client, &crd).await;
         }
     }
 }

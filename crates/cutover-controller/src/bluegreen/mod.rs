@@ -1119,17 +1119,7 @@ async fn act(
             .await
         }
         Action::SetHeaderRoute { canary, step } if route_name(bgd).is_some() => {
-            let header = step.map(|i| {
-                let matches = bgd
-                    .spec
-                    .strategy
-                    .steps
-                    .get(i as usize)
-                    .and_then(|s| s.set_header_route.as_ref())
-                    .map(|h| h.matches.clone())
-                    .unwrap_or_default();
-                (i, matches)
-            });
+            let header = step.map(|i| header_of(bgd, i));
             update_route(bgd, ctx, ns, |_, now| Target {
                 stable: canary.other(),
                 header,
@@ -1169,7 +1159,23 @@ async fn act(
     }
 }
 
-/// Read the HTTPRoute fresh, apply `change` (given the split it implements now) to the
+/// The header route of step `i`: its index and matches.
+fn header_of(
+    bgd: &BlueGreenDeployment,
+    i: u32,
+) -> (u32, Vec<cutover_api::blue_green::HeaderMatch>) {
+    let matches = bgd
+        .spec
+        .strategy
+        .steps
+        .get(i as usize)
+        .and_then(|s| s.set_header_route.as_ref())
+        .map(|h| h.matches.clone())
+        .unwrap_or_default();
+    (i, matches)
+}
+
+/// Read the route object (HTTPRoute, VirtualService, TrafficSplit) fresh, apply `change` (given the split it implements now) to the
 /// parts Cutover manages, and write it back with the resourceVersion read, so a concurrent
 /// edit of the route makes this write fail rather than be overwritten.
 async fn update_route(
@@ -1204,17 +1210,7 @@ async fn update_route(
         .ok()
         .flatten()
         .unwrap_or((Color::Blue, release::TrafficObs::default()));
-    let header = obs.header_route.map(|i| {
-        let matches = bgd
-            .spec
-            .strategy
-            .steps
-            .get(i as usize)
-            .and_then(|s| s.set_header_route.as_ref())
-            .map(|h| h.matches.clone())
-            .unwrap_or_default();
-        (i, matches)
-    });
+    let header = obs.header_route.map(|i| header_of(bgd, i));
     let now = Target {
         stable,
         canary_weight: obs.weight,

@@ -16,10 +16,7 @@ use cutover_core::Color;
 use cutover_core::release::TrafficObs;
 use serde_json::{Value, json};
 
-use super::Target;
-
-/// Prefix of the name of the rule Cutover adds for a header route.
-pub const HEADER_RULE_PREFIX: &str = "cutover-header-";
+use super::{HEADER_ROUTE_PREFIX, Target};
 
 fn service_of(name: &str, color: Color) -> String {
     format!("{name}-{color}")
@@ -40,7 +37,7 @@ fn color_of(name: &str, backend: &Value) -> Option<Color> {
 fn is_header_rule(rule: &Value) -> bool {
     rule.get("name")
         .and_then(Value::as_str)
-        .is_some_and(|n| n.starts_with(HEADER_RULE_PREFIX))
+        .is_some_and(|n| n.starts_with(HEADER_ROUTE_PREFIX))
 }
 
 fn is_managed(name: &str, rule: &Value) -> bool {
@@ -84,11 +81,11 @@ pub fn observe(
     let Some((stable, weight)) = super::split_of(weights) else {
         return Ok(None);
     };
-    let header_route = rules
-        .iter()
-        .filter_map(|r| r.get("name").and_then(Value::as_str))
-        .find_map(|n| n.strip_prefix(HEADER_RULE_PREFIX))
-        .and_then(|s| s.parse().ok());
+    let header_route = super::header_step(
+        rules
+            .iter()
+            .filter_map(|r| r.get("name").and_then(Value::as_str)),
+    );
     let mirror = managed
         .get("filters")
         .and_then(Value::as_array)
@@ -237,7 +234,7 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
         out.insert(
             0,
             json!({
-                "name": format!("{HEADER_RULE_PREFIX}{step}"),
+                "name": format!("{HEADER_ROUTE_PREFIX}{step}"),
                 "matches": matches,
                 "backendRefs": [{ "group": "", "kind": "Service", "name": service_of(&name, canary), "port": port, "weight": 1 }],
             }),

@@ -14,10 +14,7 @@ use cutover_core::Color;
 use cutover_core::release::TrafficObs;
 use serde_json::{Value, json};
 
-use super::Target;
-
-/// Prefix of the name of the HTTP route Cutover adds for a header route.
-pub const HEADER_ROUTE_PREFIX: &str = "cutover-header-";
+use super::{HEADER_ROUTE_PREFIX, Target};
 
 fn color_of(name: &str, host: &Value) -> Option<Color> {
     let host = host.as_str()?;
@@ -87,11 +84,10 @@ pub fn observe(
     let Some((stable, weight)) = super::split_of(weights) else {
         return Ok(None);
     };
-    let header_route = http
-        .iter()
-        .filter_map(|r| r.get("name").and_then(Value::as_str))
-        .find_map(|n| n.strip_prefix(HEADER_ROUTE_PREFIX))
-        .and_then(|s| s.parse().ok());
+    let header_route = super::header_step(
+        http.iter()
+            .filter_map(|r| r.get("name").and_then(Value::as_str)),
+    );
     let mirror = if route
         .get("mirror")
         .is_some_and(|m| color_of(&name, &m["host"]).is_some())

@@ -44,6 +44,18 @@ pub trait TrafficRouter {
     -> impl std::future::Future<Output = Result<Option<TrafficState>, Error>> + Send;
 }
 
+/// Prefix of the name of the rule (route) Cutover adds for a header route; the step
+/// index follows it.
+pub const HEADER_ROUTE_PREFIX: &str = "cutover-header-";
+
+/// The step of the header rule among rules (routes) named `names`, if one is in place.
+pub fn header_step<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<u32> {
+    names
+        .into_iter()
+        .find_map(|n| n.strip_prefix(HEADER_ROUTE_PREFIX))
+        .and_then(|s| s.parse().ok())
+}
+
 /// The live color and the percent on the other one, from the weights (blue, green) a
 /// provider holds; `None` when neither has any.
 pub fn split_of(weights: [i64; 2]) -> Option<(Color, u8)> {
