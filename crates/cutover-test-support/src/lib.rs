@@ -18,7 +18,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
-use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
@@ -187,7 +187,9 @@ where
     P: FnMut(&[Arc<K>]) -> bool,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api.clone(), config)).applied_objects();
+    // Every event, not only applied objects: the store fills in at the end of the initial
+    // list (`InitDone`), which carries no object.
+    let stream = reflector(writer, watcher(api.clone(), config));
     let mut stream = std::pin::pin!(stream);
     let waited = tokio::time::timeout(timeout, async {
         // The store is complete only after the initial list; check after every event.

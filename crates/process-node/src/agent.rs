@@ -1,6 +1,7 @@
 //! The node agent: registers a tainted Node, keeps its Lease and Ready condition fresh,
-//! and runs the pods bound to it as local processes — each pod on an address of its own
-//! in 127.<block>.0.0/16, so every pod can use the same container port. Readiness and
+//! and runs the pods bound to it as local processes — each pod in a network namespace of
+//! its own on 10.244.<block>.<n> (see `network.rs`), so every pod can use the same container
+//! port and Services get real endpoints. Readiness and
 //! liveness probes run for real; deletion sends SIGTERM, waits the grace period, then
 //! SIGKILL, and confirms the deletion.
 
@@ -19,6 +20,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::container;
+use crate::network::{Network, PodNet};
 use crate::probe::{self, Probe};
 
 /// The taint pods must tolerate to land here.
@@ -34,7 +36,7 @@ pub struct Config {
     pub bin_dir: PathBuf,
     /// Where container logs go.
     pub log_dir: PathBuf,
-    /// Second octet of pod addresses.
+    /// Third octet of pod addresses (10.244.<block>.0/24).
     pub ip_block: u8,
 }
 
@@ -52,7 +54,7 @@ struct Ctr {
 }
 
 struct RunningPod {
-    ip: String,
+    net: PodNet,
     containers: Vec<Ctr>,
     stopping_since: Option<Instant>,
     reported: Option<serde_json::Value>,
@@ -86,7 +88,7 @@ async fn heartbeat(client: &Client, cfg: &Config) -> anyhow::Result<()> {
     let status = json!({ "status": {
         "conditions": [{ "type": "Ready", "status": "True", "reason": "ProcessNodeReady",
             "message": "cutover-process-node is running", "lastHeartbeatTime": t, "lastTransitionTime": t }],
-        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }, { "type": "Hostname", "address": cfg.node }],
+        "addresses": [{ "type": "InternalIP", "address": format!("10.244.{}.1", cfg.ip_block) }, { "type": "Hostname", "address": cfg.node }],
         "capacity": { "cpu": "32", "memory": "64Gi", "pods": "110" },
         "allocatable": { "cpu": "32", "memory": "64Gi", "pods": "110" },
         "nodeInfo": { "architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "cutover-process-node",
@@ -118,7 +120,8 @@ fn ports_of(c: &k8s_openapi::api::core::v1::Container) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn start_pod(cfg: &Config, pod: &Pod, ip: String) -> RunningPod {
+fn start_pod(cfg: &Config, pod: &Pod, net: PodNet) -> RunningPod {
+    let ip = net.ip.clone();
     let mut containers = Vec::new();
     for c in pod
         .spec
@@ -132,7 +135,7 @@ fn start_pod(cfg: &Config, pod: &Pod, ip: String) -> RunningPod {
             pod.name_any(),
             c.name
         ));
-        match container::spawn(pod, &c, &ip, &cfg.bin_dir, &log) {
+        match container::spawn(pod, &c, &net, &cfg.bin_dir, &log) {
             Ok(child) => {
                 let ports = ports_of(&c);
                 let readiness = c
@@ -164,7 +167,7 @@ fn start_pod(cfg: &Config, pod: &Pod, ip: String) -> RunningPod {
     }
     tracing::info!(pod = %pod.name_any(), %ip, "started");
     RunningPod {
-        ip,
+        net,
         containers,
         stopping_since: None,
         reported: None,
@@ -186,7 +189,7 @@ async fn probe_pod(http: &reqwest::Client, cfg: &Config, pod: &Pod, rp: &mut Run
                     pod.name_any(),
                     ctr.name
                 ));
-                if let Ok(child) = container::spawn(pod, spec, &rp.ip, &cfg.bin_dir, &log) {
+                if let Ok(child) = container::spawn(pod, spec, &rp.net, &cfg.bin_dir, &log) {
                     ctr.child = child;
                     ctr.restarts += 1;
                     ctr.ready = ctr.readiness.is_none();
@@ -231,7 +234,7 @@ async fn probe_pod(http: &reqwest::Client, cfg: &Config, pod: &Pod, rp: &mut Run
     }
 }
 
-fn status_of(rp: &RunningPod, pod: &Pod) -> serde_json::Value {
+fn status_of(rp: &RunningPod, pod: &Pod, host_ip: &str) -> serde_json::Value {
     let all_ready = !rp.containers.is_empty() && rp.containers.iter().all(|c| c.ready);
     let flag = |b: bool| if b { "True" } else { "False" };
     let t = pod
@@ -251,26 +254,14 @@ fn status_of(rp: &RunningPod, pod: &Pod) -> serde_json::Value {
         }))
         .collect();
     json!({ "status": {
-        "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{ "ip": "127.0.0.1" }],
-        "podIP": rp.ip, "podIPs": [{ "ip": rp.ip }], "startTime": t,
+        "phase": "Running", "hostIP": host_ip, "hostIPs": [{ "ip": host_ip }],
+        "podIP": rp.net.ip, "podIPs": [{ "ip": rp.net.ip }], "startTime": t,
         "conditions": [cond("PodScheduled", true), cond("Initialized", true), cond("ContainersReady", all_ready), cond("Ready", all_ready)],
         "containerStatuses": containers,
     }})
 }
 
-/// Whether something already listens on `ip` at one of `pod`'s container ports (a process
-/// left over from an agent that was killed): such an address is skipped.
-fn taken(ip: &str, pod: &Pod) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(ports_of)
-        .any(|(_, port)| {
-            std::net::TcpStream::connect((ip, u16::try_from(port).unwrap_or(0))).is_ok()
-        })
-}
-
-fn stop_all(running: &mut BTreeMap<String, RunningPod>) {
+fn stop_all(running: &mut BTreeMap<String, RunningPod>, network: &Network) {
     for rp in running.values_mut() {
         rp.containers
             .iter()
@@ -287,18 +278,24 @@ fn stop_all(running: &mut BTreeMap<String, RunningPod>) {
         }
     }
     running.clear();
+    network.teardown();
 }
 
 /// Run until SIGTERM or Ctrl-C; then stop every pod process it started.
 pub async fn run(client: Client, cfg: Config) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut running: BTreeMap<String, RunningPod> = BTreeMap::new();
+    let mut network = Network::setup(cfg.ip_block).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the pod network (the process node needs root, or CAP_NET_ADMIN, and iproute2): {e}"
+        )
+    })?;
     let result = tokio::select! {
-        r = serve(&client, &cfg, &mut running) => r,
+        r = serve(&client, &cfg, &mut running, &mut network) => r,
         _ = term.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
-    stop_all(&mut running);
+    stop_all(&mut running, &network);
     tracing::info!("stopped every pod process");
     result
 }
@@ -307,13 +304,14 @@ async fn serve(
     client: &Client,
     cfg: &Config,
     running: &mut BTreeMap<String, RunningPod>,
+    network: &mut Network,
 ) -> anyhow::Result<()> {
     let client = client.clone();
     let cfg = cfg.clone();
     register(&client, &cfg).await?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     let pods: Api<Pod> = Api::all(client.clone());
-    let mut next_ip: u16 = 2;
+    let host_ip = network.gateway();
     let mut last_beat = Instant::now() - Duration::from_secs(60);
     loop {
         if last_beat.elapsed() >= Duration::from_secs(5) {
@@ -364,7 +362,9 @@ async fn serve(
                     }
                 };
                 if done {
-                    running.remove(&uid);
+                    if let Some(rp) = running.remove(&uid) {
+                        network.remove_pod(&rp.net);
+                    }
                     let _ = api
                         .delete(
                             &pod.name_any(),
@@ -378,23 +378,18 @@ async fn serve(
                 continue;
             }
             if !running.contains_key(&uid) {
-                let ip = loop {
-                    let ip = format!(
-                        "127.{}.{}.{}",
-                        cfg.ip_block,
-                        next_ip / 250,
-                        next_ip % 250 + 2
-                    );
-                    next_ip = next_ip.wrapping_add(1);
-                    if !taken(&ip, pod) {
-                        break ip;
+                let net = match network.add_pod() {
+                    Ok(net) => net,
+                    Err(e) => {
+                        tracing::warn!(pod = %pod.name_any(), error = %e, "cannot create the pod's network");
+                        continue;
                     }
                 };
-                running.insert(uid.clone(), start_pod(&cfg, pod, ip));
+                running.insert(uid.clone(), start_pod(&cfg, pod, net));
             }
             if let Some(rp) = running.get_mut(&uid) {
                 probe_pod(&http, &cfg, pod, rp).await;
-                let status = status_of(rp, pod);
+                let status = status_of(rp, pod, &host_ip);
                 if rp.reported.as_ref() != Some(&status) {
                     match api
                         .patch_status(
@@ -420,6 +415,7 @@ async fn serve(
                     container::signal(&c.child, Signal::SIGKILL);
                     let _ = c.child.wait();
                 });
+                network.remove_pod(&rp.net);
             }
             keep
         });

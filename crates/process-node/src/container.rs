@@ -1,15 +1,17 @@
 //! One container as a local process: the binary its image names, its command and args with
 //! `$(VAR)` expanded as Kubernetes does, its env (values and the common field references),
-//! its own process group, output to a log file.
+//! its own process group and the pod's network namespace, output to a log file.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use crate::network::{self, PodNet};
 
 /// The binary an image names: `registry/path/cutover-demo-app:v1` → `cutover-demo-app`.
 pub fn binary_of(image: &str) -> &str {
@@ -80,15 +82,15 @@ pub fn env_of(pod: &Pod, c: &Container, ip: &str) -> BTreeMap<String, String> {
     vars
 }
 
-/// Start `c` of `pod` on `ip`.
+/// Start `c` of `pod` in the pod's network namespace.
 pub fn spawn(
     pod: &Pod,
     c: &Container,
-    ip: &str,
+    net: &PodNet,
     bin_dir: &Path,
     log: &Path,
 ) -> std::io::Result<Child> {
-    let env = env_of(pod, c, ip);
+    let env = env_of(pod, c, &net.ip);
     let resolve = |name: &str| -> PathBuf {
         let p = Path::new(name);
         if p.is_absolute() {
@@ -114,7 +116,7 @@ pub fn spawn(
         .append(true)
         .open(log)?;
     let err = out.try_clone()?;
-    Command::new(program)
+    network::exec_in(&net.netns, &program)
         .args(argv)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod agent;
 mod container;
+mod network;
 mod probe;
 
 #[derive(Debug, Parser)]
@@ -23,7 +24,7 @@ struct Args {
     /// Where container logs go.
     #[arg(long)]
     log_dir: PathBuf,
-    /// Second octet of the 127.x.y.z pod addresses (one per node, so two nodes never clash).
+    /// Third octet of the 10.244.x.y pod addresses: one block per node, so two nodes never clash.
     #[arg(long, default_value_t = 77)]
     ip_block: u8,
 }

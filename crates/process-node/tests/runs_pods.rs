@@ -1,10 +1,11 @@
-//! The process-backed node runs a Deployment's pods as real processes on loopback
-//! addresses, reports readiness from real probes, and stops processes on deletion.
+//! The process-backed node runs a Deployment's pods as real processes, each in its own
+//! network namespace, reports readiness from real probes so Services get the endpoints,
+//! and stops processes on deletion.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use cutover_test_support::{TestNamespace, cleanup, kubeconfig, wait_for};
+use cutover_test_support::{TestNamespace, cleanup, kubeconfig, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -158,30 +159,35 @@ async fn a_deployment_runs_as_local_processes_with_real_readiness() {
         .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
         .collect();
     assert_eq!(ips.len(), 2);
-    assert_ne!(ips[0], ips[1], "a loopback address per pod");
+    assert_ne!(ips[0], ips[1], "an address per pod");
     for ip in &ips {
-        assert!(ip.starts_with("127.78."), "{ip}");
+        assert!(ip.starts_with("10.244.78."), "{ip}");
         let answer = get(&format!("{ip}:8080"))
             .await
             .expect("the pod's process answers on its own address");
         assert!(answer.contains("\"version\":\"v1\""), "{answer}");
     }
-    // Kubernetes keeps loopback addresses out of EndpointSlices (API validation rejects
-    // 127.0.0.0/8), so the Service gets no endpoints from these pods: see the README.
+    // The Service's EndpointSlice lists both pods, ready.
     let slices: Api<EndpointSlice> = ns.api();
-    let listed = slices
-        .list(&ListParams::default().labels("kubernetes.io/service-name=app"))
-        .await
-        .expect("slices");
-    let endpoints: usize = listed
-        .items
-        .iter()
-        .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
-        .sum();
-    assert_eq!(
-        endpoints, 0,
-        "if this changes, Services can route to process pods"
-    );
+    wait_for_list(
+        &slices,
+        kube::runtime::watcher::Config::default().labels("kubernetes.io/service-name=app"),
+        "both pod addresses ready in the Service's EndpointSlice",
+        Duration::from_secs(60),
+        |listed: &[std::sync::Arc<EndpointSlice>]| {
+            let mut ready: Vec<String> = listed
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+                .flat_map(|e| e.addresses.clone())
+                .collect();
+            ready.sort();
+            let mut want = ips.clone();
+            want.sort();
+            ready == want
+        },
+    )
+    .await;
 
     // Deleting a pod stops its process (SIGTERM; the demo app exits at once).
     let victim = list[0].metadata.name.clone().expect("name");
