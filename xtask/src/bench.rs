@@ -129,6 +129,7 @@ pub async fn prepare(nodes: u32) -> anyhow::Result<(PathBuf, local::ClusterState
     let state = local::up(&local::UpOptions {
         name: CLUSTER.into(),
         nodes,
+        process_node: None,
     })
     .await?;
     let client = local::client_for(&state.kubeconfig).await?;

@@ -23,6 +23,10 @@ pub enum ClusterCommand {
         /// Number of kwok fake nodes.
         #[arg(long, default_value_t = 1)]
         nodes: u32,
+        /// Do not start the process-backed node (`process-node-0`, which runs pods that
+        /// tolerate `cutover.dev/process-node` as local processes; needs root).
+        #[arg(long)]
+        no_process_node: bool,
     },
     /// Stop every process the cluster started and remove its state.
     Down {
@@ -40,11 +44,21 @@ pub enum ClusterCommand {
 
 pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Up { name, nodes } => {
+        ClusterCommand::Up {
+            name,
+            nodes,
+            no_process_node,
+        } => {
             let started = Instant::now();
+            let process_node = if no_process_node {
+                None
+            } else {
+                process_node_binaries()?
+            };
             let state = local::up(&local::UpOptions {
                 name: name.name.clone(),
                 nodes,
+                process_node,
             })
             .await
             .with_context(|| format!("starting cluster {}", name.name))?;
@@ -80,4 +94,27 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Build the process node and the binaries its pods run (the demo app, the router), and
+/// return their folder; None, with a warning, when this machine cannot run it.
+pub fn process_node_binaries() -> anyhow::Result<Option<std::path::PathBuf>> {
+    if let Some(why) = local::process_node_unsupported() {
+        eprintln!("warning: no process-backed node: {why}; pods will only run on kwok nodes");
+        return Ok(None);
+    }
+    eprintln!("==> building cutover-process-node, cutover-demo-app and cutover-router");
+    crate::test::cargo(
+        &[
+            "build",
+            "-p",
+            "cutover-process-node",
+            "-p",
+            "cutover-demo-app",
+            "-p",
+            "cutover-router",
+        ],
+        &[],
+    )?;
+    Ok(Some(local::workspace_root().join("target").join("debug")))
 }

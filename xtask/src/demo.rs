@@ -73,6 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let state = local::up(&local::UpOptions {
         name: CLUSTER.into(),
         nodes: 1,
+        process_node: None,
     })
     .await
     .context("starting the demo cluster")?;

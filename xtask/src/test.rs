@@ -59,6 +59,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
     let state = local::up(&local::UpOptions {
         name: TEST_CLUSTER.to_string(),
         nodes: 2,
+        process_node: None,
     })
     .await
     .context("starting the test cluster")?;

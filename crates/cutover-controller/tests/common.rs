@@ -1,17 +1,18 @@
 //! Helpers shared by the controller's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use cutover_api::{BlueGreenDeployment, COLOR_LABEL, Phase};
+use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
+use cutover_test_support::TestNamespace;
 use cutover_test_support::controller::{ControllerProcess, install_crds};
-use cutover_test_support::{TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
-pub const TIMEOUT: Duration = Duration::from_secs(90);
+pub use cutover_test_support::release::{
+    TIMEOUT, active, condition, healthy_on, phase, request, wait_bgd,
+};
 
 /// A namespace with the CRDs installed and a controller watching it.
 pub async fn setup(prefix: &str) -> (TestNamespace, ControllerProcess) {
@@ -92,68 +93,6 @@ pub async fn patch_spec(ns: &TestNamespace, name: &str, spec: serde_json::Value)
 }
 
 /// Write a request annotation (`cutover.dev/promote`, ...) with a fresh token.
-pub async fn request(ns: &TestNamespace, name: &str, key: &str) {
-    let api: Api<BlueGreenDeployment> = ns.api();
-    let token = format!("{:?}", std::time::SystemTime::now());
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "metadata": { "annotations": { key: token } } })),
-    )
-    .await
-    .expect("annotate");
-}
-
-pub async fn wait_bgd(
-    ns: &TestNamespace,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&BlueGreenDeployment) -> bool + Send + 'static,
-) -> BlueGreenDeployment {
-    let api: Api<BlueGreenDeployment> = ns.api();
-    wait_for(
-        &api,
-        name,
-        what,
-        TIMEOUT,
-        move |b: Option<&BlueGreenDeployment>| b.is_some_and(&pred),
-    )
-    .await
-}
-
-pub fn phase(b: &BlueGreenDeployment) -> Option<Phase> {
-    b.status.as_ref().and_then(|s| s.phase)
-}
-
-pub fn active(b: &BlueGreenDeployment) -> Option<cutover_api::Color> {
-    b.status.as_ref().and_then(|s| s.active_color)
-}
-
-pub fn condition<'a>(
-    b: &'a BlueGreenDeployment,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    b.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-pub async fn healthy_on(
-    ns: &TestNamespace,
-    name: &str,
-    color: cutover_api::Color,
-) -> BlueGreenDeployment {
-    wait_bgd(
-        ns,
-        name,
-        &format!("{name} Healthy on {color:?}"),
-        move |b| phase(b) == Some(Phase::Healthy) && active(b) == Some(color),
-    )
-    .await
-}
-
 /// The color a Service selects.
 pub async fn selected(ns: &TestNamespace, svc: &str) -> Option<String> {
     let api: Api<Service> = ns.api();

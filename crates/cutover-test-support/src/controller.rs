@@ -129,15 +129,7 @@ impl ControllerProcess {
 
     /// GET `path` from its HTTP endpoint; the body.
     pub async fn http_get(&self, path: &str) -> Option<String> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
-            .await
-            .ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        Some(body)
+        crate::e2e::http_get(self.http_port, path).await
     }
 
     /// The value of an un-labelled (or first matching) sample of metric `name`.

@@ -26,8 +26,10 @@ use tokio::sync::OnceCell;
 pub use cutover_local_cluster as local_cluster;
 
 pub mod controller;
+pub mod e2e;
 pub mod load;
 pub mod prometheus;
+pub mod release;
 pub mod upstream;
 
 /// The label every test namespace carries, so leftovers can be found.
@@ -48,6 +50,7 @@ pub async fn kubeconfig() -> PathBuf {
             let state = local_cluster::up(&local_cluster::UpOptions {
                 name: name.clone(),
                 nodes: 2,
+                process_node: None,
             })
             .await
             .unwrap_or_else(|e| panic!("local cluster {name} is not available: {e}"));

@@ -36,6 +36,40 @@ pub struct UpOptions {
     pub name: String,
     /// How many kwok fake nodes to register.
     pub nodes: u32,
+    /// Also run a process-backed node (`cutover-process-node`, a development tool) from this
+    /// folder, which holds it and the binaries pod images name.
+    pub process_node: Option<PathBuf>,
+}
+
+/// Why this machine cannot run the process-backed node (it creates network namespaces:
+/// root and iproute2's `ip`), or None when it can.
+pub fn process_node_unsupported() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid != "0" {
+        return Some("it creates a network namespace per pod, which needs root".into());
+    }
+    let has_ip = std::process::Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!has_ip).then(|| "iproute2's `ip` is missing (apt-get install iproute2)".into())
+}
+
+/// The name of the process-backed node `up` starts.
+pub const PROCESS_NODE: &str = "process-node-0";
+
+/// The pod address block (10.244.<block>.0/24) of cluster `name`'s process node: one per
+/// cluster name, in 100..=199 (tests that run their own agents use blocks below 100).
+pub fn process_node_block(name: &str) -> u8 {
+    let h = name.bytes().fold(2166136261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16777619)
+    });
+    100 + u8::try_from(h % 100).unwrap_or(0)
 }
 
 impl Default for UpOptions {
@@ -43,6 +77,7 @@ impl Default for UpOptions {
         Self {
             name: DEFAULT_NAME.to_string(),
             nodes: 1,
+            process_node: None,
         }
     }
 }
@@ -303,8 +338,19 @@ impl Starter<'_> {
         args: Vec<String>,
         env: &[(&str, &Path)],
     ) -> Result<(), Error> {
+        let exe = self.bins.get(component);
+        self.launch_exe(component, &exe, args, env)
+    }
+
+    fn launch_exe(
+        &mut self,
+        component: &str,
+        exe: &Path,
+        args: Vec<String>,
+        env: &[(&str, &Path)],
+    ) -> Result<(), Error> {
         let log = self.dir.join("logs").join(format!("{component}.log"));
-        let spawned = process::spawn(component, &self.bins.get(component), &args, env, &log)?;
+        let spawned = process::spawn(component, exe, &args, env, &log)?;
         self.state.processes.push(spawned.record.clone());
         self.running.push(spawned);
         write_state(&self.state)
@@ -416,6 +462,39 @@ async fn start(opts: &UpOptions, bins: &Binaries, dir: &Path) -> Result<ClusterS
         s.wait_until(&format!("node {name} Ready and schedulable"), 120, || {
             let (nodes, name) = (nodes.clone(), name.clone());
             async move { matches!(nodes.get_opt(&name).await, Ok(Some(n)) if node_schedulable(&n)) }
+        })
+        .await?;
+    }
+    if let Some(bin_dir) = &opts.process_node {
+        let pod_logs = dir.join("logs").join("pods");
+        std::fs::create_dir_all(&pod_logs).at(&pod_logs)?;
+        let args = vec![
+            "--node-name".to_string(),
+            PROCESS_NODE.to_string(),
+            "--ip-block".to_string(),
+            process_node_block(&opts.name).to_string(),
+            "--bin-dir".to_string(),
+            bin_dir.display().to_string(),
+            "--log-dir".to_string(),
+            pod_logs.display().to_string(),
+        ];
+        s.launch_exe(
+            "cutover-process-node",
+            &bin_dir.join("cutover-process-node"),
+            args,
+            &[("KUBECONFIG", &kubeconfig)],
+        )?;
+        s.state.nodes.push(PROCESS_NODE.to_string());
+        write_state(&s.state)?;
+        s.wait_until(&format!("node {PROCESS_NODE} Ready"), 60, || {
+            let nodes = nodes.clone();
+            async move {
+                matches!(nodes.get_opt(PROCESS_NODE).await, Ok(Some(n)) if n
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+            }
         })
         .await?;
     }

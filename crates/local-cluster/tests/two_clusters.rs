@@ -21,12 +21,14 @@ async fn two_named_clusters_run_side_by_side_and_stop_cleanly() {
     let a = local::up(&UpOptions {
         name: "it-side-a".into(),
         nodes: 1,
+        process_node: None,
     })
     .await
     .expect("cluster a starts");
     let b = local::up(&UpOptions {
         name: "it-side-b".into(),
         nodes: 1,
+        process_node: None,
     })
     .await
     .expect("cluster b starts");
@@ -36,6 +38,7 @@ async fn two_named_clusters_run_side_by_side_and_stop_cleanly() {
     let again = local::up(&UpOptions {
         name: "it-side-a".into(),
         nodes: 1,
+        process_node: None,
     })
     .await
     .expect("up is idempotent");

@@ -44,6 +44,8 @@ struct Ctr {
     name: String,
     child: Child,
     restarts: i32,
+    /// When the process exited and its exit code, until it is restarted.
+    exited: Option<(Instant, i32)>,
     readiness: Option<Probe>,
     liveness: Option<Probe>,
     ready: bool,
@@ -151,6 +153,7 @@ fn start_pod(cfg: &Config, pod: &Pod, net: PodNet) -> RunningPod {
                     name: c.name.clone(),
                     child,
                     restarts: 0,
+                    exited: None,
                     readiness,
                     liveness,
                     ready,
@@ -174,10 +177,25 @@ fn start_pod(cfg: &Config, pod: &Pod, net: PodNet) -> RunningPod {
     }
 }
 
+/// The kubelet's crash-loop back-off: 10 s, doubling, at most 5 minutes.
+fn restart_backoff(restarts: i32) -> Duration {
+    Duration::from_secs(10u64 << restarts.clamp(0, 5)).min(Duration::from_secs(300))
+}
+
 async fn probe_pod(http: &reqwest::Client, cfg: &Config, pod: &Pod, rp: &mut RunningPod) {
     for ctr in &mut rp.containers {
-        if let Ok(Some(_)) = ctr.child.try_wait() {
-            // Exited: restart (restartPolicy Always is what Deployments use).
+        if ctr.exited.is_none()
+            && let Ok(Some(status)) = ctr.child.try_wait()
+        {
+            // Exited: not ready; restarted after the back-off (restartPolicy Always).
+            tracing::info!(pod = %pod.name_any(), container = %ctr.name, ?status, "container exited");
+            ctr.exited = Some((Instant::now(), status.code().unwrap_or(137)));
+            ctr.ready = false;
+        }
+        if let Some((at, _)) = ctr.exited {
+            if at.elapsed() < restart_backoff(ctr.restarts) {
+                continue;
+            }
             if let Some(spec) = pod
                 .spec
                 .as_ref()
@@ -192,6 +210,7 @@ async fn probe_pod(http: &reqwest::Client, cfg: &Config, pod: &Pod, rp: &mut Run
                 if let Ok(child) = container::spawn(pod, spec, &rp.net, &cfg.bin_dir, &log) {
                     ctr.child = child;
                     ctr.restarts += 1;
+                    ctr.exited = None;
                     ctr.ready = ctr.readiness.is_none();
                     ctr.streak = (0, 0);
                     ctr.started = Instant::now();
@@ -248,9 +267,13 @@ fn status_of(rp: &RunningPod, pod: &Pod, host_ip: &str) -> serde_json::Value {
         .containers
         .iter()
         .map(|c| json!({
-            "name": c.name, "ready": c.ready, "restartCount": c.restarts, "started": true,
+            "name": c.name, "ready": c.ready, "restartCount": c.restarts, "started": c.exited.is_none(),
             "image": c.name, "imageID": "", "containerID": format!("process://{}", c.child.id()),
-            "state": { "running": { "startedAt": t } }
+            "state": match c.exited {
+                None => json!({ "running": { "startedAt": t } }),
+                Some((_, code)) => json!({ "waiting": { "reason": "CrashLoopBackOff",
+                    "message": format!("the process exited with code {code}; restarting after the back-off") } }),
+            }
         }))
         .collect();
     json!({ "status": {

@@ -78,10 +78,9 @@ impl Network {
 
     /// A namespace and address for a new pod.
     pub fn add_pod(&mut self) -> anyhow::Result<PodNet> {
-        let index = self
-            .free
-            .pop_first()
-            .ok_or_else(|| anyhow::anyhow!("no free pod address left in 10.244.{}.0/24", self.block))?;
+        let index = self.free.pop_first().ok_or_else(|| {
+            anyhow::anyhow!("no free pod address left in 10.244.{}.0/24", self.block)
+        })?;
         let netns = format!("{}{index}", prefix(self.block));
         let host_if = format!("cv{}-{index}", self.block);
         let addr = format!("10.244.{}.{index}", self.block);
@@ -91,10 +90,26 @@ impl Network {
                 "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &netns,
             ])?;
             ip(&["link", "set", &host_if, "master", &self.bridge(), "up"])?;
-            ip(&["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &netns, "route", "add", "default", "via", &self.gateway()])?;
+            ip(&[
+                "-n",
+                &netns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &self.gateway(),
+            ])?;
             Ok(())
         })();
         let pod = PodNet {

@@ -1,0 +1,364 @@
+//! End-to-end pieces: workspace binaries, a process-backed node of a test's own, a
+//! `cutover-router` scoped to the test's namespace, a Gateway it serves, and pod templates
+//! that run the demo app on the node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
+use serde_json::{Value, json};
+
+use crate::{TestNamespace, cleanup, kubeconfig, wait_for};
+
+/// The GatewayClass every test's Gateway uses.
+pub const GATEWAY_CLASS: &str = "cutover-router";
+
+/// Build workspace `packages` (debug) and return the folder of their binaries.
+pub fn build(packages: &[&str]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // Not the variables `cargo test` sets for the test binary: build scripts that watch
+    // them would rebuild on every alternation between the two builds.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key == "OUT_DIR"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd.args(["build", "-q"]);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    let status = cmd
+        .current_dir(cutover_local_cluster::workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build {packages:?} failed");
+    cutover_local_cluster::workspace_root()
+        .join("target")
+        .join("debug")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GET `path` from 127.0.0.1:`port`; the whole response (status line, headers, body).
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+fn log_file(name: &str) -> (PathBuf, std::fs::File) {
+    let dir = cutover_local_cluster::workspace_root()
+        .join("target")
+        .join("test-logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let path = dir.join(format!("{name}.log"));
+    let file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("log file");
+    (path, file)
+}
+
+fn terminate(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = child.wait();
+}
+
+/// A `cutover-process-node` of the test's own: Node `proc-<namespace>` with pod addresses
+/// 10.244.<block>.0/24. On drop it stops its pods' processes and the Node is deleted.
+#[derive(Debug)]
+pub struct ProcessNode {
+    child: Child,
+    /// The Node's name.
+    pub name: String,
+}
+
+impl ProcessNode {
+    /// Start the agent from `bin_dir` (which also holds the binaries images name) and wait
+    /// until its Node is Ready. `block` must be unique among tests running at once.
+    pub async fn start(ns: &TestNamespace, bin_dir: &Path, block: u8) -> ProcessNode {
+        let name = format!("proc-{}", ns.name);
+        let (_, out) = log_file(&name);
+        let err = out.try_clone().expect("log file");
+        let pod_logs = cutover_local_cluster::workspace_root()
+            .join("target")
+            .join("test-logs")
+            .join(&name);
+        let child = Command::new(bin_dir.join("cutover-process-node"))
+            .args(["--node-name", &name, "--ip-block", &block.to_string()])
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .arg("--log-dir")
+            .arg(&pod_logs)
+            .env("KUBECONFIG", kubeconfig().await)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start cutover-process-node");
+        let node = ProcessNode { child, name };
+        let nodes: Api<Node> = Api::all(ns.client.clone());
+        wait_for(
+            &nodes,
+            &node.name,
+            "the process node to be Ready",
+            Duration::from_secs(60),
+            |n: Option<&Node>| {
+                n.and_then(|n| n.status.as_ref())
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            },
+        )
+        .await;
+        node
+    }
+
+    /// A pod spec running the demo app `version` on this node: listening on the pod IP,
+    /// port 8080 (`http`), ready when `/healthz` answers.
+    pub fn demo_pod_spec(&self, version: &str) -> Value {
+        json!({
+            "nodeSelector": { "kubernetes.io/hostname": self.name },
+            "tolerations": [{ "key": "cutover.dev/process-node", "operator": "Exists" }],
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "app", "image": format!("cutover-demo-app:{version}"),
+                "ports": [{ "name": "http", "containerPort": 8080 }],
+                "env": [
+                    { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+                    { "name": "CUTOVER_DEMO_LISTEN", "value": "$(POD_IP):8080" },
+                    { "name": "CUTOVER_DEMO_VERSION", "value": version }
+                ],
+                "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 }
+            }]
+        })
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        // SIGTERM: the agent stops its pods' processes and removes their namespaces.
+        terminate(&mut self.child);
+        let node = self.name.clone();
+        cleanup(move |client| async move {
+            let nodes: Api<Node> = Api::all(client);
+            let _ = nodes.delete(&node, &DeleteParams::default()).await;
+        });
+    }
+}
+
+/// A `cutover-router` watching one namespace. SIGTERM on drop.
+#[derive(Debug)]
+pub struct RouterProcess {
+    child: Child,
+    /// Port of /metrics, /healthz, /debug/routes on 127.0.0.1.
+    pub admin_port: u16,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl RouterProcess {
+    /// Start `bin_dir/cutover-router` for `namespace` and wait until it answers /healthz.
+    pub async fn start(bin_dir: &Path, namespace: &str) -> RouterProcess {
+        let admin_port = free_port();
+        let (log, out) = log_file(&format!("{namespace}-router"));
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(bin_dir.join("cutover-router"))
+            .args([
+                "--namespace",
+                namespace,
+                "--admin-addr",
+                &format!("127.0.0.1:{admin_port}"),
+            ])
+            .env("KUBECONFIG", kubeconfig().await)
+            .env("RUST_LOG", "info,cutover_router=debug,kube_client=warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start cutover-router");
+        let router = RouterProcess {
+            child,
+            admin_port,
+            log,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while http_get(admin_port, "/healthz").await.is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cutover-router did not answer /healthz; log:\n{}",
+                std::fs::read_to_string(&router.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        router
+    }
+
+    /// The table in use (`/debug/routes`).
+    pub async fn routes(&self) -> Value {
+        let text = http_get(self.admin_port, "/debug/routes")
+            .await
+            .unwrap_or_default();
+        text.split_once("\r\n\r\n")
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http_get(self.admin_port, "/metrics")
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Poll the router's table (it is not an API object to watch) until `predicate` holds;
+    /// panics after `timeout` naming `what`.
+    pub async fn wait_routes(
+        &self,
+        what: &str,
+        timeout: Duration,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let routes = self.routes().await;
+            if predicate(&routes) {
+                return routes;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for the router to show {what}; table: {routes:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// Backends of the router's table as (backend name, weight, ready endpoints), across every
+/// port, host and rule.
+pub fn table_backends(routes: &Value) -> Vec<(String, u64, Vec<String>)> {
+    let mut out = Vec::new();
+    for groups in routes["ports"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        for g in groups.as_array().into_iter().flatten() {
+            for r in g["rules"].as_array().into_iter().flatten() {
+                for b in r["backends"].as_array().into_iter().flatten() {
+                    let weight = b[0].as_u64().unwrap_or(0);
+                    let name = b[1]["name"].as_str().unwrap_or("").to_string();
+                    let eps = b[1]["endpoints"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e.as_str().map(str::to_string))
+                        .collect();
+                    out.push((name, weight, eps));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn gateway_api(client: &kube::Client, ns: Option<&str>, kind: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "gateway.networking.k8s.io",
+        "v1",
+        kind,
+    ));
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Apply the GatewayClass `cutover-router` and a Gateway `gw` with an HTTP listener on
+/// `port` in the test's namespace (Gateway API CRDs must be installed).
+pub async fn gateway(ns: &TestNamespace, port: u16) {
+    let pp = PatchParams::apply("cutover-tests").force();
+    let class = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": { "name": GATEWAY_CLASS },
+        "spec": { "controllerName": "cutover.dev/router" }
+    });
+    gateway_api(&ns.client, None, "GatewayClass")
+        .patch(GATEWAY_CLASS, &pp, &Patch::Apply(&class))
+        .await
+        .expect("apply GatewayClass");
+    let gw = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": { "name": "gw" },
+        "spec": { "gatewayClassName": GATEWAY_CLASS,
+            "listeners": [{ "name": "http", "port": port, "protocol": "HTTP" }] }
+    });
+    gateway_api(&ns.client, Some(&ns.name), "Gateway")
+        .patch("gw", &pp, &Patch::Apply(&gw))
+        .await
+        .expect("apply Gateway");
+}
+
+/// Apply HTTPRoute `name` with `spec` (its parentRefs default to the Gateway `gw`).
+pub async fn http_route(ns: &TestNamespace, name: &str, mut spec: Value) {
+    if spec.get("parentRefs").is_none() {
+        spec["parentRefs"] = json!([{ "name": "gw" }]);
+    }
+    let route = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": { "name": name }, "spec": spec
+    });
+    gateway_api(&ns.client, Some(&ns.name), "HTTPRoute")
+        .patch(
+            name,
+            &PatchParams::apply("cutover-tests").force(),
+            &Patch::Apply(&route),
+        )
+        .await
+        .expect("apply HTTPRoute");
+}
+
+/// The HTTPRoutes API of the test's namespace.
+pub fn http_routes(ns: &TestNamespace) -> Api<DynamicObject> {
+    gateway_api(&ns.client, Some(&ns.name), "HTTPRoute")
+}
