@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_rollback;
+mod bench_router;
 mod cluster;
 mod demo;
 mod generated;
@@ -44,6 +45,8 @@ enum BenchCommand {
     Scale(bench::BenchArgs),
     /// Time from a failing new color to traffic back on the old one.
     Rollback(bench_rollback::RollbackArgs),
+    /// cutover-router against direct access, nginx and HAProxy on the same backends.
+    Router(bench_router::RouterBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,5 +70,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Rollback(args),
         } => runtime.block_on(bench_rollback::run(args)),
+        Command::Bench {
+            which: BenchCommand::Router(args),
+        } => runtime.block_on(bench_router::run(args)),
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! - `model`: the Gateway API types read.
 //! - `table`: the routing table, built without I/O and swapped in whole.
-//! - `proxy`: listeners and forwarding.
+//! - `proxy`: listeners and forwarding; `upstream`: the per-thread connection pools.
 //! - `watch`: the watches that rebuild the table, and the statuses written back.
 //! - `metrics`, `admin`: `/metrics`, `/healthz`, `/debug/routes`.
 
@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod table;
+pub mod upstream;
 pub mod watch;
 
 /// The `controllerName` GatewayClasses name to be served by this router.

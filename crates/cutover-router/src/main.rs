@@ -7,6 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 use cutover_router::{CONTROLLER_NAME, admin, metrics::Metrics, proxy::Proxy, watch};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cutover-router",
@@ -33,12 +36,15 @@ struct Cli {
     /// The controllerName of the GatewayClasses served.
     #[arg(long, default_value = CONTROLLER_NAME)]
     controller_name: String,
+    /// Worker threads serving the listeners (default: one per CPU).
+    #[arg(long, env = "CUTOVER_ROUTER_THREADS")]
+    threads: Option<usize>,
     /// Seconds requests in flight get to finish on SIGTERM.
     #[arg(long, default_value_t = 10)]
     shutdown_grace_seconds: u64,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -52,7 +58,11 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let proxy = Proxy::new(cli.listen, metrics);
+    let threads = cli
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let proxy = Proxy::new(cli.listen, metrics, threads)?;
     let admin = tokio::net::TcpListener::bind(cli.admin_addr)
         .await
         .map_err(|e| {

@@ -2,6 +2,8 @@
 //! (`namespace/service:port`) — requests by status class, latency — plus retries, mirrored
 //! copies, requests no route took, and table swaps.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -37,7 +39,18 @@ pub struct Metrics {
     mirrored: Family<BackendLabels, Counter>,
     unrouted: Family<UnroutedLabels, Counter>,
     swaps: Counter,
+    /// Each backend's series, looked up once: the hot path then only reads a map.
+    handles: Arc<RwLock<HashMap<String, Arc<BackendHandles>>>>,
 }
+
+/// One backend's request counters (by status class) and latency histogram.
+#[derive(Debug)]
+struct BackendHandles {
+    by_class: [Counter; 5],
+    duration: Histogram,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// The status class label of `status`.
 pub fn class(status: u16) -> &'static str {
@@ -64,6 +77,7 @@ impl Metrics {
             mirrored: Family::default(),
             unrouted: Family::default(),
             swaps: Counter::default(),
+            handles: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix("cutover_router");
         r.register(
@@ -105,19 +119,44 @@ impl Metrics {
         m
     }
 
+    fn handles(&self, backend: &str) -> Arc<BackendHandles> {
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(backend)
+        {
+            return h.clone();
+        }
+        let h = Arc::new(BackendHandles {
+            by_class: CLASSES.map(|code| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        backend: backend.to_string(),
+                        code,
+                    })
+                    .clone()
+            }),
+            duration: self
+                .duration
+                .get_or_create(&BackendLabels {
+                    backend: backend.to_string(),
+                })
+                .clone(),
+        });
+        self.handles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(backend.to_string(), h.clone());
+        h
+    }
+
     /// A request to `backend` answered with `status` after `elapsed`.
     pub fn request(&self, backend: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                backend: backend.to_string(),
-                code: class(status),
-            })
-            .inc();
-        self.duration
-            .get_or_create(&BackendLabels {
-                backend: backend.to_string(),
-            })
-            .observe(elapsed.as_secs_f64());
+        let h = self.handles(backend);
+        let class = usize::from(status.clamp(100, 599) / 100 - 1);
+        h.by_class[class].inc();
+        h.duration.observe(elapsed.as_secs_f64());
     }
 
     /// A connection to `backend` failed.

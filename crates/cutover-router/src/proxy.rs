@@ -20,9 +20,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -67,15 +65,33 @@ fn answer(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-/// The proxy: the current table, the upstream client, metrics and the listeners.
+/// The proxy: the current table, metrics, the worker threads and the listeners.
+///
+/// Each worker thread runs a single-threaded runtime with its own listening socket per
+/// port (`SO_REUSEPORT`: the kernel spreads connections) and its own upstream connection
+/// pool, so a request is served start to end on one thread without cross-thread wake-ups.
 #[derive(Debug)]
 pub struct Proxy {
     table: ArcSwap<Table>,
-    client: Client<HttpConnector, Body>,
     metrics: Metrics,
     listen: IpAddr,
-    listeners: Mutex<BTreeMap<u16, JoinHandle<()>>>,
+    workers: Vec<tokio::runtime::Handle>,
+    listeners: Mutex<BTreeMap<u16, Vec<JoinHandle<()>>>>,
     graceful: Mutex<Option<GracefulShutdown>>,
+}
+
+/// A listening socket on `addr` that other workers may bind too (`SO_REUSEPORT`).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 fn has_no_body(req: &Request<Incoming>) -> bool {
@@ -104,22 +120,35 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 }
 
 impl Proxy {
-    /// A proxy with an empty table whose listeners bind `listen`.
-    pub fn new(listen: IpAddr, metrics: Metrics) -> Arc<Proxy> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Arc::new(Proxy {
+    /// A proxy with an empty table whose listeners bind `listen`, with `threads` worker
+    /// threads (at least one).
+    pub fn new(listen: IpAddr, metrics: Metrics, threads: usize) -> std::io::Result<Arc<Proxy>> {
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            workers.push(rt.handle().clone());
+            // Each worker closes its own long-idle upstream connections.
+            rt.spawn(async {
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tick.tick().await;
+                    crate::upstream::prune();
+                }
+            });
+            std::thread::Builder::new()
+                .name(format!("router-worker-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(Arc::new(Proxy {
             table: ArcSwap::from_pointee(Table::default()),
-            client,
             metrics,
             listen,
+            workers,
             listeners: Mutex::new(BTreeMap::new()),
             graceful: Mutex::new(Some(GracefulShutdown::new())),
-        })
+        }))
     }
 
     /// Swap in a new table; requests in flight keep the one they started with.
@@ -146,29 +175,47 @@ impl Proxy {
             .copied()
             .collect();
         for port in current.iter().filter(|p| !wanted.contains(p)) {
-            if let Some(task) = self
+            let tasks = self
                 .listeners
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(port)
-            {
-                task.abort();
-                tracing::info!(port, "stopped listening");
-            }
+                .remove(port);
+            tasks.into_iter().flatten().for_each(|t| t.abort());
+            tracing::info!(port, "stopped listening");
         }
         for port in wanted.into_iter().filter(|p| !current.contains(p)) {
             let addr = SocketAddr::new(self.listen, port);
-            match TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    tracing::info!(%addr, "listening");
-                    let me = self.clone();
-                    let task = tokio::spawn(async move { me.accept(listener, port).await });
+            let mut tasks = Vec::new();
+            let mut error = None;
+            for worker in &self.workers {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let me = self.clone();
+                tasks.push(worker.spawn(async move {
+                    match bind(addr) {
+                        Ok(listener) => {
+                            let _ = tx.send(Ok(()));
+                            me.accept(listener, port).await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                }));
+                if let Ok(Err(e)) = rx.await {
+                    error = Some(e);
+                    break;
+                }
+            }
+            match error {
+                None => {
+                    tracing::info!(%addr, workers = tasks.len(), "listening");
                     self.listeners
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .insert(port, task);
+                        .insert(port, tasks);
                 }
-                Err(e) => {
+                Some(e) => {
+                    tasks.iter().for_each(JoinHandle::abort);
                     tracing::warn!(%addr, error = %e, "cannot listen");
                     failed.insert(port, format!("cannot listen on {addr}: {e}"));
                 }
@@ -189,12 +236,17 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let me = self.clone();
+            // The client's address as X-Forwarded-For, rendered once per connection.
+            let peer = HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
             let service = hyper::service::service_fn(move |req| {
-                let me = me.clone();
-                async move { Ok::<_, Infallible>(me.handle(port, peer, req).await) }
+                let (me, peer) = (me.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(me.handle(port, &peer, req).await) }
             });
+            // One flattened buffer per write: small messages go out in one write(2).
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                .writev(false)
                 .serve_connection(TokioIo::new(stream), service);
             let watched = self
                 .graceful
@@ -215,13 +267,13 @@ impl Proxy {
 
     /// Stop accepting, then wait up to `timeout` for requests in flight to finish.
     pub async fn shutdown(&self, timeout: Duration) {
-        for (_, task) in std::mem::take(
+        for (_, tasks) in std::mem::take(
             &mut *self
                 .listeners
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         ) {
-            task.abort();
+            tasks.iter().for_each(JoinHandle::abort);
         }
         let graceful = self
             .graceful
@@ -237,7 +289,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         port: u16,
-        peer: SocketAddr,
+        peer: &HeaderValue,
         req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -313,13 +365,23 @@ impl Proxy {
             .await
     }
 
-    fn upstream_request(parts: &http::request::Parts, ep: SocketAddr, body: Body) -> Request<Body> {
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri: Uri = format!("http://{ep}{pq}").parse().unwrap_or_default();
+    fn upstream_request(parts: &http::request::Parts, body: Body) -> Request<Body> {
+        // Origin form: the connection already goes to the endpoint; Host stays the client's.
+        let uri = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
         let mut r = Request::new(body);
         *r.method_mut() = parts.method.clone();
         *r.uri_mut() = uri;
         *r.headers_mut() = parts.headers.clone();
+        if !r.headers().contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            r.headers_mut().insert(header::HOST, v);
+        }
         r
     }
 
@@ -351,11 +413,7 @@ impl Proxy {
         let Some(ep) = backend.endpoint(None) else {
             return self.unavailable(backend, started);
         };
-        match self
-            .client
-            .request(Self::upstream_request(&parts, ep, body.boxed()))
-            .await
-        {
+        match crate::upstream::send(ep, Self::upstream_request(&parts, body.boxed())).await {
             Ok(res) => self.finish(backend, res, started),
             Err(e) => {
                 tracing::debug!(endpoint = %ep, error = %e, "upstream error");
@@ -388,11 +446,7 @@ impl Proxy {
             } else {
                 full(body.clone())
             };
-            match self
-                .client
-                .request(Self::upstream_request(&parts, ep, b))
-                .await
-            {
+            match crate::upstream::send(ep, Self::upstream_request(&parts, b)).await {
                 Ok(res) => return self.finish(backend, res, started),
                 Err(e) => {
                     tracing::debug!(endpoint = %ep, error = %e, attempt, "upstream error");
@@ -410,30 +464,24 @@ impl Proxy {
             return;
         };
         self.metrics.mirrored(&backend.name);
-        let req = Self::upstream_request(
-            parts,
-            ep,
-            if body.is_empty() { empty() } else { full(body) },
-        );
-        let client = self.client.clone();
+        let req = Self::upstream_request(parts, if body.is_empty() { empty() } else { full(body) });
         // Fire and forget: the mirror's answer is read and dropped.
         tokio::spawn(async move {
-            if let Ok(res) = client.request(req).await {
+            if let Ok(res) = crate::upstream::send(ep, req).await {
                 let _ = res.into_body().collect().await;
             }
         });
     }
 }
 
-fn prepare_headers(headers: &mut http::HeaderMap, rule: &CompiledRule, peer: SocketAddr) {
+fn prepare_headers(headers: &mut http::HeaderMap, rule: &CompiledRule, peer: &HeaderValue) {
     strip_hop_by_hop(headers);
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", peer.to_str().unwrap_or("")))
+            .unwrap_or_else(|_| peer.clone()),
+        None => peer.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
+    headers.insert("x-forwarded-for", xff);
     if let Some(m) = &rule.headers {
         for h in &m.set {
             if let (Ok(n), Ok(v)) = (

@@ -40,7 +40,7 @@ async fn stack(prefix: &str, block: u8) -> Stack {
     let controller =
         ControllerProcess::start(&bins.join("cutover-controller"), &ns.name, "c1", 15).await;
     let port = e2e::free_port();
-    e2e::gateway(&ns, port).await;
+    e2e::gateway(&ns.client, &ns.name, port).await;
     Stack {
         ns,
         node,
@@ -107,7 +107,8 @@ fn weight_of(routes: &Value, service: &str) -> u64 {
 async fn a_weighted_release_splits_real_traffic_by_its_steps_and_fails_no_request() {
     let s = stack("rt-weights", 81).await;
     e2e::http_route(
-        &s.ns,
+        &s.ns.client,
+        &s.ns.name,
         "shop",
         json!({ "rules": [{ "backendRefs": [{ "name": "shop-blue", "port": 80 }] }] }),
     )
@@ -197,7 +198,8 @@ async fn service_routing_survives_twenty_switches_under_load_without_a_failed_re
     // The router follows the endpoints of the live Service `shop`, whose selector the
     // controller switches between the colors.
     e2e::http_route(
-        &s.ns,
+        &s.ns.client,
+        &s.ns.name,
         "front",
         json!({ "rules": [{ "backendRefs": [{ "name": "shop", "port": 80 }] }] }),
     )
@@ -276,7 +278,8 @@ async fn a_killed_pod_process_leaves_the_endpoints_and_the_router_losing_at_most
 
     let s = stack("rt-kill", 83).await;
     e2e::http_route(
-        &s.ns,
+        &s.ns.client,
+        &s.ns.name,
         "front",
         json!({ "rules": [{ "backendRefs": [{ "name": "shop", "port": 80 }] }] }),
     )

@@ -80,11 +80,10 @@ async fn routes_matches_mirrors_counts_and_reports_status() {
     let node = ProcessNode::start(&ns, &bins, 84).await;
     let router = RouterProcess::start(&bins, &ns.name).await;
     let port = e2e::free_port();
-    e2e::gateway(&ns, port).await;
+    e2e::gateway(&ns.client, &ns.name, port).await;
     app(&ns, &node, "blue", "v1").await;
     app(&ns, &node, "green", "v2").await;
-    e2e::http_route(
-        &ns,
+    e2e::http_route(&ns.client, &ns.name,
         "shop",
         json!({ "rules": [
             { "matches": [{ "headers": [{ "name": "x-beta", "value": "1" }] }],
@@ -192,7 +191,8 @@ async fn routes_matches_mirrors_counts_and_reports_status() {
 
     // A reference to a Service that does not exist: 500, and the status says why.
     e2e::http_route(
-        &ns,
+        &ns.client,
+        &ns.name,
         "broken",
         json!({ "rules": [{ "matches": [{ "path": { "type": "PathPrefix", "value": "/broken" } }],
             "backendRefs": [{ "name": "nowhere", "port": 80 }] }] }),

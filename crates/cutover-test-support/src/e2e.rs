@@ -136,36 +136,27 @@ impl ProcessNode {
         wait_for(
             &nodes,
             &node.name,
-            "the process node to be Ready",
+            "the process node Ready, without the not-ready taint",
             Duration::from_secs(60),
             |n: Option<&Node>| {
-                n.and_then(|n| n.status.as_ref())
+                let ready = n
+                    .and_then(|n| n.status.as_ref())
                     .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let tainted = n
+                    .and_then(|n| n.spec.as_ref())
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key.starts_with("node.kubernetes.io/")));
+                ready && !tainted
             },
         )
         .await;
         node
     }
 
-    /// A pod spec running the demo app `version` on this node: listening on the pod IP,
-    /// port 8080 (`http`), ready when `/healthz` answers.
+    /// A pod spec running the demo app `version` on this node (see [`demo_pod_spec`]).
     pub fn demo_pod_spec(&self, version: &str) -> Value {
-        json!({
-            "nodeSelector": { "kubernetes.io/hostname": self.name },
-            "tolerations": [{ "key": "cutover.dev/process-node", "operator": "Exists" }],
-            "terminationGracePeriodSeconds": 5,
-            "containers": [{
-                "name": "app", "image": format!("cutover-demo-app:{version}"),
-                "ports": [{ "name": "http", "containerPort": 8080 }],
-                "env": [
-                    { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
-                    { "name": "CUTOVER_DEMO_LISTEN", "value": "$(POD_IP):8080" },
-                    { "name": "CUTOVER_DEMO_VERSION", "value": version }
-                ],
-                "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 }
-            }]
-        })
+        demo_pod_spec(&self.name, version)
     }
 }
 
@@ -181,6 +172,26 @@ impl Drop for ProcessNode {
     }
 }
 
+/// A pod spec running the demo app `version` on process node `node`: listening on the
+/// pod IP, port 8080 (`http`), ready when `/healthz` answers.
+pub fn demo_pod_spec(node: &str, version: &str) -> Value {
+    json!({
+        "nodeSelector": { "kubernetes.io/hostname": node },
+        "tolerations": [{ "key": "cutover.dev/process-node", "operator": "Exists" }],
+        "terminationGracePeriodSeconds": 5,
+        "containers": [{
+            "name": "app", "image": format!("cutover-demo-app:{version}"),
+            "ports": [{ "name": "http", "containerPort": 8080 }],
+            "env": [
+                { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+                { "name": "CUTOVER_DEMO_LISTEN", "value": "$(POD_IP):8080" },
+                { "name": "CUTOVER_DEMO_VERSION", "value": version }
+            ],
+            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 }
+        }]
+    })
+}
+
 /// A `cutover-router` watching one namespace. SIGTERM on drop.
 #[derive(Debug)]
 pub struct RouterProcess {
@@ -192,8 +203,14 @@ pub struct RouterProcess {
 }
 
 impl RouterProcess {
-    /// Start `bin_dir/cutover-router` for `namespace` and wait until it answers /healthz.
+    /// Start `bin_dir/cutover-router` for `namespace` on the test cluster and wait until
+    /// it answers /healthz.
     pub async fn start(bin_dir: &Path, namespace: &str) -> RouterProcess {
+        Self::start_with(bin_dir, namespace, &kubeconfig().await).await
+    }
+
+    /// The same on the cluster of `kubeconfig`.
+    pub async fn start_with(bin_dir: &Path, namespace: &str, kubeconfig: &Path) -> RouterProcess {
         let admin_port = free_port();
         let (log, out) = log_file(&format!("{namespace}-router"));
         let err = out.try_clone().expect("log file");
@@ -204,7 +221,7 @@ impl RouterProcess {
                 "--admin-addr",
                 &format!("127.0.0.1:{admin_port}"),
             ])
-            .env("KUBECONFIG", kubeconfig().await)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,cutover_router=debug,kube_client=warn")
             .stdin(Stdio::null())
             .stdout(out)
@@ -315,15 +332,15 @@ fn gateway_api(client: &kube::Client, ns: Option<&str>, kind: &str) -> Api<Dynam
 }
 
 /// Apply the GatewayClass `cutover-router` and a Gateway `gw` with an HTTP listener on
-/// `port` in the test's namespace (Gateway API CRDs must be installed).
-pub async fn gateway(ns: &TestNamespace, port: u16) {
+/// `port` in namespace `ns` (Gateway API CRDs must be installed).
+pub async fn gateway(client: &kube::Client, ns: &str, port: u16) {
     let pp = PatchParams::apply("cutover-tests").force();
     let class = json!({
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
         "metadata": { "name": GATEWAY_CLASS },
         "spec": { "controllerName": "cutover.dev/router" }
     });
-    gateway_api(&ns.client, None, "GatewayClass")
+    gateway_api(client, None, "GatewayClass")
         .patch(GATEWAY_CLASS, &pp, &Patch::Apply(&class))
         .await
         .expect("apply GatewayClass");
@@ -333,14 +350,14 @@ pub async fn gateway(ns: &TestNamespace, port: u16) {
         "spec": { "gatewayClassName": GATEWAY_CLASS,
             "listeners": [{ "name": "http", "port": port, "protocol": "HTTP" }] }
     });
-    gateway_api(&ns.client, Some(&ns.name), "Gateway")
+    gateway_api(client, Some(ns), "Gateway")
         .patch("gw", &pp, &Patch::Apply(&gw))
         .await
         .expect("apply Gateway");
 }
 
-/// Apply HTTPRoute `name` with `spec` (its parentRefs default to the Gateway `gw`).
-pub async fn http_route(ns: &TestNamespace, name: &str, mut spec: Value) {
+/// Apply HTTPRoute `name` in `ns` with `spec` (its parentRefs default to the Gateway `gw`).
+pub async fn http_route(client: &kube::Client, ns: &str, name: &str, mut spec: Value) {
     if spec.get("parentRefs").is_none() {
         spec["parentRefs"] = json!([{ "name": "gw" }]);
     }
@@ -348,7 +365,7 @@ pub async fn http_route(ns: &TestNamespace, name: &str, mut spec: Value) {
         "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": { "name": name }, "spec": spec
     });
-    gateway_api(&ns.client, Some(&ns.name), "HTTPRoute")
+    gateway_api(client, Some(ns), "HTTPRoute")
         .patch(
             name,
             &PatchParams::apply("cutover-tests").force(),

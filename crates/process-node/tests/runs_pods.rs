@@ -2,40 +2,14 @@
 //! network namespace, reports readiness from real probes so Services get the endpoints,
 //! and stops processes on deletion.
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use cutover_test_support::{TestNamespace, cleanup, kubeconfig, wait_for, wait_for_list};
+use cutover_test_support::e2e::{self, ProcessNode};
+use cutover_test_support::{TestNamespace, wait_for, wait_for_list};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-
-struct Agent(Child, String);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SIGTERM: the agent stops its pods' processes before it exits.
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let _ = self.0.wait();
-        let node = self.1.clone();
-        cleanup(move |client| async move {
-            let nodes: Api<Node> = Api::all(client);
-            let _ = nodes.delete(&node, &DeleteParams::default()).await;
-        });
-    }
-}
-
-fn target_dir() -> std::path::PathBuf {
-    cutover_test_support::local_cluster::workspace_root()
-        .join("target")
-        .join("debug")
-}
 
 async fn get(addr: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -51,52 +25,22 @@ async fn get(addr: &str) -> Option<String> {
 #[tokio::test]
 async fn a_deployment_runs_as_local_processes_with_real_readiness() {
     // The image `cutover-demo-app:v1` names this workspace's binary.
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .args(["build", "-q", "-p", "cutover-demo-app"])
-        .status()
-        .expect("cargo build");
-    assert!(built.success());
-
+    let bins = e2e::build(&["cutover-demo-app", "cutover-process-node"]);
     let ns = TestNamespace::new("procnode").await;
-    let node = format!("proc-{}", ns.name);
-    let log_dir = cutover_test_support::local_cluster::workspace_root()
-        .join("target")
-        .join("test-logs")
-        .join(&node);
-    let child = Command::new(env!("CARGO_BIN_EXE_cutover-process-node"))
-        .args(["--node-name", &node, "--ip-block", "78"])
-        .arg("--bin-dir")
-        .arg(target_dir())
-        .arg("--log-dir")
-        .arg(&log_dir)
-        .env("KUBECONFIG", kubeconfig().await)
-        .spawn()
-        .expect("start the node agent");
-    let _agent = Agent(child, node.clone());
+    let node = ProcessNode::start(&ns, &bins, 78).await;
+    // Ready, and tainted only with its own taint.
     let nodes: Api<Node> = Api::all(ns.client.clone());
-    wait_for(
-        &nodes,
-        &node,
-        "the process node Ready and untainted but for its own taint",
-        Duration::from_secs(90),
-        |n: Option<&Node>| {
-            n.is_some_and(|n| {
-                let ready = n
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                let taints = n
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.clone())
-                    .unwrap_or_default();
-                ready && taints.iter().all(|t| t.key == "cutover.dev/process-node")
-            })
-        },
-    )
-    .await;
+    let taints = nodes
+        .get(&node.name)
+        .await
+        .expect("node")
+        .spec
+        .and_then(|s| s.taints)
+        .unwrap_or_default();
+    assert!(
+        !taints.is_empty() && taints.iter().all(|t| t.key == "cutover.dev/process-node"),
+        "{taints:?}"
+    );
 
     let deployments: Api<Deployment> = ns.api();
     let d: Deployment = serde_json::from_value(serde_json::json!({
@@ -106,21 +50,7 @@ async fn a_deployment_runs_as_local_processes_with_real_readiness() {
             "selector": { "matchLabels": { "app": "demo" } },
             "template": {
                 "metadata": { "labels": { "app": "demo" } },
-                "spec": {
-                    "nodeSelector": { "kubernetes.io/hostname": node },
-                    "tolerations": [{ "key": "cutover.dev/process-node", "operator": "Exists" }],
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [{
-                        "name": "app", "image": "cutover-demo-app:v1",
-                        "ports": [{ "name": "http", "containerPort": 8080 }],
-                        "env": [
-                            { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
-                            { "name": "CUTOVER_DEMO_LISTEN", "value": "$(POD_IP):8080" },
-                            { "name": "CUTOVER_DEMO_VERSION", "value": "v1" }
-                        ],
-                        "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 }
-                    }]
-                }
+                "spec": node.demo_pod_spec("v1")
             }
         }
     }))
