@@ -38,12 +38,14 @@ pub const REVISION_ANNOTATION: &str = "cutover.dev/revision";
 pub mod requests {
     /// Promote the release now (skips a pause without duration or waits for nothing).
     pub const PROMOTE: &str = "cutover.dev/promote";
+    /// Skip every remaining step and promote now (`kubectl cutover promote --full`).
+    pub const PROMOTE_FULL: &str = "cutover.dev/promote-full";
     /// Abort the release: all traffic back on the live color, the new color scaled down.
     pub const ABORT: &str = "cutover.dev/abort";
     /// Retry an aborted release.
     pub const RETRY: &str = "cutover.dev/retry";
     /// Every request annotation.
-    pub const ALL: [&str; 3] = [PROMOTE, ABORT, RETRY];
+    pub const ALL: [&str; 4] = [PROMOTE, PROMOTE_FULL, ABORT, RETRY];
 }
 
 /// Every CRD of the project, in a stable order.

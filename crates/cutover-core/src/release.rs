@@ -317,6 +317,8 @@ pub struct Memory {
 pub struct Requests {
     /// Promote now.
     pub promote: bool,
+    /// Skip every remaining step and promote now.
+    pub promote_full: bool,
     /// Abort the release.
     pub abort: bool,
     /// Retry an aborted release.
@@ -755,7 +757,9 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         return post_promotion_step(p, release);
     }
     let d = p.input.desired.clone();
-    let req = p.input.requests;
+    let mut req = p.input.requests;
+    // A full promote is a promote that also skips the remaining steps (below).
+    req.promote |= req.promote_full;
     let color = release.color;
 
     // The spec changed under the release.
@@ -928,6 +932,20 @@ fn release_step(mut p: Planner<'_>, active: Color, mut release: Release) -> Plan
         }
     }
 
+    if req.promote_full && (release.step_index as usize) < d.steps.len() {
+        p.event(
+            "StepsSkipped",
+            format!(
+                "full promote: steps {}..{} of revision {} skipped",
+                release.step_index,
+                d.steps.len(),
+                release.revision
+            ),
+            false,
+        );
+        release.step_index = u32::try_from(d.steps.len()).unwrap_or(u32::MAX);
+        release.step_started_at = None;
+    }
     let mut promote_requested = req.promote;
     p = match run_steps(p, active, &mut release, &mut promote_requested) {
         Ok(p) => p,

@@ -540,7 +540,7 @@ proptest! {
             colors: PerColor { blue, green },
             live,
             preview,
-            requests: Requests { promote, abort, retry: false },
+            requests: Requests { promote, promote_full: false, abort, retry: false },
             ..w.input()
         };
         let plan = decide(&input);
@@ -837,6 +837,32 @@ fn weighted_steps_go_in_order_and_a_pause_waits_for_promote() {
         "the final promotion sets 100% on green, nothing split"
     );
     assert_eq!(w.switches, [Color::Blue, Color::Green]);
+}
+
+#[test]
+fn a_full_promote_skips_the_remaining_steps() {
+    let mut w = with_steps(vec![
+        Step::SetWeight(10),
+        Step::SetHeaderRoute(true),
+        Step::SetMirror(20),
+        Step::Pause(None),
+        Step::SetWeight(50),
+        Step::Pause(None),
+    ]);
+    until(
+        &mut w,
+        "paused at 10% with a header route and a mirror",
+        |w| w.traffic.weight == 10 && w.traffic.mirror == 20 && w.reconcile_peek() == Phase::Paused,
+    );
+    w.requests.promote_full = true;
+    w.run_until(Phase::Healthy, 50);
+    assert_eq!(w.weights, [10], "no weight step ran after the full promote");
+    assert_eq!(w.live, Some(Color::Green));
+    assert_eq!(
+        w.traffic,
+        TrafficObs::default(),
+        "nothing split, mirrored or header-routed"
+    );
 }
 
 #[test]

@@ -17,12 +17,10 @@ use crate::{TestNamespace, cleanup, kubeconfig, wait_for};
 /// The GatewayClass every test's Gateway uses.
 pub const GATEWAY_CLASS: &str = "cutover-router";
 
-/// Build workspace `packages` (debug) and return the folder of their binaries.
-pub fn build(packages: &[&str]) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    // Not the variables `cargo test` sets for the test binary: build scripts that watch
-    // them would rebuild on every alternation between the two builds.
+/// Remove from `cmd` the variables `cargo test` sets for a test binary: a cargo started by a
+/// test would otherwise rebuild the build scripts that watch them, on every alternation
+/// between the two builds.
+pub fn without_test_cargo_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key == "OUT_DIR"
@@ -40,6 +38,13 @@ pub fn build(packages: &[&str]) -> PathBuf {
             cmd.env_remove(key.as_ref());
         }
     }
+}
+
+/// Build workspace `packages` (debug) and return the folder of their binaries.
+pub fn build(packages: &[&str]) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    without_test_cargo_env(&mut cmd);
     cmd.args(["build", "-q"]);
     for p in packages {
         cmd.args(["-p", p]);

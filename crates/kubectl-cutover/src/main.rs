@@ -1,6 +1,235 @@
-//! `kubectl cutover`: flags and wiring only. Commands arrive with the CLI issue.
+//! `kubectl cutover`: flags and wiring only. The commands are in `commands.rs`, the tree
+//! view in `tree.rs`, offline validation in `lint.rs`.
 
-fn main() {
-    eprintln!("kubectl-cutover: commands arrive with the CLI issue");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod commands;
+mod lint;
+mod tree;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-cutover",
+    bin_name = "kubectl cutover",
+    version,
+    about = "Drive Cutover blue-green releases: watch, promote, abort, undo, wait in CI, lint"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags as kubectl has them.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace (default: the context's).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// `-o`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a BlueGreenDeployment as a tree: colors, revisions, images, ready pods, weight,
+    /// step, analysis, recent events.
+    Get {
+        name: String,
+        /// Redraw whenever it changes, until Ctrl-C.
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// List BlueGreenDeployments.
+    #[command(alias = "ls")]
+    List {
+        /// In every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// Promote the release now (ends a pause, accepts a held analysis).
+    Promote {
+        name: String,
+        /// Skip every remaining step and take all traffic now.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Abort the release: all traffic back on the live color.
+    Abort { name: String },
+    /// Retry an aborted release.
+    Retry { name: String },
+    /// Go back to an earlier revision (the previous one by default); instant when that
+    /// revision is the warm standby.
+    Undo {
+        name: String,
+        /// The revision to go back to.
+        #[arg(long)]
+        to_revision: Option<i64>,
+    },
+    /// Hold the release at its current step (`spec.paused`).
+    Pause { name: String },
+    /// Let a paused release go on.
+    Resume { name: String },
+    /// Print the phase; with --wait, wait for the release to end: exit 0 Healthy,
+    /// 1 Degraded, 2 timeout.
+    Status {
+        name: String,
+        /// Wait until Healthy or Degraded.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 90s, 10m).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Change an image: `set image NAME CONTAINER=IMAGE`.
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
+    },
+    /// Validate manifests offline with the rules the API server applies (schema and CEL).
+    Lint {
+        /// Files (YAML, several documents each allowed); `-` reads stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Fail a FailoverPolicy over (arrives with disaster recovery).
+    Failover {
+        policy: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a disaster-recovery drill (arrives with disaster recovery).
+    Drill { policy: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SetCommand {
+    /// Set a container's image: NAME CONTAINER=IMAGE.
+    Image { name: String, assignment: String },
+}
+
+/// `30s`, `10m`, `1h`, `1h30m`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?} (e.g. 90s, 10m, 1h)"))?;
+        number.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(format!("invalid duration {text:?} (e.g. 90s, 10m, 1h)")),
+        };
+    }
+    if !number.is_empty() {
+        return Err(format!(
+            "invalid duration {text:?}: a unit is missing (s, m, h)"
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::Lint { files } = &cli.command {
+        return commands::lint(files, cli.global.output);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let ctx = commands::Ctx::connect(&cli.global).await?;
+        match cli.command {
+            Command::Get { name, watch } => ctx.get(&name, watch).await,
+            Command::List { all_namespaces } => ctx.list(all_namespaces).await,
+            Command::Promote { name, full } => {
+                let key = if full {
+                    cutover_api::requests::PROMOTE_FULL
+                } else {
+                    cutover_api::requests::PROMOTE
+                };
+                ctx.request(&name, key).await
+            }
+            Command::Abort { name } => ctx.request(&name, cutover_api::requests::ABORT).await,
+            Command::Retry { name } => ctx.request(&name, cutover_api::requests::RETRY).await,
+            Command::Undo { name, to_revision } => ctx.undo(&name, to_revision).await,
+            Command::Pause { name } => ctx.set_paused(&name, true).await,
+            Command::Resume { name } => ctx.set_paused(&name, false).await,
+            Command::Status {
+                name,
+                wait,
+                timeout,
+            } => ctx.status(&name, wait, timeout).await,
+            Command::Set {
+                what: SetCommand::Image { name, assignment },
+            } => ctx.set_image(&name, &assignment).await,
+            Command::Failover { .. } | Command::Drill { .. } => Err(commands::Failure::new(
+                "FailoverPolicy is not available in this version: disaster recovery arrives with a later release",
+            )),
+            Command::Lint { .. } => Ok(ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_kubectl() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("10m5").is_err());
+    }
 }

@@ -450,6 +450,7 @@ fn new_requests(bgd: &BlueGreenDeployment) -> (Requests, BTreeMap<String, String
     };
     let req = Requests {
         promote: is_new(requests::PROMOTE),
+        promote_full: is_new(requests::PROMOTE_FULL),
         abort: is_new(requests::ABORT),
         retry: is_new(requests::RETRY),
     };

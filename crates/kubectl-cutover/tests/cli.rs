@@ -1,0 +1,280 @@
+//! Every `kubectl cutover` command against the local control plane and a real controller,
+//! run as a user runs it: the binary, its flags, its output and exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cutover_api::{BlueGreenDeployment, Color, Phase};
+use cutover_test_support::controller::{ControllerProcess, install_crds};
+use cutover_test_support::release::{healthy_on, phase, wait_bgd};
+use cutover_test_support::upstream::{self, GATEWAY_API};
+use cutover_test_support::{TestNamespace, e2e, kubeconfig};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cli(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-cutover"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", ns])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run kubectl-cutover");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn shop(steps: serde_json::Value) -> BlueGreenDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "shop" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "shop" } },
+            "template": { "metadata": { "labels": { "app": "shop" } },
+                "spec": { "containers": [{ "name": "app", "image": "shop:1" }] } },
+            "service": { "port": 80, "targetPort": 8080 },
+            "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } },
+            "strategy": { "steps": steps, "standby": { "mode": "Warm" } }
+        }
+    }))
+    .expect("valid BlueGreenDeployment")
+}
+
+async fn setup(
+    prefix: &str,
+    steps: serde_json::Value,
+) -> (TestNamespace, ControllerProcess, PathBuf) {
+    let bins = e2e::build(&["cutover-controller"]);
+    let ns = TestNamespace::new(prefix).await;
+    install_crds(&ns.client).await;
+    // Weighted steps go through an HTTPRoute (the router is not needed to check the CLI).
+    upstream::install_crds(&ns.client, GATEWAY_API).await;
+    e2e::http_route(
+        &ns.client,
+        &ns.name,
+        "shop",
+        json!({ "rules": [{ "backendRefs": [{ "name": "shop-blue", "port": 80 }] }] }),
+    )
+    .await;
+    let ctrl = ControllerProcess::start(&bins.join("cutover-controller"), &ns.name, "c1", 15).await;
+    let api: Api<BlueGreenDeployment> = ns.api();
+    api.create(&PostParams::default(), &shop(steps))
+        .await
+        .expect("create");
+    healthy_on(&ns, "shop", Color::Blue).await;
+    (ns, ctrl, kubeconfig().await)
+}
+
+#[tokio::test]
+async fn get_list_set_image_status_promote_undo_and_errors() {
+    let steps = json!([{ "setWeight": 20 }, { "pause": {} }]);
+    let (ns, _ctrl, kc) = setup("cli-main", steps).await;
+
+    let list = cli(&kc, &ns.name, &["list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list.stdout.contains("NAME")
+            && list.stdout.contains("shop")
+            && list.stdout.contains("Healthy"),
+        "{}",
+        list.stdout
+    );
+
+    let get = cli(&kc, &ns.name, &["get", "shop"]);
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert!(
+        get.stdout.contains("blue") && get.stdout.contains("live") && get.stdout.contains("shop:1"),
+        "{}",
+        get.stdout
+    );
+    assert!(
+        get.stdout.lines().all(|l| l.chars().count() <= 80),
+        "80 columns:\n{}",
+        get.stdout
+    );
+    assert!(!get.stdout.contains('\x1b'), "no colour without a terminal");
+
+    let json_out = cli(&kc, &ns.name, &["get", "shop", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json_out.stdout).expect("-o json is JSON");
+    assert_eq!(v["metadata"]["name"], "shop");
+    let yaml_out = cli(&kc, &ns.name, &["status", "shop", "-o", "yaml"]);
+    let y: serde_yaml::Value = serde_yaml::from_str(&yaml_out.stdout).expect("-o yaml is YAML");
+    assert_eq!(y["phase"], serde_yaml::Value::from("Healthy"));
+
+    // A release: set image, paused at 20 %.
+    let bad = cli(&kc, &ns.name, &["set", "image", "shop", "nope=shop:2"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("no container \"nope\"") && bad.stderr.contains("app"),
+        "{}",
+        bad.stderr
+    );
+    let set = cli(&kc, &ns.name, &["set", "image", "shop", "app=shop:2"]);
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    wait_bgd(&ns, "shop", "paused at the pause step", |b| {
+        phase(b) == Some(Phase::Paused)
+            && b.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+    })
+    .await;
+    let get = cli(&kc, &ns.name, &["get", "shop"]);
+    assert!(
+        get.stdout.contains("20%") && get.stdout.contains("step") && get.stdout.contains("pause"),
+        "{}",
+        get.stdout
+    );
+
+    // status --wait times out (exit 2) while the release waits for a promote.
+    let waiting = cli(
+        &kc,
+        &ns.name,
+        &["status", "shop", "--wait", "--timeout", "2s"],
+    );
+    assert_eq!(waiting.code, 2, "{} {}", waiting.stdout, waiting.stderr);
+
+    // pause / resume flip spec.paused.
+    assert_eq!(cli(&kc, &ns.name, &["pause", "shop"]).code, 0);
+    wait_bgd(&ns, "shop", "spec.paused", |b| b.spec.paused).await;
+    assert_eq!(cli(&kc, &ns.name, &["resume", "shop"]).code, 0);
+    wait_bgd(&ns, "shop", "spec.paused cleared", |b| !b.spec.paused).await;
+
+    // promote ends the pause; status --wait then returns 0 on Healthy.
+    let promote = cli(&kc, &ns.name, &["promote", "shop"]);
+    assert_eq!(promote.code, 0, "{}", promote.stderr);
+    assert!(
+        promote.stdout.contains("acknowledged"),
+        "{}",
+        promote.stdout
+    );
+    let done = cli(
+        &kc,
+        &ns.name,
+        &["status", "shop", "--wait", "--timeout", "90s"],
+    );
+    assert_eq!(done.code, 0, "{} {}", done.stdout, done.stderr);
+    healthy_on(&ns, "shop", Color::Green).await;
+
+    // undo goes back to revision 1, which the warm standby runs.
+    let undo = cli(&kc, &ns.name, &["undo", "shop"]);
+    assert_eq!(undo.code, 0, "{}", undo.stderr);
+    assert!(
+        undo.stdout.contains("revision 1") && undo.stdout.contains("without new pods"),
+        "{}",
+        undo.stdout
+    );
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let to = cli(&kc, &ns.name, &["undo", "shop", "--to-revision", "2"]);
+    assert_eq!(to.code, 0, "{}", to.stderr);
+    healthy_on(&ns, "shop", Color::Green).await;
+    let missing_rev = cli(&kc, &ns.name, &["undo", "shop", "--to-revision", "9"]);
+    assert_eq!(missing_rev.code, 1);
+    assert!(
+        missing_rev.stderr.contains("no revision 9"),
+        "{}",
+        missing_rev.stderr
+    );
+
+    // Unknown object.
+    let unknown = cli(&kc, &ns.name, &["get", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("\"nope\" not found"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[tokio::test]
+async fn promote_full_abort_retry_and_status_of_a_degraded_release() {
+    let steps = json!([{ "setWeight": 10 }, { "pause": {} }, { "setWeight": 50 }, { "pause": {} }]);
+    let (ns, _ctrl, kc) = setup("cli-req", steps).await;
+    assert_eq!(
+        cli(&kc, &ns.name, &["set", "image", "shop", "app=shop:2"]).code,
+        0
+    );
+    wait_bgd(&ns, "shop", "paused at 10%", |b| {
+        phase(b) == Some(Phase::Paused)
+    })
+    .await;
+    // abort: Degraded, status --wait exits 1.
+    let abort = cli(&kc, &ns.name, &["abort", "shop"]);
+    assert_eq!(abort.code, 0, "{}", abort.stderr);
+    let degraded = cli(
+        &kc,
+        &ns.name,
+        &["status", "shop", "--wait", "--timeout", "60s"],
+    );
+    assert_eq!(degraded.code, 1, "{} {}", degraded.stdout, degraded.stderr);
+    // retry, then promote --full skips both remaining steps.
+    assert_eq!(cli(&kc, &ns.name, &["retry", "shop"]).code, 0);
+    wait_bgd(&ns, "shop", "paused at 10% again", |b| {
+        phase(b) == Some(Phase::Paused)
+            && b.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+    })
+    .await;
+    let full = cli(&kc, &ns.name, &["promote", "shop", "--full"]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let b = healthy_on(&ns, "shop", Color::Green).await;
+    assert_eq!(b.status.map(|s| s.weight), Some(100));
+}
+
+#[tokio::test]
+async fn clear_errors_without_a_cluster_or_without_the_crds() {
+    // Nothing listens on port 1.
+    let dir = std::env::temp_dir().join(format!("cutover-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let dead = dir.join("dead.kubeconfig");
+    std::fs::write(
+        &dead,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: x\n",
+    )
+    .expect("write kubeconfig");
+    let out = cli(&dead, "default", &["get", "shop"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("cannot reach the cluster at https://127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
+
+    // A cluster of its own without the Cutover CRDs.
+    let state =
+        cutover_test_support::local_cluster::up(&cutover_test_support::local_cluster::UpOptions {
+            name: "cli-bare".into(),
+            nodes: 1,
+            process_node: None,
+        })
+        .await
+        .expect("a bare cluster");
+    let out = cli(&state.kubeconfig, "default", &["list"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("CRDs are not installed"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&state.kubeconfig, "default", &["get", "shop"]);
+    assert!(
+        out.stderr.contains("CRDs are not installed"),
+        "{}",
+        out.stderr
+    );
+    let _ = cutover_test_support::local_cluster::down("cli-bare");
+
+    // Failover and drill say plainly that they are not there yet.
+    let out = cli(&dead, "default", &["failover", "p"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("not available"), "{}", out.stderr);
+}
