@@ -205,6 +205,7 @@ async fn scenario(
     args: &DemoArgs,
     state: &local::ClusterState,
     guards: &mut Vec<Child>,
+    kept: &mut Vec<u32>,
 ) -> anyhow::Result<Vec<Outcome>> {
     let bins = local::workspace_root().join("target").join("debug");
     let client = local::client_for(&state.kubeconfig).await?;
@@ -382,6 +383,8 @@ async fn scenario(
     let total = load.stop().await;
     eprintln!("==> load stopped: {} requests in all", total.total);
     if args.keep {
+        kept.extend(prometheus.pid());
+        kept.push(router.pid());
         std::mem::forget(prometheus);
         std::mem::forget(router);
     }
@@ -455,8 +458,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .await
     .context("starting the demo cluster")?;
     let mut guards = Vec::new();
+    let mut kept = Vec::new();
     let result = tokio::select! {
-        r = scenario(&args, &state, &mut guards) => r,
+        r = scenario(&args, &state, &mut guards, &mut kept) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let ok = match &result {
@@ -467,10 +471,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     if args.keep && result.is_ok() {
+        kept.extend(guards.iter().map(|g| g.0.id()));
         guards.into_iter().for_each(std::mem::forget);
+        let pids: Vec<String> = kept.iter().map(ToString::to_string).collect();
         println!(
-            "everything keeps running: KUBECONFIG={} target/debug/kubectl-cutover get shop\nstop it all with: cargo xtask cluster down --name {CLUSTER}; pkill -f 'cutover-controller --namespace {NS}'",
-            state.kubeconfig.display()
+            "everything keeps running; explore with:\n  export KUBECONFIG={}\n  target/debug/kubectl-cutover get shop -w\nstop it all with:\n  kill {}; cargo xtask cluster down --name {CLUSTER}",
+            state.kubeconfig.display(),
+            pids.join(" ")
         );
     } else {
         drop(guards);

@@ -208,6 +208,11 @@ pub struct RouterProcess {
 }
 
 impl RouterProcess {
+    /// Its process id (for a caller that leaves it running).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Start `bin_dir/cutover-router` for `namespace` on the test cluster and wait until
     /// it answers /healthz.
     pub async fn start(bin_dir: &Path, namespace: &str) -> RouterProcess {

@@ -375,6 +375,11 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// Its process id (for a caller that leaves it running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Start Prometheus scraping `targets` (job `cutover-test`, every second) and wait
     /// until it is ready and has scraped each target once (`up == 1`).
     pub async fn start(targets: &[SocketAddr]) -> Prometheus {
