@@ -98,7 +98,7 @@ impl Metrics {
         );
         r.register(
             "retries",
-            "Requests without a body sent again to another endpoint after an upstream error",
+            "Requests sent again to another endpoint after a connection to one failed",
             m.retries.clone(),
         );
         r.register(

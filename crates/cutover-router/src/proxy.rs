@@ -2,10 +2,11 @@
 //! table current when it arrived and forwarded to a ready endpoint over pooled keep-alive
 //! connections.
 //!
-//! A request without a body (GET, HEAD, OPTIONS, DELETE with no content) that meets a
-//! connection error — the endpoint died, or closed a pooled connection as the request went
-//! out — is sent again to the next endpoint, up to twice: nothing reached the application,
-//! or the method is idempotent. Requests with a body are streamed and never retried.
+//! A request whose connection to an endpoint cannot be made goes to the next endpoint (up
+//! to twice more): nothing of it was sent. One that was sent and then lost its connection
+//! (the endpoint died) is sent again only if it has no body and an idempotent method (GET,
+//! HEAD, OPTIONS, PUT, DELETE). Requests with a body are streamed, unless a mirror needs a
+//! copy, and are never sent twice.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -433,8 +434,9 @@ impl Proxy {
         started: Instant,
     ) -> Response<Body> {
         let mut last = None;
-        let attempts = if retryable { 1 + RETRIES } else { 1 };
-        for attempt in 0..attempts {
+        // Sent again after losing its connection only if repeating it is harmless.
+        let resend = retryable && parts.method.is_idempotent();
+        for attempt in 0..=RETRIES {
             let Some(ep) = backend.endpoint(last) else {
                 return self.unavailable(backend, started);
             };
@@ -452,6 +454,10 @@ impl Proxy {
                     tracing::debug!(endpoint = %ep, error = %e, attempt, "upstream error");
                     self.metrics.upstream_error(&backend.name);
                     last = Some(ep);
+                    // Nothing was sent when connecting failed: any request may go elsewhere.
+                    if matches!(e, crate::upstream::Error::Send(..)) && !resend {
+                        break;
+                    }
                 }
             }
         }

@@ -192,11 +192,9 @@ async fn a_weighted_release_splits_real_traffic_by_its_steps_and_fails_no_reques
     );
 }
 
-#[tokio::test]
-async fn service_routing_survives_twenty_switches_under_load_without_a_failed_request() {
-    let s = stack("rt-switch", 82).await;
-    // The router follows the endpoints of the live Service `shop`, whose selector the
-    // controller switches between the colors.
+/// v1 Healthy on blue, served through an HTTPRoute to the live Service `shop` (whose
+/// selector the controller switches between the colors), both endpoints in the router.
+async fn behind_the_live_service(s: &Stack) {
     e2e::http_route(
         &s.ns.client,
         &s.ns.name,
@@ -220,6 +218,12 @@ async fn service_routing_survives_twenty_switches_under_load_without_a_failed_re
             },
         )
         .await;
+}
+
+#[tokio::test]
+async fn service_routing_survives_twenty_switches_under_load_without_a_failed_request() {
+    let s = stack("rt-switch", 82).await;
+    behind_the_live_service(&s).await;
     let load = Load::start(
         &format!("http://127.0.0.1:{}/", s.port),
         8,
@@ -277,29 +281,7 @@ async fn a_killed_pod_process_leaves_the_endpoints_and_the_router_losing_at_most
     use kube::runtime::watcher;
 
     let s = stack("rt-kill", 83).await;
-    e2e::http_route(
-        &s.ns.client,
-        &s.ns.name,
-        "front",
-        json!({ "rules": [{ "backendRefs": [{ "name": "shop", "port": 80 }] }] }),
-    )
-    .await;
-    let api: Api<BlueGreenDeployment> = s.ns.api();
-    api.create(&PostParams::default(), &shop(&s.node, "v1", json!({})))
-        .await
-        .expect("create");
-    healthy_on(&s.ns, "shop", Color::Blue).await;
-    s.router
-        .wait_routes(
-            "two ready endpoints behind shop",
-            Duration::from_secs(60),
-            |r| {
-                table_backends(r)
-                    .iter()
-                    .any(|(n, _, eps)| n.ends_with("/shop:80") && eps.len() == 2)
-            },
-        )
-        .await;
+    behind_the_live_service(&s).await;
     const WORKERS: usize = 8;
     let load = Load::start(
         &format!("http://127.0.0.1:{}/", s.port),
