@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod color;
+pub mod failover;
 pub mod release;
 
 pub use color::{Color, PerColor};
