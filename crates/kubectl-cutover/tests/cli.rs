@@ -91,6 +91,39 @@ async fn get_list_set_image_status_promote_undo_and_errors() {
         list.stdout
     );
 
+    let all = cli(&kc, &ns.name, &["list", "-A"]);
+    assert!(
+        all.stdout.contains("NAMESPACE") && all.stdout.contains(&ns.name),
+        "{}",
+        all.stdout
+    );
+
+    // --context picks the context, as kubectl does: the current one here is unreachable.
+    let mut config: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&kc).expect("kubeconfig")).expect("YAML");
+    let good = config["contexts"][0]["name"].clone();
+    let mut dead = config["contexts"][0].clone();
+    dead["name"] = "dead".into();
+    dead["context"]["cluster"] = "dead".into();
+    let mut dead_cluster = config["clusters"][0].clone();
+    dead_cluster["name"] = "dead".into();
+    dead_cluster["cluster"]["server"] = "https://127.0.0.1:1".into();
+    if let (Some(contexts), Some(clusters)) = (
+        config["contexts"].as_sequence().cloned(),
+        config["clusters"].as_sequence().cloned(),
+    ) {
+        config["contexts"] = serde_yaml::Value::Sequence([contexts, vec![dead]].concat());
+        config["clusters"] = serde_yaml::Value::Sequence([clusters, vec![dead_cluster]].concat());
+    }
+    config["current-context"] = "dead".into();
+    let two = std::env::temp_dir().join(format!("cutover-cli-ctx-{}.kubeconfig", ns.name));
+    std::fs::write(&two, serde_yaml::to_string(&config).expect("YAML")).expect("write");
+    let via_dead = cli(&two, &ns.name, &["get", "shop"]);
+    assert_eq!(via_dead.code, 1, "{}", via_dead.stdout);
+    let good = good.as_str().expect("context name");
+    let via_good = cli(&two, &ns.name, &["--context", good, "get", "shop"]);
+    assert_eq!(via_good.code, 0, "{}", via_good.stderr);
+
     let get = cli(&kc, &ns.name, &["get", "shop"]);
     assert_eq!(get.code, 0, "{}", get.stderr);
     assert!(
