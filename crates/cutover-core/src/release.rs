@@ -1164,6 +1164,55 @@ fn merge_plans(p: Planner<'_>, mut plan: Plan) -> Plan {
     plan
 }
 
+/// The traffic the steps up to and including `upto` leave in place (weight, header-route
+/// step, mirror percent); `None` for the state before any step.
+fn traffic_after(steps: &[Step], upto: Option<usize>) -> (u8, Option<u32>, u8) {
+    let mut state = (0, None, 0);
+    let Some(upto) = upto else {
+        return state;
+    };
+    for (k, s) in steps.iter().enumerate().take(upto + 1) {
+        match *s {
+            Step::SetWeight(w) => state.0 = w,
+            Step::SetHeaderRoute(on) => {
+                state.1 = on.then_some(u32::try_from(k).unwrap_or(u32::MAX))
+            }
+            Step::SetMirror(m) => state.2 = m,
+            _ => {}
+        }
+    }
+    state
+}
+
+fn is_traffic_step(s: Option<&Step>) -> bool {
+    matches!(
+        s,
+        Some(Step::SetWeight(_) | Step::SetHeaderRoute(_) | Step::SetMirror(_))
+    )
+}
+
+/// The traffic step a pass applied after completing step `i` (and any pause, analysis or
+/// no-op steps after it), when the observed traffic is what that step sets and neither what step
+/// `i` sets nor what was there before it: the controller applied it and died before
+/// recording the progress. One pass applies at most one traffic step, so this is the next
+/// traffic step after `i`.
+fn applied_ahead(steps: &[Step], i: usize, traffic: TrafficObs) -> Option<usize> {
+    let observed = (traffic.weight, traffic.header_route, traffic.mirror);
+    if !is_traffic_step(steps.get(i))
+        || traffic_after(steps, Some(i)) == observed
+        || traffic_after(steps, i.checked_sub(1)) == observed
+    {
+        return None;
+    }
+    // The next step that changes traffic (one that sets what is already there completes
+    // in the same pass without a write).
+    let j = (i + 1..steps.len()).find(|&k| {
+        is_traffic_step(steps.get(k))
+            && traffic_after(steps, Some(k)) != traffic_after(steps, Some(k - 1))
+    })?;
+    (traffic_after(steps, Some(j)) == observed).then_some(j)
+}
+
 /// Run the release's steps from where it is: `Err(plan)` while a step is not done (the
 /// release waits there), `Ok` once every step is done. A promote request ends one pause
 /// (or accepts one held analysis), and is then used up.
@@ -1181,6 +1230,15 @@ fn run_steps<'a>(
         let started = *release.step_started_at.get_or_insert(p.input.now);
         p.memory.release = Some(release.clone());
         let weight = i32::from(traffic.weight);
+        if let Some(j) = applied_ahead(&d.steps, i as usize, traffic) {
+            // A pass completed this step and went on to apply step `j`, then the
+            // controller died before recording it: going back to this step's state would
+            // move traffic backwards. Resume at `j`.
+            release.step_index = u32::try_from(j).unwrap_or(u32::MAX);
+            release.step_started_at = Some(p.input.now);
+            p.memory.release = Some(release.clone());
+            continue;
+        }
         // Every arm either returns (the release waits at this step) or completes it.
         match step {
             Step::SetWeight(w) => {
