@@ -28,6 +28,7 @@ pub use cutover_local_cluster as local_cluster;
 pub mod controller;
 pub mod e2e;
 pub mod load;
+pub mod postgres;
 pub mod prometheus;
 pub mod release;
 pub mod upstream;
