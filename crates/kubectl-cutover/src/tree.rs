@@ -227,10 +227,27 @@ pub fn render(v: &View<'_>) -> String {
     if let Some(step) = step_text(b) {
         lines.push(format!("├─ step      {step}"));
     }
-    // The newest run per gate.
+    // The newest run per gate, of the revision being released (or live).
+    let revision = st
+        .release
+        .as_ref()
+        .map(|r| r.revision)
+        .or_else(|| match active {
+            Some(Color::Blue) => st.blue.as_ref().map(|c| c.revision),
+            Some(Color::Green) => st.green.as_ref().map(|c| c.revision),
+            None => None,
+        })
+        .map(|r| r.to_string());
     let mut seen = Vec::new();
     let mut verdicts = Vec::new();
-    for run in v.runs {
+    for run in v.runs.iter().filter(|r| {
+        revision.is_none()
+            || r.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("cutover.dev/revision"))
+                == revision.as_ref()
+    }) {
         let gate = run
             .metadata
             .labels
@@ -294,6 +311,74 @@ mod tests {
         let coloured = paint("abcdef", "31", true);
         let c = cut(&coloured, 4);
         assert!(c.starts_with("\x1b[31m") && c.contains('…'), "{c:?}");
+    }
+
+    fn run(gate: &str, revision: i64, phase: &str) -> AnalysisRun {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "cutover.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": { "name": format!("{gate}-{revision}"),
+                "labels": { "cutover.dev/gate": gate, "cutover.dev/revision": revision.to_string() } },
+            "spec": { "metrics": [] },
+            "status": { "phase": phase }
+        }))
+        .expect("run")
+    }
+
+    #[test]
+    fn the_tree_shows_roles_weights_and_the_release_s_own_verdicts() {
+        let bgd: BlueGreenDeployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+            "metadata": { "name": "shop", "namespace": "web" },
+            "spec": {
+                "selector": { "matchLabels": { "app": "shop" } },
+                "template": { "metadata": { "labels": { "app": "shop" } },
+                    "spec": { "containers": [{ "name": "app", "image": "shop:3" }] } },
+                "service": { "port": 80 },
+                "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } },
+                "strategy": { "steps": [{ "setWeight": 20 }, { "pause": {} }] }
+            },
+            "status": {
+                "phase": "Paused", "activeColor": "green", "weight": 20, "currentStepIndex": 1,
+                "blue": { "revision": 3, "podTemplateHash": "b", "image": "shop:3", "replicas": 2, "readyReplicas": 2 },
+                "green": { "revision": 2, "podTemplateHash": "g", "image": "shop:2", "replicas": 2, "readyReplicas": 2 },
+                "release": { "color": "blue", "revision": 3, "templateHash": "b", "startedAt": "", "attempt": 1, "stepIndex": 1 },
+                "message": "step 1: paused until `kubectl cutover promote`"
+            }
+        }))
+        .expect("bgd");
+        let runs = [run("step-0", 3, "Successful"), run("step-5", 2, "Failed")];
+        let text = render(&View {
+            bgd: &bgd,
+            runs: &runs,
+            events: &[],
+            width: 80,
+            colour: false,
+        });
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            line("blue").contains("new")
+                && line("blue").contains(" 20%")
+                && line("blue").contains("shop:3"),
+            "{text}"
+        );
+        assert!(
+            line("green").contains("live") && line("green").contains(" 80%"),
+            "{text}"
+        );
+        assert!(
+            line("step").contains("2 of 2: pause (until promote)"),
+            "{text}"
+        );
+        assert!(
+            line("analysis").contains("step-0 Successful") && !text.contains("step-5"),
+            "{text}"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
     }
 
     #[test]
