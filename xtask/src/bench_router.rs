@@ -54,6 +54,9 @@ pub struct RouterBenchArgs {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     pub connections: u32,
+    /// Route flips for the switch-latency measurement.
+    #[arg(long, default_value_t = 20)]
+    pub switches: usize,
     /// Keep the bench cluster afterwards.
     #[arg(long)]
     pub keep_cluster: bool,
@@ -427,6 +430,92 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         med[1].0 * 100.0 / best_peer,
         med[1].2 - direct.2
     );
+    let split = split_through(&router).await;
+    switch_latency(&client, &router, router_port, args.switches).await?;
+    println!("{split}");
+    drop(router);
+    if !args.keep_cluster {
+        local::down(CLUSTER)?;
+    }
+    Ok(())
+}
+
+/// How fast a route change reaches the traffic: the route's only backend flips between v1
+/// and v2; time from sending the update to the first answer from the new version, against
+/// the time the API server takes to accept the write (measured in the same run).
+async fn switch_latency(
+    client: &kube::Client,
+    router: &RouterProcess,
+    port: u16,
+    switches: usize,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    // Start from v1 alone, so an answer from v2 can only come from a flip.
+    e2e::http_route(
+        client,
+        NS,
+        "shop",
+        json!({ "rules": [{ "backendRefs": [{ "name": "blue", "port": 80 }] }] }),
+    )
+    .await;
+    router
+        .wait_routes("blue alone", Duration::from_secs(30), |r| {
+            let b = table_backends(r);
+            b.len() == 1 && b[0].0.ends_with("/blue:80")
+        })
+        .await;
+    let mut writes = Vec::new();
+    let mut follows = Vec::new();
+    for i in 0..switches {
+        let (backend, version) = if i % 2 == 0 {
+            ("green", "v2")
+        } else {
+            ("blue", "v1")
+        };
+        let started = Instant::now();
+        e2e::http_route(
+            client,
+            NS,
+            "shop",
+            json!({ "rules": [{ "backendRefs": [{ "name": backend, "port": 80 }] }] }),
+        )
+        .await;
+        writes.push(started.elapsed().as_secs_f64() * 1000.0);
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            let body = http
+                .get(&url)
+                .send()
+                .await?
+                .text()
+                .await
+                .unwrap_or_default();
+            if body.contains(&format!("\"version\":\"{version}\"")) {
+                follows.push(started.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the router did not follow the route to {backend} within 30 s");
+            }
+        }
+    }
+    let p90 = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() * 9 / 10).min(v.len() - 1)]
+    };
+    let (w, f) = (median(writes.clone()), median(follows.clone()));
+    println!(
+        "route switch ({switches} flips): API write median {w:.1} ms (p90 {:.1}); first answer from the new backend median {f:.1} ms (p90 {:.1}); ratio {:.2}",
+        p90(&writes),
+        p90(&follows),
+        f / w.max(0.001)
+    );
+    Ok(())
+}
+
+async fn split_through(router: &RouterProcess) -> String {
     let metrics = router.metrics().await;
     let count = |backend: &str| -> f64 {
         metrics
@@ -436,16 +525,11 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
             .sum()
     };
     let (b, g) = (count("/blue:80\""), count("/green:80\""));
-    println!(
+    format!(
         "split through cutover-router: {:.2} % to v2 of {:.0} requests",
         g * 100.0 / (b + g).max(1.0),
         b + g
-    );
-    drop(router);
-    if !args.keep_cluster {
-        local::down(CLUSTER)?;
-    }
-    Ok(())
+    )
 }
 
 #[cfg(test)]
