@@ -13,6 +13,7 @@
 //! Exits 0 when v1→v2 failed no request and v3 was rolled back on its own; stops every
 //! process it started (also on Ctrl-C) unless `--keep`.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +59,8 @@ impl Drop for Child {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
-        eprintln!("    stopped {}", self.1);
+        // Not eprintln!: stderr may be gone (a closed pipe) while cleaning up.
+        let _ = writeln!(std::io::stderr(), "    stopped {}", self.1);
     }
 }
 
@@ -310,7 +312,7 @@ async fn scenario(
     let url = format!("http://127.0.0.1:{port}/");
     eprintln!("==> load: 4 clients on {url} the whole time");
     eprintln!(
-        "==> watch along in another terminal:\n    target/debug/kubectl-cutover get shop -w --kubeconfig {} -n {NS}",
+        "==> watch along in another terminal (or `kubectl cutover get shop -w` with target/debug on PATH):\n    target/debug/kubectl-cutover get shop -w --kubeconfig {} -n {NS}",
         state.kubeconfig.display()
     );
     let load = Load::start(&url, 4, Duration::from_secs(5), Duration::from_secs(1800));
@@ -450,13 +452,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "==> starting the local cluster `{CLUSTER}` (the first run builds Kubernetes from its Go modules: 10-30 min)"
     );
-    let state = local::up(&local::UpOptions {
+    let options = local::UpOptions {
         name: CLUSTER.into(),
         nodes: 1,
         process_node: Some(local::workspace_root().join("target").join("debug")),
-    })
-    .await
-    .context("starting the demo cluster")?;
+    };
+    let up = local::up(&options);
+    let state = tokio::select! {
+        r = up => r.context("starting the demo cluster")?,
+        _ = tokio::signal::ctrl_c() => {
+            // Whatever had started is in the cluster's state file.
+            let _ = local::down(CLUSTER);
+            bail!("interrupted; stopped what had started");
+        }
+    };
     let mut guards = Vec::new();
     let mut kept = Vec::new();
     let result = tokio::select! {
@@ -466,7 +475,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let ok = match &result {
         Ok(outcomes) => summary(outcomes),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             false
         }
     };
@@ -482,8 +491,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         drop(guards);
         local::down(CLUSTER)?;
-        eprintln!("==> stopped everything the demo started");
+        let _ = writeln!(std::io::stderr(), "==> stopped everything the demo started");
     }
+    result?;
     if !ok {
         bail!("the demo's outcomes were not met (see above)");
     }
