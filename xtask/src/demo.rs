@@ -268,13 +268,7 @@ async fn scenario(
     }
     let port = e2e::free_port();
     e2e::gateway(&client, NS, port).await;
-    e2e::http_route(
-        &client,
-        NS,
-        "shop",
-        json!({ "rules": [{ "backendRefs": [{ "name": "shop-blue", "port": 80 }] }] }),
-    )
-    .await;
+    e2e::blue_route(&client, NS, "shop").await;
     let templates: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,

@@ -106,13 +106,7 @@ fn weight_of(routes: &Value, service: &str) -> u64 {
 #[tokio::test]
 async fn a_weighted_release_splits_real_traffic_by_its_steps_and_fails_no_request() {
     let s = stack("rt-weights", 81).await;
-    e2e::http_route(
-        &s.ns.client,
-        &s.ns.name,
-        "shop",
-        json!({ "rules": [{ "backendRefs": [{ "name": "shop-blue", "port": 80 }] }] }),
-    )
-    .await;
+    e2e::blue_route(&s.ns.client, &s.ns.name, "shop").await;
     let steps = json!({
         "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } },
         "strategy": { "steps": [{ "setWeight": 10 }, { "pause": {} }, { "setWeight": 50 }, { "pause": {} }] }

@@ -385,6 +385,19 @@ pub async fn http_route(client: &kube::Client, ns: &str, name: &str, mut spec: V
         .expect("apply HTTPRoute");
 }
 
+/// Apply HTTPRoute `name` in `ns` with one rule whose only backend is `<name>-blue`, port
+/// 80: the route a BlueGreenDeployment `name` with `trafficRouting.gatewayAPI.httpRoute:
+/// <name>` starts from.
+pub async fn blue_route(client: &kube::Client, ns: &str, name: &str) {
+    http_route(
+        client,
+        ns,
+        name,
+        json!({ "rules": [{ "backendRefs": [{ "name": format!("{name}-blue"), "port": 80 }] }] }),
+    )
+    .await;
+}
+
 /// The HTTPRoutes API of the test's namespace.
 pub fn http_routes(ns: &TestNamespace) -> Api<DynamicObject> {
     gateway_api(&ns.client, Some(&ns.name), "HTTPRoute")

@@ -60,13 +60,7 @@ async fn setup(
     install_crds(&ns.client).await;
     // Weighted steps go through an HTTPRoute (the router is not needed to check the CLI).
     upstream::install_crds(&ns.client, GATEWAY_API).await;
-    e2e::http_route(
-        &ns.client,
-        &ns.name,
-        "shop",
-        json!({ "rules": [{ "backendRefs": [{ "name": "shop-blue", "port": 80 }] }] }),
-    )
-    .await;
+    e2e::blue_route(&ns.client, &ns.name, "shop").await;
     let ctrl = ControllerProcess::start(&bins.join("cutover-controller"), &ns.name, "c1", 15).await;
     let api: Api<BlueGreenDeployment> = ns.api();
     api.create(&PostParams::default(), &shop(steps))
