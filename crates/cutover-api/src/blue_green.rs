@@ -518,6 +518,21 @@ pub struct BlueGreenDeploymentStatus {
     pub handled_requests: BTreeMap<String, String>,
 }
 
+impl BlueGreenDeploymentStatus {
+    /// The observed Deployment of `color`.
+    pub fn color(&self, color: Color) -> Option<&ColorStatus> {
+        match color {
+            Color::Blue => self.blue.as_ref(),
+            Color::Green => self.green.as_ref(),
+        }
+    }
+
+    /// The revision `color` runs, if it has a Deployment.
+    pub fn revision_of(&self, color: Option<Color>) -> Option<i64> {
+        color.and_then(|c| self.color(c)).map(|cs| cs.revision)
+    }
+}
+
 /// One color's Deployment as observed.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -52,14 +52,14 @@ struct BackendHandles {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// The status class label of `status`.
-pub fn class(status: u16) -> &'static str {
+/// The index in [`CLASSES`] of `status`'s class (anything out of range counts as 5xx).
+fn class_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -154,8 +154,7 @@ impl Metrics {
     /// A request to `backend` answered with `status` after `elapsed`.
     pub fn request(&self, backend: &str, status: u16, elapsed: Duration) {
         let h = self.handles(backend);
-        let class = usize::from(status.clamp(100, 599) / 100 - 1);
-        h.by_class[class].inc();
+        h.by_class[class_index(status)].inc();
         h.duration.observe(elapsed.as_secs_f64());
     }
 

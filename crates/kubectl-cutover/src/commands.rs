@@ -101,24 +101,25 @@ impl Ctx {
             user: None,
         };
         let config = match &g.kubeconfig {
-            Some(path) => {
-                let kc = Kubeconfig::read_from(path).map_err(|e| {
-                    Failure::new(format!("cannot read the kubeconfig {}: {e}", path.display()))
-                })?;
-                Config::from_custom_kubeconfig(kc, &options).await
-            }
-            None if g.context.is_some() => Config::from_kubeconfig(&options).await,
-            None => Config::infer().await.map_err(|e| kube::config::KubeconfigError::ReadConfig(
-                std::io::Error::other(e.to_string()),
-                PathBuf::from("$KUBECONFIG"),
-            )),
-        }
-        .map_err(|e| {
+            Some(path) => match Kubeconfig::read_from(path) {
+                Ok(kc) => Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!(
+                    "cannot read the kubeconfig {}: {e}",
+                    path.display()
+                )),
+            },
+            None if g.context.is_some() => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Config::infer().await.map_err(|e| e.to_string()),
+        };
+        let mut config = config.map_err(|e| {
             Failure::new(format!(
                 "no usable cluster configuration ({e}); set KUBECONFIG, pass --kubeconfig, or check --context"
             ))
         })?;
-        let mut config = config;
         config.connect_timeout = Some(Duration::from_secs(5));
         let server = config.cluster_url.to_string();
         let namespace = g
@@ -316,11 +317,7 @@ impl Ctx {
                 .active_color
                 .map(|c| format!("{c:?}").to_lowercase())
                 .unwrap_or("-".into());
-            let rev = match st.active_color {
-                Some(cutover_api::Color::Blue) => st.blue.as_ref().map(|c| c.revision),
-                Some(cutover_api::Color::Green) => st.green.as_ref().map(|c| c.revision),
-                None => None,
-            };
+            let rev = st.revision_of(st.active_color);
             let weight = if st.release.is_some() {
                 format!("{}%", st.weight)
             } else {
@@ -473,11 +470,7 @@ impl Ctx {
     pub async fn undo(&self, name: &str, to: Option<i64>) -> Result<ExitCode> {
         let bgd = self.fetch(name).await?;
         let st = bgd.status.clone().unwrap_or_default();
-        let live_rev = match st.active_color {
-            Some(cutover_api::Color::Blue) => st.blue.as_ref().map(|c| c.revision),
-            Some(cutover_api::Color::Green) => st.green.as_ref().map(|c| c.revision),
-            None => None,
-        };
+        let live_rev = st.revision_of(st.active_color);
         let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &self.namespace);
         let revisions = match api
             .list(&ListParams::default().labels(&format!("{INSTANCE_LABEL}={name}")))
@@ -524,11 +517,7 @@ impl Ctx {
             ))
         })?;
         self.replace(name, &changed).await?;
-        let standby_rev = match st.standby.as_ref().and_then(|s| s.color) {
-            Some(cutover_api::Color::Blue) => st.blue.as_ref().map(|c| c.revision),
-            Some(cutover_api::Color::Green) => st.green.as_ref().map(|c| c.revision),
-            None => None,
-        };
+        let standby_rev = st.revision_of(st.standby.as_ref().and_then(|s| s.color));
         if standby_rev == Some(target) {
             println!(
                 "{name}: back to revision {target}, which the warm standby runs: traffic switches without new pods"

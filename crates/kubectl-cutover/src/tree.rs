@@ -180,10 +180,7 @@ pub fn render(v: &View<'_>) -> String {
     let release_color = st.release.as_ref().and_then(|r| r.color);
     let standby = st.standby.as_ref().and_then(|s| s.color);
     for color in [Color::Blue, Color::Green] {
-        let cs = match color {
-            Color::Blue => st.blue.clone(),
-            Color::Green => st.green.clone(),
-        };
+        let cs = st.color(color).cloned();
         let role = if Some(color) == active {
             "live"
         } else if Some(color) == release_color {
@@ -232,11 +229,7 @@ pub fn render(v: &View<'_>) -> String {
         .release
         .as_ref()
         .map(|r| r.revision)
-        .or_else(|| match active {
-            Some(Color::Blue) => st.blue.as_ref().map(|c| c.revision),
-            Some(Color::Green) => st.green.as_ref().map(|c| c.revision),
-            None => None,
-        })
+        .or_else(|| st.revision_of(active))
         .map(|r| r.to_string());
     let mut seen = Vec::new();
     let mut verdicts = Vec::new();

@@ -999,10 +999,7 @@ async fn record_revision(
                 &name,
                 &bgd.status
                     .as_ref()
-                    .and_then(|s| match c {
-                        Color::Blue => s.blue.as_ref(),
-                        Color::Green => s.green.as_ref(),
-                    })
+                    .and_then(|s| s.color(status::api_color(*c)))
                     .map(|cs| cs.pod_template_hash.clone())
                     .unwrap_or_default(),
             )
