@@ -3,7 +3,9 @@
 
 pub mod analysis;
 pub mod blue_green;
+pub mod failover;
 
+pub use failover::{FailoverPolicy, FailoverPolicySpec, FailoverPolicyStatus};
 pub use blue_green::{
     BlueGreenDeployment, BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, Phase,
 };
@@ -56,6 +58,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         AnalysisTemplate::crd(),
         ClusterAnalysisTemplate::crd(),
         AnalysisRun::crd(),
+        FailoverPolicy::crd(),
     ]
 }
 

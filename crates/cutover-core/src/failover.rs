@@ -63,11 +63,15 @@ pub struct DataObs {
     pub lag_bytes: Option<u64>,
     /// Its database answered.
     pub reachable: bool,
+    /// It is a standby following the primary (in recovery).
+    pub standby: bool,
 }
 
 /// One member as observed this pass.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemberObs {
+    /// Its name, for messages (`member <index>` when empty).
+    pub name: String,
     /// Every health check passed.
     pub healthy: bool,
     /// Why not, for messages.
@@ -100,6 +104,8 @@ pub struct Move {
     pub forced: bool,
     /// A failback rather than a failover.
     pub failback: bool,
+    /// Traffic only: the databases keep their roles (a drill).
+    pub traffic_only: bool,
     /// When it started.
     pub started: Timestamp,
 }
@@ -126,6 +132,8 @@ pub struct Requests {
     pub failover: Option<Option<usize>>,
     /// Past the data gate and unconfirmed fencing.
     pub force: bool,
+    /// Move the traffic only, not the databases' roles (a drill).
+    pub traffic_only: bool,
 }
 
 /// Everything [`decide`] looks at.
@@ -195,11 +203,27 @@ pub struct Plan {
     pub message: String,
 }
 
+impl Input {
+    /// How messages name member `i`.
+    fn name(&self, i: usize) -> String {
+        match self.members.get(i) {
+            Some(m) if !m.name.is_empty() => format!("member {}", m.name),
+            _ => format!("member {i}"),
+        }
+    }
+}
+
 /// Why a member may not receive an automatic move, if it may not.
 pub fn data_gate(policy: &Policy, member: &MemberObs) -> Result<(), String> {
     let Some(data) = &member.data else {
         return Ok(());
     };
+    if !data.reachable {
+        return Err("its database does not answer".into());
+    }
+    if !data.writable && !data.standby {
+        return Err("its database is fenced and does not follow the primary".into());
+    }
     if let Some(max) = policy.max_data_loss_seconds {
         match data.lag_seconds {
             None => return Err("its replication lag in seconds is unknown".into()),
@@ -228,14 +252,21 @@ pub fn data_gate(policy: &Policy, member: &MemberObs) -> Result<(), String> {
 fn count(policy: &Policy, now: Timestamp, old: Counters, obs: &MemberObs) -> Counters {
     let mut c = old;
     if obs.healthy {
-        c.successes = c.successes.saturating_add(1);
+        // Counted up to the threshold only: the status changes only on transitions.
+        c.successes = c
+            .successes
+            .saturating_add(1)
+            .min(policy.success_threshold.max(1));
         c.failures = 0;
         if c.successes >= policy.success_threshold.max(1) {
             c.down = false;
             c.up_since.get_or_insert(now);
         }
     } else {
-        c.failures = c.failures.saturating_add(1);
+        c.failures = c
+            .failures
+            .saturating_add(1)
+            .min(policy.failure_threshold.max(1));
         c.successes = 0;
         c.up_since = None;
         if c.failures >= policy.failure_threshold.max(1) {
@@ -303,14 +334,18 @@ pub fn decide(input: &Input) -> Plan {
         match to {
             Some(to) if to != active && to < n => {
                 if !input.requests.force
+                    && !input.requests.traffic_only
                     && let Err(why) = data_gate(&input.policy, &input.members[to])
                 {
                     p.event(
                         "FailoverRefused",
-                        format!("failover to member {to} refused: {why}; use --force to accept the data loss"),
+                        format!(
+                            "failover to {} refused: {why}; use --force to accept the data loss",
+                            input.name(to)
+                        ),
                         true,
                     );
-                    let msg = format!("failover to member {to} refused: {why}");
+                    let msg = format!("failover to {} refused: {why}", input.name(to));
                     let phase = if p.memory.counters[active].down {
                         Phase::Degraded
                     } else {
@@ -318,7 +353,12 @@ pub fn decide(input: &Input) -> Plan {
                     };
                     return p.finish(phase, msg);
                 }
-                return start_move(p, input, active, to, input.requests.force, false);
+                let kind = MoveKind {
+                    forced: input.requests.force,
+                    failback: p.memory.failed_from == Some(to),
+                    traffic_only: input.requests.traffic_only,
+                };
+                return start_move(p, input, active, to, kind);
             }
             _ => {
                 p.event(
@@ -347,7 +387,11 @@ pub fn decide(input: &Input) -> Plan {
             .is_some_and(|t| input.now.since(t) >= stable)
         && data_gate(&input.policy, &input.members[from]).is_ok()
     {
-        return start_move(p, input, active, from, false, true);
+        let kind = MoveKind {
+            failback: true,
+            ..MoveKind::default()
+        };
+        return start_move(p, input, active, from, kind);
     }
 
     if !down {
@@ -358,26 +402,30 @@ pub fn decide(input: &Input) -> Plan {
         };
         return p.finish(
             phase,
-            format!("traffic on member {active}, which is healthy"),
+            format!("traffic on {}, which is healthy", input.name(active)),
         );
     }
     let why_down = input.members[active].reason.clone();
     if !input.policy.automatic {
         return p.finish(
             Phase::Degraded,
-            format!("member {active} is down ({why_down}); automatic failover is off: `kubectl cutover failover`"),
+            format!(
+                "{} is down ({why_down}); automatic failover is off: `kubectl cutover failover`",
+                input.name(active)
+            ),
         );
     }
     if held {
         return p.finish(
             Phase::Degraded,
             format!(
-                "member {active} is down ({why_down}); the last move was less than minHold ago"
+                "{} is down ({why_down}); the last move was less than minHold ago",
+                input.name(active)
             ),
         );
     }
     match best_candidate(input, &p.memory, active, false) {
-        Some(to) => start_move(p, input, active, to, false, false),
+        Some(to) => start_move(p, input, active, to, MoveKind::default()),
         None => {
             // Say why the healthy standbys were refused, if any were.
             let refused: Vec<String> = (0..n)
@@ -385,14 +433,18 @@ pub fn decide(input: &Input) -> Plan {
                 .filter_map(|i| {
                     data_gate(&input.policy, &input.members[i])
                         .err()
-                        .map(|w| format!("member {i}: {w}"))
+                        .map(|w| format!("{}: {w}", input.name(i)))
                 })
                 .collect();
             let msg = if refused.is_empty() {
-                format!("member {active} is down ({why_down}) and no other member is healthy")
+                format!(
+                    "{} is down ({why_down}) and no other member is healthy",
+                    input.name(active)
+                )
             } else {
                 format!(
-                    "member {active} is down ({why_down}); automatic failover refused: {}; `kubectl cutover failover --force` accepts the loss",
+                    "{} is down ({why_down}); automatic failover refused: {}; `kubectl cutover failover --force` accepts the loss",
+                    input.name(active),
                     refused.join("; ")
                 )
             };
@@ -421,19 +473,26 @@ fn best_candidate(
     })
 }
 
-fn start_move(
-    mut p: Planner,
-    input: &Input,
-    from: usize,
-    to: usize,
+/// What kind of move.
+#[derive(Debug, Clone, Copy, Default)]
+struct MoveKind {
     forced: bool,
     failback: bool,
-) -> Plan {
+    traffic_only: bool,
+}
+
+fn start_move(mut p: Planner, input: &Input, from: usize, to: usize, kind: MoveKind) -> Plan {
+    let MoveKind {
+        forced,
+        failback,
+        traffic_only,
+    } = kind;
     let m = Move {
         from,
         to,
         forced,
         failback,
+        traffic_only,
         started: input.now,
     };
     let what = if failback { "failback" } else { "failover" };
@@ -455,12 +514,14 @@ fn start_move(
             "FailoverStarted"
         },
         format!(
-            "{what}{forced_text} from member {from} ({}) to member {to}{}",
+            "{what}{forced_text} from {} ({}) to {}{}",
+            input.name(from),
             if input.members[from].reason.is_empty() {
                 "healthy"
             } else {
                 &input.members[from].reason
             },
+            input.name(to),
             if forced { at_risk.as_str() } else { "" }
         ),
         !failback,
@@ -474,33 +535,35 @@ fn carry_out(mut p: Planner, input: &Input, m: Move) -> Plan {
     let to = &input.members[m.to];
     // 1. Fence the old primary.
     if let Some(d) = &from.data
+        && !m.traffic_only
         && !d.fenced
     {
         if d.reachable {
             p.actions.push(Action::Fence(m.from));
             return p.finish(
                 Phase::FailingOver,
-                format!("fencing member {}'s database", m.from),
+                format!("fencing {}'s database", input.name(m.from)),
             );
         }
         if !m.forced {
             return p.finish(
                 Phase::FailingOver,
                 format!(
-                    "member {}'s database is unreachable and cannot be confirmed fenced; waiting (a forced failover goes on without it)",
-                    m.from
+                    "{}'s database is unreachable and cannot be confirmed fenced; waiting (a forced failover goes on without it)",
+                    input.name(m.from)
                 ),
             );
         }
     }
     // 2. Promote the new primary.
     if let Some(d) = &to.data
+        && !m.traffic_only
         && !d.writable
     {
         p.actions.push(Action::Promote(m.to));
         return p.finish(
             Phase::FailingOver,
-            format!("promoting member {}'s database", m.to),
+            format!("promoting {}'s database", input.name(m.to)),
         );
     }
     // 3. Route.
@@ -508,7 +571,7 @@ fn carry_out(mut p: Planner, input: &Input, m: Move) -> Plan {
         p.actions.push(Action::Route(m.to));
         return p.finish(
             Phase::FailingOver,
-            format!("routing traffic to member {}", m.to),
+            format!("routing traffic to {}", input.name(m.to)),
         );
     }
     p.memory.active = m.to;
@@ -524,8 +587,8 @@ fn carry_out(mut p: Planner, input: &Input, m: Move) -> Plan {
             "FailoverDone"
         },
         format!(
-            "{what} to member {} done in {:.1}s",
-            m.to,
+            "{what} to {} done in {:.1}s",
+            input.name(m.to),
             took.as_secs_f64()
         ),
         false,
@@ -535,5 +598,8 @@ fn carry_out(mut p: Planner, input: &Input, m: Move) -> Plan {
     } else {
         Phase::FailedOver
     };
-    p.finish(phase, format!("traffic on member {} after a {what}", m.to))
+    p.finish(
+        phase,
+        format!("traffic on {} after a {what}", input.name(m.to)),
+    )
 }

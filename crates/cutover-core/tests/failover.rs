@@ -29,6 +29,7 @@ fn primary() -> DataObs {
         lag_seconds: None,
         lag_bytes: None,
         reachable: true,
+        standby: false,
     }
 }
 
@@ -39,6 +40,7 @@ fn standby(lag: f64) -> DataObs {
         lag_seconds: Some(lag),
         lag_bytes: Some(0),
         reachable: true,
+        standby: true,
     }
 }
 
@@ -61,11 +63,13 @@ impl World {
             policy,
             members: vec![
                 MemberObs {
+                    name: String::new(),
                     healthy: true,
                     reason: String::new(),
                     data: Some(primary()),
                 },
                 MemberObs {
+                    name: String::new(),
                     healthy: true,
                     reason: String::new(),
                     data: Some(standby(0.1)),
@@ -114,6 +118,7 @@ impl World {
                     if let Some(d) = self.members[i].data.as_mut() {
                         d.writable = true;
                         d.fenced = false;
+                        d.standby = false;
                     }
                 }
                 Action::Route(i) => {
@@ -196,6 +201,7 @@ fn a_lagging_standby_is_refused_until_forced_and_the_report_states_the_data_at_r
     w.requests = Requests {
         failover: Some(Some(1)),
         force: true,
+        traffic_only: false,
     };
     for _ in 0..5 {
         w.pass(false);
@@ -220,6 +226,7 @@ fn a_manual_request_without_force_respects_the_data_gate() {
     w.requests = Requests {
         failover: Some(None),
         force: false,
+        traffic_only: false,
     };
     w.pass(false);
     assert!(w.actions.is_empty());
@@ -335,4 +342,47 @@ proptest! {
             prop_assert!(first_fence.is_some_and(|f| f < p), "{:?}", w.actions);
         }
     }
+}
+
+#[test]
+fn a_fenced_old_primary_that_does_not_follow_is_no_failback_target() {
+    let mut w = World::new(Policy {
+        failback: Failback::AfterStable(Duration::from_secs(5)),
+        min_hold: Duration::from_secs(1),
+        ..policy()
+    });
+    w.set_health(0, false);
+    for _ in 0..6 {
+        w.pass(false);
+    }
+    assert_eq!(w.memory.active, 1);
+    // Healthy again, but its database is the fenced old primary, not a standby.
+    w.set_health(0, true);
+    for _ in 0..60 {
+        w.pass(false);
+    }
+    assert_eq!(w.memory.active, 1, "no failback onto a diverged database");
+    let data = w.members[0].data.clone().expect("data");
+    assert!(data.fenced && !data.writable && !data.standby);
+}
+
+#[test]
+fn a_traffic_only_move_keeps_the_databases_roles() {
+    let mut w = World::new(policy());
+    w.requests = Requests {
+        failover: Some(Some(1)),
+        force: false,
+        traffic_only: true,
+    };
+    for _ in 0..3 {
+        w.pass(false);
+    }
+    assert_eq!(w.memory.active, 1);
+    assert_eq!(w.routed_to, Some(1));
+    assert!(
+        w.actions.iter().all(|a| matches!(a, Action::Route(_))),
+        "{:?}",
+        w.actions
+    );
+    assert!(w.members[0].data.as_ref().is_some_and(|d| d.writable));
 }
