@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod bluegreen;
 pub mod error;
+pub mod failover;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -20,6 +20,30 @@ use tracing::warn;
 pub const PHASES: [&str; 4] = ["Healthy", "Progressing", "Paused", "Degraded"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailoverLabels {
+    namespace: String,
+    name: String,
+    /// `failover` or `failback`.
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillLabels {
+    namespace: String,
+    name: String,
+    verdict: String,
+}
+
+/// Phases of a FailoverPolicy.
+pub const FAILOVER_PHASES: [&str; 5] = [
+    "Healthy",
+    "FailingOver",
+    "FailedOver",
+    "Degraded",
+    "Drilling",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -74,6 +98,10 @@ pub struct Metrics {
     rollbacks: Family<RollbackLabels, Counter>,
     traffic_switch_duration: Histogram,
     leader: Gauge,
+    failover_phase: Family<PhaseLabels, Gauge>,
+    failovers: Family<FailoverLabels, Counter>,
+    failover_duration: Family<FailoverLabels, Histogram>,
+    drills: Family<DrillLabels, Counter>,
     /// The rollback reasons seen per object, so that [`Metrics::forget`] can find their series.
     rollback_reasons: Arc<Mutex<HashMap<ObjectLabels, BTreeSet<String>>>>,
 }
@@ -92,6 +120,12 @@ impl Metrics {
             // 10 ms to about 20 s.
             traffic_switch_duration: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             leader: Gauge::default(),
+            failover_phase: Family::default(),
+            failovers: Family::default(),
+            failover_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 14))
+            }),
+            drills: Family::default(),
             rollback_reasons: Arc::default(),
         };
         // The registry appends the final full stop to each help text.
@@ -143,7 +177,65 @@ impl Metrics {
             "Whether this replica holds the leader Lease and may write: 1 if it does, 0 otherwise",
             metrics.leader.clone(),
         );
+        r.register(
+            "failover_phase",
+            "Phase of each FailoverPolicy: 1 for its current phase, 0 for the others",
+            metrics.failover_phase.clone(),
+        );
+        r.register(
+            "failovers",
+            "Number of moves of a FailoverPolicy's traffic, by kind (failover or failback)",
+            metrics.failovers.clone(),
+        );
+        r.register_with_unit(
+            "failover_duration",
+            "Time from the start of a move (fence, promote, route) to traffic observed on the target",
+            Unit::Seconds,
+            metrics.failover_duration.clone(),
+        );
+        r.register(
+            "drills",
+            "Number of disaster-recovery drills finished, by verdict",
+            metrics.drills.clone(),
+        );
         metrics
+    }
+
+    /// Record the phase of a FailoverPolicy.
+    pub fn set_failover_phase(&self, namespace: &str, name: &str, phase: &str) {
+        for known in FAILOVER_PHASES {
+            self.failover_phase
+                .get_or_create(&PhaseLabels {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    phase: known.to_string(),
+                })
+                .set(i64::from(known == phase));
+        }
+    }
+
+    /// Count one finished move of a FailoverPolicy's traffic that took `took`.
+    pub fn failed_over(&self, namespace: &str, name: &str, failback: bool, took: Duration) {
+        let labels = FailoverLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            kind: if failback { "failback" } else { "failover" }.to_string(),
+        };
+        self.failovers.get_or_create(&labels).inc();
+        self.failover_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Count one finished drill.
+    pub fn drilled(&self, namespace: &str, name: &str, verdict: &str) {
+        self.drills
+            .get_or_create(&DrillLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                verdict: verdict.to_string(),
+            })
+            .inc();
     }
 
     /// Count one reconciliation of an object of `kind`, successful or not, that took `elapsed`.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cutover_api::BlueGreenDeployment;
 use cutover_api::analysis::AnalysisRun;
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::batch::v1::Job;
@@ -15,6 +14,7 @@ use cutover_api::kube::runtime::events::{Recorder, Reporter};
 use cutover_api::kube::runtime::reflector::{ObjectRef, Store};
 use cutover_api::kube::runtime::{Controller, watcher};
 use cutover_api::kube::{Api, Client, ResourceExt as _};
+use cutover_api::{BlueGreenDeployment, FailoverPolicy};
 use futures::StreamExt as _;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -23,6 +23,7 @@ use crate::analysis;
 use crate::analysis::providers;
 use crate::analysis::run::RunContext;
 use crate::bluegreen::{self, Context, config};
+use crate::failover;
 use crate::http::{self, HttpState};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -204,8 +205,23 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
                 tracing::debug!(error = %e, "analysis reconcile error");
             }
         });
+    let failover_ctx = Arc::new(failover::Context {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "cutover-controller".into(),
+                instance: Some(settings.identity.clone()),
+            },
+        ),
+        http: failover::http_client()?,
+        clusters: failover::members::Clusters::default(),
+    });
+    let policies: Api<FailoverPolicy> = scoped(&client, ns);
+    let failovers = failover::run(failover_ctx, policies, shutdown.clone().wait());
     let run = async {
-        futures::join!(releases, analyses);
+        futures::join!(releases, analyses, failovers);
     };
 
     tokio::select! {

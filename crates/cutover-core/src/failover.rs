@@ -151,6 +151,9 @@ pub struct Input {
     pub memory: Memory,
     /// New requests.
     pub requests: Requests,
+    /// The members' health was checked anew for this pass (false: a pass that re-decides
+    /// after acting, on the same health results, which must not count twice).
+    pub fresh_health: bool,
 }
 
 /// Something for the controller to do.
@@ -309,8 +312,10 @@ pub fn decide(input: &Input) -> Plan {
     memory.counters.resize(n, Counters::default());
     let active = memory.active.min(n.saturating_sub(1));
     memory.active = active;
-    for (i, obs) in input.members.iter().enumerate() {
-        memory.counters[i] = count(&input.policy, input.now, memory.counters[i], obs);
+    if input.fresh_health {
+        for (i, obs) in input.members.iter().enumerate() {
+            memory.counters[i] = count(&input.policy, input.now, memory.counters[i], obs);
+        }
     }
     let mut p = Planner {
         memory,

@@ -103,6 +103,7 @@ impl World {
             routed_to: self.routed_to,
             memory: self.memory.clone(),
             requests: self.requests,
+            fresh_health: true,
         });
         self.requests = Requests::default();
         for a in &plan.actions {

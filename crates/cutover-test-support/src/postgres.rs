@@ -343,6 +343,17 @@ impl Server {
         &self.url
     }
 
+    /// A libpq key=value connection string through the server's unix socket folder, for
+    /// clients in another network namespace (a process node's pods): unix sockets are
+    /// reached by path, across network namespaces.
+    pub fn socket_conn(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data
     }

@@ -5,6 +5,19 @@
 //! can count on the ratio). `/healthz` is the readiness/liveness probe (`--unhealthy` makes
 //! it fail). `/metrics` has `demo_http_requests_total{code,version}` and a latency
 //! histogram. Every flag can be given as `CUTOVER_DEMO_<FLAG>` instead.
+//!
+//! With `--database-url` (a libpq connection string, URL or `key=value`, a unix socket
+//! folder as `host=/path`) the app also writes to PostgreSQL, for failover tests:
+//! `POST /write/{id}` inserts `id` into `cutover_demo_writes` (created lazily, `ON
+//! CONFLICT DO NOTHING`) and answers 200 `{"id", "version", "color"}` once the commit has
+//! returned, or 503 `{"error", "code"}` with the server's message and SQLSTATE when the
+//! database refuses (a read-only standby, a connection down, anything): one attempt, no
+//! retry, so a test can count failed writes. `GET /write/{id}` answers 200 `{"id", "present": true}`,
+//! 404 or 503. `/metrics` then has `demo_writes_total{result="ok"|"error"}`. `/healthz`
+//! never depends on the database: the app of a standby member stays healthy while its
+//! database is read-only. See [`db`] for the connection handling.
+
+mod db;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +60,10 @@ struct Args {
     /// Make `/healthz` fail (to test readiness).
     #[arg(long, env = "CUTOVER_DEMO_UNHEALTHY")]
     unhealthy: bool,
+    /// PostgreSQL connection string (`postgresql://...` or `host=/socket/dir port=5432
+    /// user=... dbname=...`): enables `POST /write/{id}` and `GET /write/{id}`.
+    #[arg(long, env = "CUTOVER_DEMO_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,11 +72,19 @@ struct Labels {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    result: &'static str,
+}
+
 struct App {
     args: Args,
     served: AtomicU64,
     requests: Family<Labels, Counter>,
     latency: Histogram,
+    /// With `--database-url`.
+    db: Option<db::Db>,
+    writes: Family<WriteLabels, Counter>,
     registry: Registry,
 }
 
@@ -104,6 +129,60 @@ async fn healthz(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// 503 `{"error": <message>, "code": <SQLSTATE>}` (no `code` when the server sent none).
+fn db_unavailable(failure: &db::Failure) -> Response {
+    let mut body = serde_json::json!({ "error": failure.message });
+    if let Some(code) = &failure.code {
+        body["code"] = code.clone().into();
+    }
+    json(StatusCode::SERVICE_UNAVAILABLE, body)
+}
+
+async fn write(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let Some(db) = &app.db else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let result = db.write(&id, &app.args.version).await;
+    app.writes
+        .get_or_create(&WriteLabels {
+            result: if result.is_ok() { "ok" } else { "error" },
+        })
+        .inc();
+    match result {
+        Ok(_) => json(
+            StatusCode::OK,
+            serde_json::json!({ "id": id, "version": app.args.version, "color": app.args.color }),
+        ),
+        Err(failure) => db_unavailable(&failure),
+    }
+}
+
+async fn read(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let Some(db) = &app.db else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match db.exists(&id).await {
+        Ok(true) => json(
+            StatusCode::OK,
+            serde_json::json!({ "id": id, "present": true }),
+        ),
+        Ok(false) => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "id": id, "present": false }),
+        ),
+        Err(failure) => db_unavailable(&failure),
+    }
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
@@ -140,23 +219,39 @@ async fn main() -> anyhow::Result<()> {
         "Time to answer a request to /.",
         latency.clone(),
     );
+    let db = args.database_url.as_deref().map(db::Db::new).transpose()?;
+    let writes = Family::<WriteLabels, Counter>::default();
+    if db.is_some() {
+        registry.register(
+            "demo_writes",
+            "Writes (POST /write/{id}) by result: ok once committed, error when the database refused or was unreachable.",
+            writes.clone(),
+        );
+    }
+    let with_db = db.is_some();
     let app = Arc::new(App {
         args: args.clone(),
         served: AtomicU64::new(0),
         requests,
         latency,
+        db,
+        writes,
         registry,
     });
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", get(root))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(app);
+        .route("/metrics", get(metrics));
+    if with_db {
+        router = router.route("/write/{id}", get(read).post(write));
+    }
+    let router = router.with_state(app);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!(
-        "cutover-demo-app {} listening on {}",
+        "cutover-demo-app {} listening on {}{}",
         args.version,
-        listener.local_addr()?
+        listener.local_addr()?,
+        if with_db { " (database mode)" } else { "" }
     );
     let shutdown = async {
         let mut term =
