@@ -362,6 +362,9 @@ pub struct MemberStatus {
     /// Up since, while up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_since: Option<Time>,
+    /// Seen healthy at least once (an automatic failover only leaves such a member).
+    #[serde(default)]
+    pub seen_up: bool,
     /// Why the last check failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

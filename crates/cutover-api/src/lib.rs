@@ -5,10 +5,10 @@ pub mod analysis;
 pub mod blue_green;
 pub mod failover;
 
-pub use failover::{FailoverPolicy, FailoverPolicySpec, FailoverPolicyStatus};
 pub use blue_green::{
     BlueGreenDeployment, BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, Phase,
 };
+pub use failover::{FailoverPolicy, FailoverPolicySpec, FailoverPolicyStatus};
 pub use k8s_openapi;
 pub use kube;
 

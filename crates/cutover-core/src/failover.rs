@@ -91,6 +91,9 @@ pub struct Counters {
     pub up_since: Option<Timestamp>,
     /// Down (past the failure threshold).
     pub down: bool,
+    /// Has been up at least once: no automatic move leaves a member that was never seen
+    /// healthy (a policy created while its primary is still starting).
+    pub seen_up: bool,
 }
 
 /// A move under way.
@@ -263,6 +266,7 @@ fn count(policy: &Policy, now: Timestamp, old: Counters, obs: &MemberObs) -> Cou
         c.failures = 0;
         if c.successes >= policy.success_threshold.max(1) {
             c.down = false;
+            c.seen_up = true;
             c.up_since.get_or_insert(now);
         }
     } else {
@@ -416,6 +420,15 @@ pub fn decide(input: &Input) -> Plan {
             Phase::Degraded,
             format!(
                 "{} is down ({why_down}); automatic failover is off: `kubectl cutover failover`",
+                input.name(active)
+            ),
+        );
+    }
+    if !p.memory.counters[active].seen_up {
+        return p.finish(
+            Phase::Degraded,
+            format!(
+                "{} is down ({why_down}) and has never been seen healthy; automatic failover waits until it has (`kubectl cutover failover` moves now)",
                 input.name(active)
             ),
         );

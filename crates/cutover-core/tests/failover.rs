@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use cutover_core::failover::{
-    Action, DataObs, Failback, Input, MemberObs, Memory, Phase, Plan, Policy, Requests, decide,
+    Action, Counters, DataObs, Failback, Input, MemberObs, Memory, Phase, Plan, Policy, Requests,
+    decide,
 };
 use cutover_core::release::Timestamp;
 use proptest::prelude::*;
@@ -76,7 +77,17 @@ impl World {
                 },
             ],
             routed_to: Some(0),
-            memory: Memory::default(),
+            // A policy that has been running: both members were seen up.
+            memory: Memory {
+                counters: vec![
+                    Counters {
+                        seen_up: true,
+                        ..Counters::default()
+                    };
+                    2
+                ],
+                ..Memory::default()
+            },
             requests: Requests::default(),
             actions: Vec::new(),
             plans: Vec::new(),
@@ -386,4 +397,30 @@ fn a_traffic_only_move_keeps_the_databases_roles() {
         w.actions
     );
     assert!(w.members[0].data.as_ref().is_some_and(|d| d.writable));
+}
+
+#[test]
+fn a_member_never_seen_healthy_is_not_failed_over_from_automatically() {
+    let mut w = World::new(policy());
+    w.memory = Memory::default();
+    w.set_health(0, false);
+    for _ in 0..10 {
+        w.pass(false);
+    }
+    assert!(w.actions.is_empty(), "{:?}", w.actions);
+    assert!(
+        w.plans
+            .last()
+            .is_some_and(|p| p.message.contains("never been seen healthy"))
+    );
+    // Once it has been up, its failure does move traffic.
+    w.set_health(0, true);
+    for _ in 0..3 {
+        w.pass(false);
+    }
+    w.set_health(0, false);
+    for _ in 0..6 {
+        w.pass(false);
+    }
+    assert_eq!(w.memory.active, 1);
 }

@@ -59,7 +59,17 @@ impl ControllerProcess {
     /// Start `bin` watching `namespace`, holding Lease `cutover-controller` there with a
     /// lease of `lease_seconds`.
     pub async fn start(bin: &Path, namespace: &str, identity: &str, lease_seconds: u64) -> Self {
-        let kubeconfig = kubeconfig().await;
+        Self::start_with(bin, &kubeconfig().await, namespace, identity, lease_seconds)
+    }
+
+    /// The same on the cluster of `kubeconfig`.
+    pub fn start_with(
+        bin: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        lease_seconds: u64,
+    ) -> Self {
         let http_port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())

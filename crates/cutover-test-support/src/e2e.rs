@@ -111,13 +111,25 @@ pub struct ProcessNode {
     child: Child,
     /// The Node's name.
     pub name: String,
+    kubeconfig: PathBuf,
 }
 
 impl ProcessNode {
     /// Start the agent from `bin_dir` (which also holds the binaries images name) and wait
     /// until its Node is Ready. `block` must be unique among tests running at once.
     pub async fn start(ns: &TestNamespace, bin_dir: &Path, block: u8) -> ProcessNode {
-        let name = format!("proc-{}", ns.name);
+        Self::start_in(&ns.client, &kubeconfig().await, &ns.name, bin_dir, block).await
+    }
+
+    /// The same on the cluster of `kubeconfig` (`client` talks to it), Node `proc-<suffix>`.
+    pub async fn start_in(
+        client: &kube::Client,
+        kubeconfig: &Path,
+        suffix: &str,
+        bin_dir: &Path,
+        block: u8,
+    ) -> ProcessNode {
+        let name = format!("proc-{suffix}");
         let (_, out) = log_file(&name);
         let err = out.try_clone().expect("log file");
         let pod_logs = cutover_local_cluster::workspace_root()
@@ -130,14 +142,18 @@ impl ProcessNode {
             .arg(bin_dir)
             .arg("--log-dir")
             .arg(&pod_logs)
-            .env("KUBECONFIG", kubeconfig().await)
+            .env("KUBECONFIG", kubeconfig)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .expect("start cutover-process-node");
-        let node = ProcessNode { child, name };
-        let nodes: Api<Node> = Api::all(ns.client.clone());
+        let node = ProcessNode {
+            child,
+            name,
+            kubeconfig: kubeconfig.to_path_buf(),
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
         wait_for(
             &nodes,
             &node.name,
@@ -170,9 +186,12 @@ impl Drop for ProcessNode {
         // SIGTERM: the agent stops its pods' processes and removes their namespaces.
         terminate(&mut self.child);
         let node = self.name.clone();
-        cleanup(move |client| async move {
-            let nodes: Api<Node> = Api::all(client);
-            let _ = nodes.delete(&node, &DeleteParams::default()).await;
+        let kubeconfig = self.kubeconfig.clone();
+        cleanup(move |_| async move {
+            if let Ok(client) = cutover_local_cluster::client_for(&kubeconfig).await {
+                let nodes: Api<Node> = Api::all(client);
+                let _ = nodes.delete(&node, &DeleteParams::default()).await;
+            }
         });
     }
 }

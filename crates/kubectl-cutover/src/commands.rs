@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use cutover_api::analysis::AnalysisRun;
 use cutover_api::{BlueGreenDeployment, INSTANCE_LABEL, Phase};
 use futures::StreamExt as _;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
-use kube::{Client, Config, ResourceExt as _};
+use kube::{Client, Config, Resource, ResourceExt as _};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::tree::{self, EventLine, View};
 use crate::{Global, Output};
@@ -50,10 +52,10 @@ type Result<T> = std::result::Result<T, Failure>;
 
 /// A connected client and where it points.
 pub struct Ctx {
-    client: Client,
-    namespace: String,
-    server: String,
-    output: Option<Output>,
+    pub(crate) client: Client,
+    pub(crate) namespace: String,
+    pub(crate) server: String,
+    pub(crate) output: Option<Output>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -65,7 +67,7 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-fn print_as<T: Serialize>(value: &T, output: Output) -> Result<()> {
+pub(crate) fn print_as<T: Serialize>(value: &T, output: Output) -> Result<()> {
     let text = match output {
         Output::Json => {
             serde_json::to_string_pretty(value).map_err(|e| Failure::new(e.to_string()))? + "\n"
@@ -76,7 +78,7 @@ fn print_as<T: Serialize>(value: &T, output: Output) -> Result<()> {
     Ok(())
 }
 
-fn width() -> usize {
+pub(crate) fn width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -84,11 +86,11 @@ fn width() -> usize {
         .unwrap_or(80)
 }
 
-fn colour() -> bool {
+pub(crate) fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn token() -> String {
+pub(crate) fn token() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
@@ -142,14 +144,27 @@ impl Ctx {
 
     /// Turn a client error about `name` into what the user needs to hear.
     async fn explain(&self, e: kube::Error, name: Option<&str>) -> Failure {
+        self.explain_for::<BlueGreenDeployment>(e, name, "kubectl cutover list shows what there is")
+            .await
+    }
+
+    /// [`Ctx::explain`] for an object of kind `K`; `hint` says where to look when it is
+    /// not found.
+    pub(crate) async fn explain_for<K>(
+        &self,
+        e: kube::Error,
+        name: Option<&str>,
+        hint: &str,
+    ) -> Failure
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
         match e {
             kube::Error::Api(ae) if ae.code == 404 => {
                 // Missing object, or missing resource type?
-                let installed = self
-                    .api()
-                    .list(&ListParams::default().limit(1))
-                    .await
-                    .is_ok();
+                let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+                let installed = api.list(&ListParams::default().limit(1)).await.is_ok();
                 if !installed {
                     Failure::new(format!(
                         "the Cutover CRDs are not installed in the cluster at {} (install them: kubectl apply --server-side -f deploy/crds/)",
@@ -157,7 +172,8 @@ impl Ctx {
                     ))
                 } else {
                     Failure::new(format!(
-                        "BlueGreenDeployment {:?} not found in namespace {:?} (kubectl cutover list shows what there is)",
+                        "{} {:?} not found in namespace {:?} ({hint})",
+                        K::kind(&Default::default()),
                         name.unwrap_or_default(),
                         self.namespace
                     ))

@@ -1,5 +1,5 @@
-//! `kubectl cutover`: flags and wiring only. The commands are in `commands.rs`, the tree
-//! view in `tree.rs`, offline validation in `lint.rs`.
+//! `kubectl cutover`: flags and wiring only. The commands are in `commands.rs` (failover
+//! and drills in `failover.rs`), the tree view in `tree.rs`, offline validation in `lint.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
+mod failover;
 mod lint;
 mod tree;
 
@@ -16,7 +17,7 @@ mod tree;
     name = "kubectl-cutover",
     bin_name = "kubectl cutover",
     version,
-    about = "Drive Cutover blue-green releases: watch, promote, abort, undo, wait in CI, lint"
+    about = "Drive Cutover blue-green releases (watch, promote, abort, undo, wait in CI, lint) and disaster recovery (failover, drill)"
 )]
 struct Cli {
     #[command(flatten)]
@@ -113,16 +114,41 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Fail a FailoverPolicy over (arrives with disaster recovery).
+    /// Move a FailoverPolicy's traffic to another member now and wait for the move:
+    /// exit 0 moved, 1 refused (the reason is printed), 2 timeout.
+    ///
+    /// The controller refuses a move that would lose more data than the policy's data gate
+    /// allows (the target database's replication lag) and, before it promotes the target's
+    /// database, waits until the old primary's database is fenced. --force moves anyway,
+    /// accepting the data loss.
     Failover {
+        /// The FailoverPolicy.
         policy: String,
-        #[arg(long)]
+        /// The member to move to (default: the best healthy standby).
+        #[arg(long, value_name = "MEMBER")]
         to: Option<String>,
+        /// Move past the data gate and without confirmed fencing of the old primary's
+        /// database: accepts the data loss.
         #[arg(long)]
         force: bool,
+        /// How long to wait for the move (e.g. 90s, 10m).
+        #[arg(long, default_value = "2m", value_parser = parse_duration)]
+        timeout: Duration,
     },
-    /// Run a disaster-recovery drill (arrives with disaster recovery).
-    Drill { policy: String },
+    /// Run a disaster-recovery drill now (traffic to a standby under live traffic, and back)
+    /// and print its report: exit 0 Passed, 1 Failed, 2 timeout.
+    ///
+    /// The controller moves the traffic (only the traffic: the databases keep their roles) to
+    /// a healthy standby, checks that it answers, moves it back, and compares the measured RTO
+    /// and RPO with the policy's targets. The report (steps, RTO, RPO, requests that failed
+    /// through the entry) is also kept in a ConfigMap and in status.lastDrill.
+    Drill {
+        /// The FailoverPolicy.
+        policy: String,
+        /// How long to wait for the report (e.g. 90s, 10m).
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,9 +230,13 @@ fn main() -> ExitCode {
             Command::Set {
                 what: SetCommand::Image { name, assignment },
             } => ctx.set_image(&name, &assignment).await,
-            Command::Failover { .. } | Command::Drill { .. } => Err(commands::Failure::new(
-                "FailoverPolicy is not available in this version: disaster recovery arrives with a later release",
-            )),
+            Command::Failover {
+                policy,
+                to,
+                force,
+                timeout,
+            } => ctx.failover(&policy, to.as_deref(), force, timeout).await,
+            Command::Drill { policy, timeout } => ctx.drill(&policy, timeout).await,
             Command::Lint { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -35,7 +35,7 @@ pub struct View<'a> {
     pub colour: bool,
 }
 
-fn paint(text: &str, code: &str, on: bool) -> String {
+pub(crate) fn paint(text: &str, code: &str, on: bool) -> String {
     if on {
         format!("\x1b[{code}m{text}\x1b[0m")
     } else {
@@ -72,7 +72,7 @@ fn analysis_name(p: Option<AnalysisPhase>) -> &'static str {
 }
 
 /// Cut `line` to `width` visible characters (colour codes do not count).
-fn cut(line: &str, width: usize) -> String {
+pub(crate) fn cut(line: &str, width: usize) -> String {
     let mut out = String::new();
     let mut visible = 0;
     let mut chars = line.chars().peekable();

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::FIELD_MANAGER;
 
 /// Label the EndpointSlices we write carry so that Kubernetes' own mirroring leaves them.
-const SLICE_MANAGER: &str = "cutover.dev/failover";
+const SLICE_MANAGER: &str = "failover.cutover.dev";
 
 /// Clients of member clusters, by Secret (namespace/name) and its resourceVersion.
 #[derive(Default)]

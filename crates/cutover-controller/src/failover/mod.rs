@@ -389,6 +389,7 @@ fn memory_from(status: Option<&FailoverPolicyStatus>, names: &[String]) -> Memor
                     successes: u32::try_from(m.successes).unwrap_or(0),
                     up_since: m.up_since.as_ref().map(timestamp),
                     down: m.down,
+                    seen_up: m.seen_up,
                 })
                 .unwrap_or_default()
         })
@@ -840,6 +841,7 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
                 failures: i32::try_from(c.failures).unwrap_or(i32::MAX),
                 successes: i32::try_from(c.successes).unwrap_or(i32::MAX),
                 up_since: c.up_since.map(time),
+                seen_up: c.seen_up,
                 reason: v
                     .health
                     .clone()

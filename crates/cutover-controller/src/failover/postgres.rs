@@ -138,10 +138,14 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn fence(conn: &str) -> Result<(), String> {
     let client = connect(conn, ACTION_TIMEOUT).await?;
     tokio::time::timeout(ACTION_TIMEOUT, async {
+        // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a
+        // multi-statement query.
         client
-            .batch_execute(
-                "ALTER SYSTEM SET default_transaction_read_only = on; SELECT pg_reload_conf();",
-            )
+            .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            .await
+            .map_err(|e| db_error(&e))?;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
             .await
             .map_err(|e| db_error(&e))?;
         // The reload is asynchronous: wait until a new session starts read-only, so that
@@ -183,9 +187,11 @@ pub async fn promote(conn: &str) -> Result<(), String> {
     let client = connect(conn, ACTION_TIMEOUT).await?;
     tokio::time::timeout(ACTION_TIMEOUT, async {
         client
-            .batch_execute(
-                "ALTER SYSTEM RESET default_transaction_read_only; SELECT pg_reload_conf();",
-            )
+            .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
+            .await
+            .map_err(|e| db_error(&e))?;
+        client
+            .batch_execute("SELECT pg_reload_conf()")
             .await
             .map_err(|e| db_error(&e))?;
         let in_recovery: bool = client

@@ -1,0 +1,705 @@
+//! Disaster recovery end to end: two local clusters (the test cluster, "east", which is
+//! also the front cluster, and a second one, "west"), `cutover-router` in front, a real
+//! PostgreSQL primary and hot standby, demo-app pods writing to them, a controller per
+//! cluster. Scenarios, in one test because they share the second cluster:
+//!
+//! 1. Stopping the primary cluster's workloads under write load moves traffic to west
+//!    within the detection budget; every write acknowledged before the failure is on the
+//!    promoted standby (synchronous replication); the old primary refuses a real write.
+//! 2. A standby lagging beyond `maxDataLossSeconds`: the automatic failover is refused
+//!    with an Event saying why; `kubectl cutover failover --force` does it and the Event
+//!    states the data at risk.
+//! 3. A member health signal flapping every second moves traffic at most once.
+//! 4. A drill produces a report (status, Event, ConfigMap) with RTO/RPO and a verdict;
+//!    with an RTO target it cannot meet, it fails and says so.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cutover_api::FailoverPolicy;
+use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use cutover_test_support::controller::{ControllerProcess, install_crds};
+use cutover_test_support::e2e::{self, ProcessNode, RouterProcess};
+use cutover_test_support::postgres::{self, Pair};
+use cutover_test_support::upstream::{self, GATEWAY_API};
+use cutover_test_support::{TestNamespace, local_cluster, wait_for};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The second cluster; brought down when dropped.
+struct West {
+    name: String,
+    kubeconfig: PathBuf,
+    client: Client,
+}
+
+impl Drop for West {
+    fn drop(&mut self) {
+        let _ = local_cluster::down(&self.name);
+    }
+}
+
+async fn west() -> West {
+    let base = std::env::var("CUTOVER_TEST_CLUSTER").unwrap_or_else(|_| "cutover".into());
+    let name = format!("{base}-west");
+    let state = local_cluster::up(&local_cluster::UpOptions {
+        name: name.clone(),
+        nodes: 1,
+        process_node: None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("second local cluster {name}: {e}"));
+    let client = local_cluster::client_for(&state.kubeconfig)
+        .await
+        .expect("client of the second cluster");
+    install_crds(&client).await;
+    West {
+        name,
+        kubeconfig: state.kubeconfig,
+        client,
+    }
+}
+
+/// One scenario's world.
+struct World {
+    front: TestNamespace,
+    west_ns: String,
+    west_client: Client,
+    pair: Pair,
+    gw_port: u16,
+    bins: PathBuf,
+    east_node: Option<ProcessNode>,
+    _west_node: ProcessNode,
+    _router: RouterProcess,
+    _controllers: Vec<ControllerProcess>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let (client, ns) = (self.west_client.clone(), self.west_ns.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(async {
+                    let api: Api<Namespace> = Api::all(client);
+                    let _ = api.delete(&ns, &DeleteParams::default()).await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+fn shop(node: &ProcessNode, version: &str, db: &str) -> Value {
+    let mut pod = node.demo_pod_spec(version);
+    pod["containers"][0]["env"]
+        .as_array_mut()
+        .expect("env")
+        .push(json!({ "name": "CUTOVER_DEMO_DATABASE_URL", "value": db }));
+    json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "shop" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "shop" } },
+            "template": { "metadata": { "labels": { "app": "shop" } }, "spec": pod },
+            "service": { "port": 80, "targetPort": 8080 },
+        }
+    })
+}
+
+async fn apply(client: &Client, ns: &str, obj: &Value) {
+    let kind = obj["kind"].as_str().expect("kind");
+    let name = obj["metadata"]["name"].as_str().expect("name");
+    let pp = PatchParams::apply("cutover-tests").force();
+    match kind {
+        "BlueGreenDeployment" => {
+            let api: Api<cutover_api::BlueGreenDeployment> = Api::namespaced(client.clone(), ns);
+            api.patch(name, &pp, &Patch::Apply(obj)).await.map(|_| ())
+        }
+        "FailoverPolicy" => {
+            let api: Api<FailoverPolicy> = Api::namespaced(client.clone(), ns);
+            api.patch(name, &pp, &Patch::Apply(obj)).await.map(|_| ())
+        }
+        "Secret" => {
+            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+            api.patch(name, &pp, &Patch::Apply(obj)).await.map(|_| ())
+        }
+        other => panic!("no apply for {other}"),
+    }
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+fn secret(name: &str, key: &str, value: &str) -> Value {
+    json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name },
+            "stringData": { key: value } })
+}
+
+/// Start a world: PostgreSQL pair, both members' BlueGreenDeployments, router, Gateway,
+/// entry route, controllers. Blocks `east`/`west` are the process nodes' IP blocks.
+async fn world(west: &West, prefix: &str, synchronous: bool, blocks: (u8, u8)) -> World {
+    let bins = e2e::build(&[
+        "cutover-controller",
+        "cutover-process-node",
+        "cutover-demo-app",
+        "cutover-router",
+        "kubectl-cutover",
+    ]);
+    let front = TestNamespace::new(prefix).await;
+    install_crds(&front.client).await;
+    upstream::install_crds(&front.client, GATEWAY_API).await;
+    let west_ns = front.name.clone();
+    let nss: Api<Namespace> = Api::all(west.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": west_ns } })).expect("ns"),
+    )
+    .await
+    .expect("namespace in west");
+    let pair = postgres::start_pair(prefix, synchronous).await;
+    let east_node = ProcessNode::start(&front, &bins, blocks.0).await;
+    let west_node = ProcessNode::start_in(
+        &west.client,
+        &west.kubeconfig,
+        &format!("{west_ns}-w"),
+        &bins,
+        blocks.1,
+    )
+    .await;
+    apply(
+        &front.client,
+        &front.name,
+        &shop(&east_node, "east", &pair.primary().socket_conn()),
+    )
+    .await;
+    apply(
+        &west.client,
+        &west_ns,
+        &shop(&west_node, "west", &pair.standby().socket_conn()),
+    )
+    .await;
+    let controllers = vec![
+        ControllerProcess::start(&bins.join("cutover-controller"), &front.name, "front", 15).await,
+        ControllerProcess::start_with(
+            &bins.join("cutover-controller"),
+            &west.kubeconfig,
+            &west_ns,
+            "west",
+            15,
+        ),
+    ];
+    let router = RouterProcess::start(&bins, &front.name).await;
+    let gw_port = e2e::free_port();
+    e2e::gateway(&front.client, &front.name, gw_port).await;
+    e2e::http_route(
+        &front.client,
+        &front.name,
+        "entry",
+        json!({ "rules": [{ "backendRefs": [{ "name": "dr-east", "port": 80 }] }] }),
+    )
+    .await;
+    let kubeconfig = std::fs::read_to_string(&west.kubeconfig).expect("west kubeconfig");
+    for s in [
+        secret("west-kubeconfig", "kubeconfig", &kubeconfig),
+        secret("east-db", "url", pair.primary().url()),
+        secret("west-db", "url", pair.standby().url()),
+    ] {
+        apply(&front.client, &front.name, &s).await;
+    }
+    World {
+        front,
+        west_ns,
+        west_client: west.client.clone(),
+        pair,
+        gw_port,
+        bins,
+        east_node: Some(east_node),
+        _west_node: west_node,
+        _router: router,
+        _controllers: controllers,
+    }
+}
+
+fn policy(w: &World, extra: Value) -> Value {
+    let mut spec = json!({
+        "members": [
+            { "name": "east", "blueGreenDeployment": "shop",
+              "database": { "postgres": { "secretName": "east-db" } } },
+            { "name": "west", "blueGreenDeployment": "shop", "namespace": w.west_ns,
+              "clusterRef": { "secretName": "west-kubeconfig" },
+              "database": { "postgres": { "secretName": "west-db" } } },
+        ],
+        "entry": { "httpRoute": { "name": "entry" },
+                   "url": format!("http://127.0.0.1:{}/", w.gw_port) },
+        "healthCheck": { "interval": "200ms", "timeout": "300ms",
+                         "failureThreshold": 3, "successThreshold": 2 },
+        "minHoldSeconds": 120,
+        "dataGate": { "maxDataLossSeconds": 2 },
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    json!({ "apiVersion": "cutover.dev/v1alpha1", "kind": "FailoverPolicy",
+            "metadata": { "name": "dr" }, "spec": spec })
+}
+
+async fn wait_policy(
+    w: &World,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&FailoverPolicy) -> bool,
+) -> FailoverPolicy {
+    let api: Api<FailoverPolicy> = w.front.api();
+    wait_for(&api, "dr", what, timeout, |p: Option<&FailoverPolicy>| {
+        p.is_some_and(&ok)
+    })
+    .await
+}
+
+fn active(p: &FailoverPolicy) -> Option<&str> {
+    p.status.as_ref()?.active_member.as_deref()
+}
+
+fn healthy_both(p: &FailoverPolicy) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Healthy")
+            && s.members.len() == 2
+            && s.members.iter().all(|m| m.healthy && !m.down)
+    })
+}
+
+/// Which member answered `GET /` through the gateway (its version), if any did.
+async fn served_by(port: u16) -> Option<String> {
+    let raw = e2e::http_get(port, "/").await?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let v: Value = serde_json::from_str(body).ok()?;
+    v["version"].as_str().map(str::to_string)
+}
+
+async fn events(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    let api: Api<cutover_api::k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+/// Write load through the gateway: each client POSTs `/write/<id>` in a loop.
+struct Writes {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<(String, Instant)>>>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writes {
+    fn start(port: u16, clients: usize, prefix: &str) -> Writes {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(AtomicU64::new(0));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("http client");
+        let tasks = (0..clients)
+            .map(|c| {
+                let (stop, ack, failed, http) = (
+                    stop.clone(),
+                    acknowledged.clone(),
+                    failed.clone(),
+                    http.clone(),
+                );
+                let prefix = prefix.to_string();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let id = format!("{prefix}-{c}-{n}");
+                        let url = format!("http://127.0.0.1:{port}/write/{id}");
+                        match http.post(&url).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                ack.lock().expect("lock").push((id, Instant::now()));
+                            }
+                            _ => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writes {
+            stop,
+            acknowledged,
+            failed,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (Vec<(String, Instant)>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let ack = self.acknowledged.lock().expect("lock").clone();
+        (ack, self.failed.load(Ordering::Relaxed))
+    }
+}
+
+fn cli(kubeconfig: &Path, bins: &Path, ns: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bins.join("kubectl-cutover"))
+        .args(["--kubeconfig", &kubeconfig.display().to_string(), "-n", ns])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run kubectl-cutover");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn scenario_primary_failure(west: &West) {
+    let mut w = world(west, "dr-fail", true, (85, 86)).await;
+    apply(&w.front.client, &w.front.name, &policy(&w, json!({}))).await;
+    let p = wait_policy(&w, "both members healthy, traffic on east", TIMEOUT, |p| {
+        healthy_both(p) && active(p) == Some("east")
+    })
+    .await;
+    let budget = p
+        .status
+        .as_ref()
+        .and_then(|s| s.detection_budget_seconds)
+        .expect("detection budget");
+    let deadline = Instant::now() + TIMEOUT;
+    while served_by(w.gw_port).await.as_deref() != Some("east") {
+        assert!(
+            Instant::now() < deadline,
+            "east never answered through the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let writes = Writes::start(w.gw_port, 4, "w");
+    let ack_deadline = Instant::now() + TIMEOUT;
+    while writes.acknowledged.lock().expect("lock").len() < 200 {
+        assert!(
+            Instant::now() < ack_deadline,
+            "writes were not acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The failure: every workload of the primary cluster stops.
+    let failed_at = Instant::now();
+    drop(w.east_node.take());
+    let mut recovered = None;
+    while recovered.is_none() {
+        assert!(
+            failed_at.elapsed() < TIMEOUT,
+            "traffic never reached west through the gateway"
+        );
+        if served_by(w.gw_port).await.as_deref() == Some("west") {
+            recovered = Some(failed_at.elapsed());
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let recovered = recovered.unwrap_or_default();
+    // Writes go on against the promoted standby.
+    let before = writes.acknowledged.lock().expect("lock").len();
+    let more = Instant::now() + TIMEOUT;
+    while writes.acknowledged.lock().expect("lock").len() < before + 100 {
+        assert!(
+            Instant::now() < more,
+            "no write acknowledged after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (acknowledged, failed) = writes.finish().await;
+
+    let p = wait_policy(&w, "failed over to west", TIMEOUT, |p| {
+        active(p) == Some("west") && p.status.as_ref().is_some_and(|s| s.moving.is_none())
+    })
+    .await;
+    let st = p.status.clone().unwrap_or_default();
+    assert_eq!(st.phase.as_deref(), Some("FailedOver"), "{st:?}");
+    assert_eq!(st.failed_from.as_deref(), Some("east"));
+    println!(
+        "failover: first answer from west {:.3}s after the failure (detection budget {budget:.2}s)",
+        recovered.as_secs_f64()
+    );
+    assert!(
+        recovered.as_secs_f64() < budget + 5.0,
+        "recovery took {recovered:?}, more than the detection budget {budget}s plus 5s for the move"
+    );
+
+    // Every acknowledged write is on the new primary.
+    let acked_before: Vec<&str> = acknowledged
+        .iter()
+        .filter(|(_, t)| *t < failed_at)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let present: BTreeSet<String> = w
+        .pair
+        .standby()
+        .query_one("SELECT string_agg(id, ',') FROM cutover_demo_writes")
+        .await
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&&str> = acked_before
+        .iter()
+        .filter(|id| !present.contains(**id))
+        .collect();
+    println!(
+        "writes: {} acknowledged ({} before the failure), {} failed, {} missing after the failover",
+        acknowledged.len(),
+        acked_before.len(),
+        failed,
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert!(
+        acknowledged
+            .iter()
+            .all(|(id, _)| present.contains(id.as_str())),
+        "a write acknowledged after the failover is missing"
+    );
+
+    // The old primary is fenced: a real write is refused.
+    let refused = w
+        .pair
+        .primary()
+        .try_execute("INSERT INTO cutover_demo_writes (id, version) VALUES ('after-fence', 'x')")
+        .await;
+    let err = refused.expect_err("the fenced old primary accepted a write");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    assert!(!w.pair.standby().is_in_recovery().await);
+    let done = events(&w.front.client, &w.front.name, "FailoverDone").await;
+    assert_eq!(done.len(), 1, "{done:?}");
+}
+
+async fn scenario_lagging_standby(west: &West) {
+    let w = world(west, "dr-lag", false, (87, 88)).await;
+    apply(&w.front.client, &w.front.name, &policy(&w, json!({}))).await;
+    wait_policy(&w, "both members healthy", TIMEOUT, healthy_both).await;
+    // The standby stops replaying while the primary keeps committing.
+    w.pair
+        .primary()
+        .execute("CREATE TABLE IF NOT EXISTS t (n int)")
+        .await;
+    w.pair.standby().pause_replay().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, url) = (stop.clone(), w.pair.primary().url().to_string());
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.execute("INSERT INTO t VALUES (1)", &[]).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    wait_policy(&w, "west lagging more than 2s", TIMEOUT, |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.members
+                .iter()
+                .any(|m| m.name == "west" && m.lag_seconds.is_some_and(|l| l > 2.0))
+        })
+    })
+    .await;
+    let mut w = w;
+    drop(w.east_node.take());
+    let p = wait_policy(&w, "automatic failover refused", TIMEOUT, |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Degraded")
+                && s.message.as_deref().is_some_and(|m| m.contains("refused"))
+        })
+    })
+    .await;
+    assert_eq!(active(&p), Some("east"));
+    let refused = events(&w.front.client, &w.front.name, "FailoverRefused").await;
+    assert!(
+        refused.iter().any(|m| m.contains("maxDataLossSeconds")),
+        "{refused:?}"
+    );
+
+    let kubeconfig = cutover_test_support::kubeconfig().await;
+    let (code, out, err) = cli(
+        &kubeconfig,
+        &w.bins,
+        &w.front.name,
+        &["failover", "dr", "--to", "west", "--force"],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.await;
+    let p = wait_policy(&w, "forced over to west", TIMEOUT, |p| {
+        active(p) == Some("west")
+    })
+    .await;
+    assert!(p.status.is_some_and(|s| s.moving.is_none()));
+    let started = events(&w.front.client, &w.front.name, "FailoverStarted").await;
+    assert!(
+        started
+            .iter()
+            .any(|m| m.contains("forced") && m.contains("data at risk")),
+        "{started:?}"
+    );
+}
+
+async fn scenario_flapping(west: &West) {
+    let w = world(west, "dr-flap", true, (89, 90)).await;
+    // East's health check URL flips every second.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let begun = Instant::now();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let up = begun.elapsed().as_secs().is_multiple_of(2);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let status = if up {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    let mut p = policy(&w, json!({}));
+    p["spec"]["members"][0]["healthCheckUrl"] = json!(format!("http://127.0.0.1:{port}/"));
+    apply(&w.front.client, &w.front.name, &p).await;
+    wait_policy(&w, "the policy observed", TIMEOUT, |p| {
+        p.status.as_ref().is_some_and(|s| s.members.len() == 2)
+    })
+    .await;
+    // Twenty seconds of flapping.
+    let api: Api<FailoverPolicy> = w.front.api();
+    let mut seen_moves = BTreeSet::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if let Some(s) = api.get("dr").await.expect("get").status {
+            seen_moves.insert(s.failovers);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = api.get("dr").await.expect("get").status.unwrap_or_default();
+    println!("flapping for 20s: {} move(s)", st.failovers);
+    assert!(st.failovers <= 1, "{st:?}");
+    let done = events(&w.front.client, &w.front.name, "FailoverDone").await;
+    assert!(done.len() <= 1, "{done:?}");
+}
+
+async fn scenario_drill(west: &West) {
+    let w = world(west, "dr-drill", true, (91, 92)).await;
+    apply(
+        &w.front.client,
+        &w.front.name,
+        &policy(&w, json!({ "drills": { "rtoTargetSeconds": 30, "rpoTargetSeconds": 1, "verifySeconds": 2 } })),
+    )
+    .await;
+    wait_policy(&w, "both members healthy", TIMEOUT, healthy_both).await;
+    let kubeconfig = cutover_test_support::kubeconfig().await;
+    let (code, out, err) = cli(&kubeconfig, &w.bins, &w.front.name, &["drill", "dr"]);
+    println!("{out}");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let p = wait_policy(&w, "a passed drill", TIMEOUT, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.last_drill.as_ref())
+            .is_some_and(|d| d.verdict.as_deref() == Some("Passed"))
+    })
+    .await;
+    let report = p.status.and_then(|s| s.last_drill).expect("report");
+    let rto = report.rto_seconds.expect("RTO");
+    assert!(rto > 0.0 && rto < 30.0, "{report:?}");
+    assert_eq!(report.rpo_seconds, Some(0.0), "{report:?}");
+    assert!(report.requests > 0, "{report:?}");
+    assert_eq!(report.from, "east");
+    assert_eq!(report.to, "west");
+    let cms: Api<ConfigMap> = w.front.api();
+    let cm = cms
+        .get(report.config_map.as_deref().expect("ConfigMap"))
+        .await
+        .expect("report ConfigMap");
+    assert!(
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get("report.txt"))
+            .is_some_and(|t| t.contains("Passed")),
+        "{cm:?}"
+    );
+    assert!(
+        !events(&w.front.client, &w.front.name, "DrillPassed")
+            .await
+            .is_empty()
+    );
+    assert_eq!(served_by(w.gw_port).await.as_deref(), Some("east"));
+
+    // A target it cannot meet.
+    let api: Api<FailoverPolicy> = w.front.api();
+    api.patch(
+        "dr",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "drills": { "rtoTargetSeconds": 0.001 } } })),
+    )
+    .await
+    .expect("patch");
+    let (code, out, _) = cli(&kubeconfig, &w.bins, &w.front.name, &["drill", "dr"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("exceeds the target"), "{out}");
+    let failed = events(&w.front.client, &w.front.name, "DrillFailed").await;
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("RTO") && m.contains("exceeds")),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disaster_recovery_across_two_clusters() {
+    if let Some(why) = local_cluster::process_node_unsupported() {
+        panic!("this test runs pods as processes: {why}");
+    }
+    let west = west().await;
+    scenario_primary_failure(&west).await;
+    scenario_lagging_standby(&west).await;
+    scenario_flapping(&west).await;
+    scenario_drill(&west).await;
+}

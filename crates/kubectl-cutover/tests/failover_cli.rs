@@ -1,0 +1,165 @@
+//! `kubectl cutover failover` and `drill` against the local control plane, without a
+//! controller: what the CLI checks itself before it writes a request, its errors, and a
+//! request nobody acknowledges.
+
+use std::path::Path;
+use std::process::Command;
+
+use cutover_api::FailoverPolicy;
+use cutover_api::failover::requests;
+use cutover_test_support::controller::install_crds;
+use cutover_test_support::{TestNamespace, kubeconfig};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cli(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-cutover"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", ns])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run kubectl-cutover");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn policy() -> FailoverPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "FailoverPolicy",
+        "metadata": { "name": "shop" },
+        "spec": {
+            "members": [
+                { "name": "east", "blueGreenDeployment": "shop" },
+                { "name": "west", "blueGreenDeployment": "shop" }
+            ],
+            "entry": { "httpRoute": { "name": "shop" } }
+        }
+    }))
+    .expect("a valid FailoverPolicy")
+}
+
+fn annotation(p: &FailoverPolicy, key: &str) -> Option<String> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
+}
+
+#[tokio::test]
+async fn failover_and_drill_check_their_arguments_and_say_what_is_missing() {
+    let ns = TestNamespace::new("cli-fp").await;
+    install_crds(&ns.client).await;
+    let kc = kubeconfig().await;
+    let api: Api<FailoverPolicy> = ns.api();
+    api.create(&PostParams::default(), &policy())
+        .await
+        .expect("create the FailoverPolicy");
+
+    // --to must name a member; nothing is written when it does not.
+    let nope = cli(&kc, &ns.name, &["failover", "shop", "--to", "nope"]);
+    assert_eq!(nope.code, 1, "{} {}", nope.stdout, nope.stderr);
+    assert!(
+        nope.stderr.contains("no member \"nope\"") && nope.stderr.contains("east, west"),
+        "{}",
+        nope.stderr
+    );
+    let p = api.get("shop").await.expect("get");
+    assert_eq!(annotation(&p, requests::FAILOVER), None);
+
+    // Not the member traffic is on already (the status as a controller would write it).
+    api.patch_status(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "activeMember": "east" } })),
+    )
+    .await
+    .expect("status");
+    let active = cli(&kc, &ns.name, &["failover", "shop", "--to", "east"]);
+    assert_eq!(active.code, 1, "{} {}", active.stdout, active.stderr);
+    assert!(
+        active.stderr.contains("already active"),
+        "{}",
+        active.stderr
+    );
+    let p = api.get("shop").await.expect("get");
+    assert_eq!(annotation(&p, requests::FAILOVER), None);
+
+    // No such policy.
+    for args in [&["failover", "missing"][..], &["drill", "missing"]] {
+        let out = cli(&kc, &ns.name, args);
+        assert_eq!(out.code, 1, "{args:?}: {} {}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("FailoverPolicy \"missing\" not found in namespace"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+
+    // With no controller to act on it, the request is written and the wait runs out: exit 2.
+    let waited = cli(
+        &kc,
+        &ns.name,
+        &[
+            "failover",
+            "shop",
+            "--to",
+            "west",
+            "--force",
+            "--timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(waited.code, 2, "{} {}", waited.stdout, waited.stderr);
+    assert!(
+        waited.stderr.contains("has not acknowledged"),
+        "{}",
+        waited.stderr
+    );
+    let p = api.get("shop").await.expect("get");
+    let value = annotation(&p, requests::FAILOVER).expect("the request annotation");
+    let words: Vec<&str> = value.split(' ').collect();
+    assert_eq!(words.len(), 3, "{value}");
+    assert_eq!(&words[1..], ["to=west", "force"], "{value}");
+    let drill = cli(&kc, &ns.name, &["drill", "shop", "--timeout", "2s"]);
+    assert_eq!(drill.code, 2, "{} {}", drill.stdout, drill.stderr);
+    let p = api.get("shop").await.expect("get");
+    assert!(annotation(&p, requests::DRILL).is_some_and(|v| !v.contains(' ')));
+}
+
+#[test]
+fn failover_and_drill_without_a_cluster() {
+    // Nothing listens on port 1.
+    let dir = std::env::temp_dir().join(format!("cutover-fp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let dead = dir.join("dead.kubeconfig");
+    std::fs::write(
+        &dead,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: x\n",
+    )
+    .expect("write kubeconfig");
+    for args in [&["failover", "p"][..], &["drill", "p"]] {
+        let out = cli(&dead, "default", args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("cannot reach the cluster at https://127.0.0.1:1"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
