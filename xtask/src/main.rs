@@ -1,6 +1,7 @@
 //! `cargo xtask` — developer tasks (the cargo-xtask pattern): no tools to install but cargo.
 
 mod bench;
+mod bench_failover;
 mod bench_rollback;
 mod bench_router;
 mod cluster;
@@ -47,6 +48,8 @@ enum BenchCommand {
     Rollback(bench_rollback::RollbackArgs),
     /// cutover-router against direct access, nginx and HAProxy on the same backends.
     Router(bench_router::RouterBenchArgs),
+    /// Failover: time from the primary's failure to the first answer from the standby.
+    Failover(bench_failover::FailoverBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,5 +76,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Router(args),
         } => runtime.block_on(bench_router::run(args)),
+        Command::Bench {
+            which: BenchCommand::Failover(args),
+        } => bench_failover::run(&args),
     }
 }

@@ -703,3 +703,64 @@ async fn disaster_recovery_across_two_clusters() {
     scenario_flapping(&west).await;
     scenario_drill(&west).await;
 }
+
+/// The failover benchmark (`cargo xtask bench failover`): `CUTOVER_BENCH_RUNS` (default 10)
+/// fresh worlds; in each, the primary cluster's workloads stop under load and the time to
+/// the first good answer from the standby through the gateway is measured. Reported
+/// against the detection budget (interval × failureThreshold + timeout), the floor a
+/// threshold-based detector cannot beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: cargo xtask bench failover"]
+async fn failover_benchmark() {
+    if let Some(why) = local_cluster::process_node_unsupported() {
+        panic!("this benchmark runs pods as processes: {why}");
+    }
+    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let west = west().await;
+    let mut times = Vec::new();
+    let mut budget = 0.0;
+    for run in 0..runs {
+        let mut w = world(&west, "dr-bench", true, (93, 94)).await;
+        apply(&w.front.client, &w.front.name, &policy(&w, json!({}))).await;
+        let p = wait_policy(&w, "both members healthy", TIMEOUT, |p| {
+            healthy_both(p) && active(p) == Some("east")
+        })
+        .await;
+        budget = p
+            .status
+            .and_then(|s| s.detection_budget_seconds)
+            .unwrap_or_default();
+        let deadline = Instant::now() + TIMEOUT;
+        while served_by(w.gw_port).await.as_deref() != Some("east") {
+            assert!(Instant::now() < deadline, "east never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let writes = Writes::start(w.gw_port, 2, "b");
+        let failed_at = Instant::now();
+        drop(w.east_node.take());
+        loop {
+            assert!(failed_at.elapsed() < TIMEOUT, "west never answered");
+            if served_by(w.gw_port).await.as_deref() == Some("west") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = failed_at.elapsed().as_secs_f64();
+        let _ = writes.finish().await;
+        println!("run {}: {took:.3}s", run + 1);
+        times.push(took);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let p90 = times[(times.len() * 9 / 10).min(times.len() - 1)];
+    println!(
+        "failover over {runs} runs: median {median:.3}s, p90 {p90:.3}s, min {:.3}s, max {:.3}s; \
+         detection budget {budget:.2}s (median = {:.2}× budget); goal < 3s",
+        times[0],
+        times[times.len() - 1],
+        median / budget.max(f64::EPSILON)
+    );
+}
