@@ -218,9 +218,13 @@ where
     }
 }
 
+/// How long [`watch_while`] waits for its watch's initial list.
+const LIST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Call `check` on every state the objects matched by `config` pass through (from the
-/// end of the initial list on) until `stop` resolves; returns what `stop` returned. For
-/// invariants that must hold at every moment.
+/// end of the initial list on) until `stop` resolves; returns what `stop` returned. `stop`
+/// is not started before the initial list has been checked. For invariants that must hold
+/// at every moment.
 pub async fn watch_while<K, F>(
     api: &Api<K>,
     config: watcher::Config,
@@ -252,19 +256,27 @@ where
     let reader = writer.as_reader();
     let stream = reflector(writer, watcher(api.clone(), config));
     let mut stream = std::pin::pin!(stream);
+    // `stop` starts only once the initial list is complete and checked: a change it makes
+    // can then never land before the watch sees the state it starts from.
+    tokio::time::timeout(LIST_TIMEOUT, async {
+        while let Some(event) = stream.next().await {
+            if let Ok(watcher::Event::InitDone) = event {
+                return;
+            }
+        }
+        panic!("the watch ended before its initial list");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no initial list within {LIST_TIMEOUT:?}"));
+    check(&reader.state());
     let mut stop = std::pin::pin!(stop);
-    // The store holds the initial list only once it is complete.
-    let mut listed = false;
     loop {
         tokio::select! {
             out = &mut stop => return out,
-            Some(event) = stream.next() => match event {
-                Ok(watcher::Event::InitDone) => {
-                    listed = true;
+            Some(event) = stream.next() => {
+                if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) = event {
                     check(&reader.state());
                 }
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if listed => check(&reader.state()),
-                _ => {}
             }
         }
     }
