@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod bluegreen;
 pub mod error;
+pub mod events;
 pub mod failover;
 pub mod http;
 pub mod leader;

@@ -23,7 +23,7 @@ use cutover_api::k8s_openapi::jiff;
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::api::{DynamicObject, PostParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
-use cutover_api::kube::runtime::events::{Event, EventType, Recorder};
+use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
 use cutover_api::{
     BlueGreenDeployment, BlueGreenDeploymentStatus, REVISION_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
@@ -681,20 +681,16 @@ async fn publish(
     message: &str,
     warning: bool,
 ) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &bgd.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
+    let object = bgd.object_ref(&());
+    crate::events::publish(
+        &ctx.recorder,
+        &object,
+        "Reconcile",
+        reason,
+        message,
+        warning,
+    )
+    .await;
 }
 
 async fn write_status(
