@@ -26,7 +26,7 @@ use cutover_api::k8s_openapi::api::core::v1::Secret;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use cutover_api::k8s_openapi::jiff;
 use cutover_api::kube::api::{Patch, PatchParams};
-use cutover_api::kube::runtime::events::{Event, EventType, Recorder};
+use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
 use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
@@ -455,20 +455,8 @@ fn new_request(p: &FailoverPolicy, key: &str) -> Option<String> {
 }
 
 async fn publish(ctx: &Context, p: &FailoverPolicy, reason: &str, message: &str, warning: bool) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Failover".to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not publish an event");
-    }
+    let object = p.object_ref(&());
+    crate::events::publish(&ctx.recorder, &object, "Failover", reason, message, warning).await;
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -623,6 +611,8 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
     });
 
     let mut route;
+    let mut routed_to;
+    let mut obs: Vec<MemberObs>;
     let mut first = true;
     let mut plan;
     let mut views = views;
@@ -643,7 +633,7 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
             .await?;
             return Ok(s.interval);
         };
-        let routed_to = match entry::routed_to(&found.data["spec"], &services) {
+        routed_to = match entry::routed_to(&found.data["spec"], &services) {
             Ok(r) => r,
             Err(msg) => {
                 refuse(
@@ -658,7 +648,7 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
         };
         route = Some(found);
         let data = data_obs(&names, &views, memory.active, now(), local);
-        let obs: Vec<MemberObs> = views
+        obs = views
             .iter()
             .zip(data)
             .enumerate()
@@ -696,7 +686,7 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
         plan = failover::decide(&Input {
             now: now(),
             policy: s.policy.clone(),
-            members: obs,
+            members: obs.clone(),
             routed_to,
             memory: memory.clone(),
             requests: if first { req } else { Requests::default() },
@@ -745,25 +735,20 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
                 break;
             }
         }
+        if events.iter().any(|e| e.reason == "FailoverStepFailed") {
+            break;
+        }
         // Re-read the databases (not the health) and the route, and decide again.
         for v in &mut views {
             if let Some(c) = &v.conn {
                 v.db = Some(postgres::observe(c, s.timeout.max(Duration::from_secs(2))).await);
             }
         }
-        if events.iter().any(|e| e.reason == "FailoverStepFailed") {
-            break;
-        }
     }
 
-    // Drill bookkeeping after the moves of this pass.
-    let routed_now = routes
-        .get_opt(&route_name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|r| entry::routed_to(&r.data["spec"], &services).ok().flatten());
-    drill::routed(&status, local, routed_now.map(|i| names[i].as_str()));
+    // Drill bookkeeping after the moves of this pass (the route as last read: after the
+    // last action, or unchanged when an action failed).
+    drill::routed(&status, local, routed_to.map(|i| names[i].as_str()));
     for e in &events {
         if e.reason == "FailoverDone" || e.reason == "FailbackDone" {
             let took = memory
@@ -826,14 +811,13 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
         s.interval.max(s.timeout).as_secs_f64() * f64::from(hc.failure_threshold.max(1))
             + s.timeout.as_secs_f64(),
     );
-    let data = data_obs(&names, &views, memory.active, now(), local);
     status.members = names
         .iter()
         .enumerate()
         .map(|(i, n)| {
             let c = memory.counters.get(i).copied().unwrap_or_default();
             let v = &views[i];
-            let d = data.get(i).cloned().flatten();
+            let d = obs[i].data.as_ref();
             MemberStatus {
                 name: n.clone(),
                 healthy: v.health.is_ok(),
@@ -854,11 +838,9 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
                     .unwrap_or(0),
                 database_role: v.db.as_ref().map(|d| d.role().to_string()),
                 lag_seconds: d
-                    .as_ref()
                     .and_then(|d| d.lag_seconds)
                     .map(|s| (s * 1000.0).round() / 1000.0),
                 lag_bytes: d
-                    .as_ref()
                     .and_then(|d| d.lag_bytes)
                     .and_then(|b| i64::try_from(b).ok()),
             }
@@ -878,15 +860,7 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
     }];
     let standbys: Vec<(usize, Result<(), String>)> = (0..names.len())
         .filter(|&i| i != memory.active)
-        .map(|i| {
-            let obs = MemberObs {
-                name: names[i].clone(),
-                healthy: views[i].health.is_ok(),
-                reason: String::new(),
-                data: data.get(i).cloned().flatten(),
-            };
-            (i, failover::data_gate(&s.policy, &obs))
-        })
+        .map(|i| (i, failover::data_gate(&s.policy, &obs[i])))
         .collect();
     if let Some((_, gate)) = standbys.first() {
         wanted.push(Wanted {

@@ -131,6 +131,19 @@ pub async fn observe(conn: &str, timeout: Duration) -> DbState {
     })
 }
 
+/// `ALTER SYSTEM <change>`, then reload the configuration. Two statements: ALTER SYSTEM
+/// cannot run in the implicit transaction of a multi-statement query.
+async fn alter_system(client: &Client, change: &str) -> Result<(), String> {
+    client
+        .batch_execute(&format!("ALTER SYSTEM {change}"))
+        .await
+        .map_err(|e| db_error(&e))?;
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .map_err(|e| db_error(&e))
+}
+
 /// How long fencing and promotion may take.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -138,16 +151,7 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn fence(conn: &str) -> Result<(), String> {
     let client = connect(conn, ACTION_TIMEOUT).await?;
     tokio::time::timeout(ACTION_TIMEOUT, async {
-        // Two statements: ALTER SYSTEM cannot run in the implicit transaction of a
-        // multi-statement query.
-        client
-            .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
-            .await
-            .map_err(|e| db_error(&e))?;
-        client
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .map_err(|e| db_error(&e))?;
+        alter_system(&client, "SET default_transaction_read_only = on").await?;
         // The reload is asynchronous: wait until a new session starts read-only, so that
         // a client reconnecting after the cut cannot write.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -186,14 +190,7 @@ pub async fn fence(conn: &str) -> Result<(), String> {
 pub async fn promote(conn: &str) -> Result<(), String> {
     let client = connect(conn, ACTION_TIMEOUT).await?;
     tokio::time::timeout(ACTION_TIMEOUT, async {
-        client
-            .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
-            .await
-            .map_err(|e| db_error(&e))?;
-        client
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .map_err(|e| db_error(&e))?;
+        alter_system(&client, "RESET default_transaction_read_only").await?;
         let in_recovery: bool = client
             .query_one("SELECT pg_is_in_recovery()", &[])
             .await
