@@ -2,12 +2,14 @@
 
 pub mod analysis;
 pub mod bluegreen;
+pub mod clusters;
 pub mod error;
 pub mod events;
 pub mod failover;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod mirror;
 pub mod run;
 pub mod traffic;
 

@@ -2,103 +2,37 @@
 //! endpoints, health probes, and the per-member Service `<policy>-<member>` in the policy's
 //! cluster whose endpoints mirror them (the traffic entry sends to one of these).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cutover_api::BlueGreenDeployment;
 use cutover_api::failover::{FailoverPolicy, Member};
-use cutover_api::k8s_openapi::api::core::v1::{Secret, Service};
-use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
-use cutover_api::kube::api::{ListParams, Patch, PatchParams};
-use cutover_api::kube::config::{KubeConfigOptions, Kubeconfig};
-use cutover_api::kube::{Api, Client, Config, Resource as _, ResourceExt as _};
+use cutover_api::k8s_openapi::api::core::v1::Service;
+use cutover_api::kube::api::{Patch, PatchParams};
+use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use crate::FIELD_MANAGER;
+use crate::clusters::{ClusterError, Clusters};
+pub use crate::mirror::Endpoints;
 
 /// Label the EndpointSlices we write carry so that Kubernetes' own mirroring leaves them.
 const SLICE_MANAGER: &str = "failover.cutover.dev";
 
-/// Clients of member clusters, by Secret (namespace/name) and its resourceVersion.
-#[derive(Default)]
-pub struct Clusters {
-    cache: Mutex<HashMap<String, (String, Client)>>,
-}
-
-impl std::fmt::Debug for Clusters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Clusters").finish_non_exhaustive()
-    }
-}
-
-/// How long a member's API may take to answer one request.
-const MEMBER_API_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl Clusters {
-    /// The client of `member`'s cluster (`front` when it has no clusterRef).
-    pub async fn client(
-        &self,
-        front: &Client,
-        ns: &str,
-        member: &Member,
-    ) -> Result<Client, String> {
-        let Some(cref) = &member.cluster_ref else {
-            return Ok(front.clone());
-        };
-        let secrets: Api<Secret> = Api::namespaced(front.clone(), ns);
-        let secret = secrets
-            .get_opt(&cref.secret_name)
-            .await
-            .map_err(|e| format!("reading Secret {}: {e}", cref.secret_name))?
-            .ok_or_else(|| format!("Secret {} does not exist", cref.secret_name))?;
-        let key = format!("{ns}/{}", cref.secret_name);
-        let version = secret.resource_version().unwrap_or_default();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((v, c)) = cache.get(&key)
-            && *v == version
-        {
-            return Ok(c.clone());
-        }
-        let field = cref.key.as_deref().unwrap_or("kubeconfig");
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(field))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| format!("Secret {} has no key {field}", cref.secret_name))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| format!("Secret {} key {field} is not UTF-8", cref.secret_name))?;
-        let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| {
-            format!(
-                "Secret {} key {field} is not a kubeconfig: {e}",
-                cref.secret_name
-            )
-        })?;
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| format!("kubeconfig in Secret {}: {e}", cref.secret_name))?;
-        config.connect_timeout = Some(MEMBER_API_TIMEOUT);
-        config.read_timeout = Some(MEMBER_API_TIMEOUT);
-        config.write_timeout = Some(MEMBER_API_TIMEOUT);
-        let client = Client::try_from(config)
-            .map_err(|e| format!("kubeconfig in Secret {}: {e}", cref.secret_name))?;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(key, (version, client.clone()));
-        }
-        Ok(client)
-    }
-}
-
-/// A member's live endpoints as read from its cluster.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct Endpoints {
-    /// The BlueGreenDeployment's Service port (what the entry's backendRef names).
-    pub service_port: i32,
-    /// The pods' port.
-    pub target_port: i32,
-    /// Ready pod addresses, sorted.
-    pub addresses: Vec<String>,
+/// The client of `member`'s cluster (`front` when it has no clusterRef).
+pub async fn client(
+    clusters: &Clusters,
+    front: &Client,
+    ns: &str,
+    member: &Member,
+) -> Result<Client, String> {
+    let Some(cref) = &member.cluster_ref else {
+        return Ok(front.clone());
+    };
+    clusters
+        .client(front, ns, &cref.secret_name, cref.key.as_deref())
+        .await
+        .map_err(|e: ClusterError| e.to_string())
 }
 
 /// Read the live endpoints of `member`'s BlueGreenDeployment (its Service `<bgd>`).
@@ -110,42 +44,15 @@ pub async fn endpoints(client: &Client, ns: &str, member: &Member) -> Result<End
         .await
         .map_err(|e| format!("its API did not answer: {e}"))?
         .ok_or_else(|| format!("BlueGreenDeployment {ns}/{bgd_name} does not exist"))?;
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let list = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={bgd_name}")))
-        .await
-        .map_err(|e| format!("its API did not answer: {e}"))?;
     let port_name = bgd
         .spec
         .service
         .name
         .clone()
         .unwrap_or_else(|| "http".to_string());
-    let mut out = Endpoints {
-        service_port: bgd.spec.service.port,
-        target_port: 0,
-        addresses: Vec::new(),
-    };
-    for slice in list.items {
-        let port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or_default() == port_name)
-            .or_else(|| slice.ports.iter().flatten().next())
-            .and_then(|p| p.port);
-        let Some(port) = port else { continue };
-        out.target_port = port;
-        for e in slice.endpoints.iter().flatten() {
-            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if ready {
-                out.addresses.extend(e.addresses.iter().cloned());
-            }
-        }
-    }
-    out.addresses.sort();
-    out.addresses.dedup();
-    Ok(out)
+    crate::mirror::read(client, ns, bgd_name, bgd.spec.service.port, &port_name)
+        .await
+        .map_err(|e| format!("its API did not answer: {e}"))
 }
 
 /// The Service in the policy's namespace that stands for `member`.
@@ -182,24 +89,10 @@ pub async fn mirror(
         .patch(&name, &pp, &Patch::Apply(&svc))
         .await
         .map_err(|e| format!("applying Service {name}: {e}"))?;
-    let mut slice_labels = labels.clone();
-    slice_labels["kubernetes.io/service-name"] = json!(name);
-    slice_labels["endpointslice.kubernetes.io/managed-by"] = json!(SLICE_MANAGER);
-    let endpoints: Vec<_> = eps
-        .addresses
-        .iter()
-        .map(|a| json!({ "addresses": [a], "conditions": { "ready": true, "serving": true, "terminating": false } }))
-        .collect();
-    let slice = json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": { "name": name, "labels": slice_labels, "ownerReferences": [owner] },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{ "name": "http", "port": eps.target_port.max(1), "protocol": "TCP" }],
-    });
-    let slices: Api<EndpointSlice> = Api::namespaced(front.clone(), &ns);
-    slices
-        .patch(&name, &pp, &Patch::Apply(&slice))
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(labels).map_err(|e| format!("labels: {e}"))?;
+    let slice = crate::mirror::slice(&name, &name, "http", &labels, SLICE_MANAGER, &owner, eps);
+    crate::mirror::apply_slice(front, &ns, &slice)
         .await
         .map_err(|e| format!("applying EndpointSlice {name}: {e}"))?;
     Ok(())

@@ -40,8 +40,9 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::bluegreen::status::{Wanted, merge};
+use crate::clusters::Clusters;
 use crate::metrics::Metrics;
-use members::{Clusters, Endpoints};
+use members::Endpoints;
 use postgres::DbState;
 
 const KIND: &str = "FailoverPolicy";
@@ -292,7 +293,7 @@ async fn observe_member(
         }
     };
     let health = async {
-        let client = match ctx.clusters.client(&ctx.client, &ns, m).await {
+        let client = match members::client(&ctx.clusters, &ctx.client, &ns, m).await {
             Ok(c) => c,
             Err(e) => return (Err(format!("its cluster: {e}")), None),
         };

@@ -1,0 +1,109 @@
+//! Clients of other clusters, reached through kubeconfig Secrets (FailoverPolicy members,
+//! BlueGreenDeployment colors in `spec.environments`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cutover_api::k8s_openapi::api::core::v1::Secret;
+use cutover_api::kube::config::{KubeConfigOptions, Kubeconfig};
+use cutover_api::kube::{Api, Client, Config, ResourceExt as _};
+
+/// How long another cluster's API may take to answer one request.
+const REMOTE_API_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The key of a kubeconfig Secret when none is named.
+pub const DEFAULT_KEY: &str = "kubeconfig";
+
+/// Why a kubeconfig Secret gives no client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterError {
+    /// The Secret is missing or does not hold a usable kubeconfig: the user must fix it.
+    Secret(String),
+    /// The Secret could not be read (the API server did not answer): retry.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterError::Secret(m) | ClusterError::Unavailable(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Clients of other clusters, by Secret (namespace/name/key) and its resourceVersion.
+#[derive(Default)]
+pub struct Clusters {
+    cache: Mutex<HashMap<String, (String, Client)>>,
+}
+
+impl std::fmt::Debug for Clusters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clusters").finish_non_exhaustive()
+    }
+}
+
+impl Clusters {
+    /// The client of the cluster whose kubeconfig is in Secret `ns/secret_name` (key `key`,
+    /// default `kubeconfig`), read through `home`. Rebuilt when the Secret changes.
+    pub async fn client(
+        &self,
+        home: &Client,
+        ns: &str,
+        secret_name: &str,
+        key: Option<&str>,
+    ) -> Result<Client, ClusterError> {
+        let field = key.unwrap_or(DEFAULT_KEY);
+        let cache_key = format!("{ns}/{secret_name}/{field}");
+        let secrets: Api<Secret> = Api::namespaced(home.clone(), ns);
+        let secret = secrets
+            .get_opt(secret_name)
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("reading Secret {secret_name}: {e}")))?;
+        let Some(secret) = secret else {
+            return Err(ClusterError::Secret(format!(
+                "Secret {secret_name} does not exist"
+            )));
+        };
+        let version = secret.resource_version().unwrap_or_default();
+        if let Ok(cache) = self.cache.lock()
+            && let Some((v, c)) = cache.get(&cache_key)
+            && *v == version
+        {
+            return Ok(c.clone());
+        }
+        let bad = |what: String| ClusterError::Secret(format!("Secret {secret_name} {what}"));
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(field))
+            .map(|b| b.0.clone())
+            .ok_or_else(|| bad(format!("has no key {field}")))?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| bad(format!("key {field} is not UTF-8")))?;
+        let kubeconfig = Kubeconfig::from_yaml(&text)
+            .map_err(|e| bad(format!("key {field} is not a kubeconfig: {e}")))?;
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| bad(format!("key {field}: {e}")))?;
+        config.connect_timeout = Some(REMOTE_API_TIMEOUT);
+        config.read_timeout = Some(REMOTE_API_TIMEOUT);
+        config.write_timeout = Some(REMOTE_API_TIMEOUT);
+        let client = Client::try_from(config).map_err(|e| bad(format!("key {field}: {e}")))?;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(cache_key, (version, client.clone()));
+        }
+        Ok(client)
+    }
+
+    /// The last client built from Secret `ns/secret_name`, if any (used to clean up after a
+    /// BlueGreenDeployment whose Secret went first, as in a namespace deletion).
+    pub fn cached(&self, ns: &str, secret_name: &str, key: Option<&str>) -> Option<Client> {
+        let cache_key = format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY));
+        self.cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&cache_key).map(|(_, c)| c.clone()))
+    }
+}
