@@ -41,6 +41,10 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
         .message("spec.strategy.steps: setWeight, setHeaderRoute and setMirror need weighted traffic routing (spec.trafficRouting.gatewayAPI, istio or smi); `service` routing switches all traffic at once")
         .field_path(".spec.strategy.steps")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new("has(self.spec.environments) == has(oldSelf.spec.environments) && (!has(self.spec.environments) || self.spec.environments == oldSelf.spec.environments)")
+        .message("spec.environments is immutable: moving a color would move its traffic with it; create a new BlueGreenDeployment to run the colors elsewhere")
+        .field_path(".spec.environments")
+        .reason(Reason::FieldValueInvalid),
     validation = Rule::new("self.metadata.name.size() <= 50")
         .message("metadata.name: at most 50 characters, so that `<name>-preview` and `<name>-green` stay valid names"),
 )]
@@ -420,8 +424,9 @@ pub struct Environments {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {
-    /// Namespace of the color's objects.
+    /// Namespace of the color's objects (default: the BlueGreenDeployment's). It must exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
     pub namespace: Option<String>,
     /// Another cluster, reached with the kubeconfig in this Secret (key `kubeconfig`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -434,6 +439,9 @@ pub struct Environment {
 pub struct ClusterRef {
     /// Name of the Secret in the BlueGreenDeployment's namespace.
     pub secret_name: String,
+    /// The Secret's key holding the kubeconfig (default `kubeconfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The two colors.
@@ -548,6 +556,13 @@ pub struct ColorStatus {
     pub replicas: i32,
     /// Ready pods.
     pub ready_replicas: i32,
+    /// Namespace the color runs in, when `spec.environments` puts it outside the
+    /// BlueGreenDeployment's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The kubeconfig Secret of the cluster the color runs in, when it is another cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// A release under way.

@@ -23,6 +23,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("{what}: {message}")]
+    Remote { what: String, message: String },
+    #[error("no ready endpoints of the {color} color to send traffic to yet")]
+    NoEndpoints { color: &'static str },
     #[error("the object has no {0}")]
     MissingField(&'static str),
     #[error("{what} are not supported")]
@@ -42,6 +46,8 @@ impl Error {
             Error::Read { .. } => "read",
             Error::Apply { .. } => "apply",
             Error::Status { .. } => "status",
+            Error::Remote { .. } => "remote",
+            Error::NoEndpoints { .. } => "no_endpoints",
             Error::MissingField(_) => "missing_field",
             Error::Unsupported { .. } => "unsupported",
             Error::Serialize { .. } => "serialize",

@@ -150,6 +150,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
                 instance: Some(settings.identity.clone()),
             },
         ),
+        clusters: crate::clusters::Clusters::default(),
     });
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
@@ -216,7 +217,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
             },
         ),
         http: failover::http_client()?,
-        clusters: failover::members::Clusters::default(),
+        clusters: crate::clusters::Clusters::default(),
     });
     let policies: Api<FailoverPolicy> = scoped(&client, ns);
     let failovers = failover::run(failover_ctx, policies, shutdown.clone().wait());

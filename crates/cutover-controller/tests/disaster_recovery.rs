@@ -12,6 +12,9 @@
 //! 3. A member health signal flapping every second moves traffic at most once.
 //! 4. A drill produces a report (status, Event, ConfigMap) with RTO/RPO and a verdict;
 //!    with an RTO target it cannot meet, it fails and says so.
+//! 5. `spec.environments`: a BlueGreenDeployment whose green color runs in west. A release
+//!    goes there, takes half the traffic through the gateway, then all of it on promotion;
+//!    deleting the BlueGreenDeployment deletes what it made in west.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -70,7 +73,6 @@ async fn west() -> West {
 struct World {
     front: TestNamespace,
     west_ns: String,
-    west_client: Client,
     pair: Pair,
     gw_port: u16,
     bins: PathBuf,
@@ -78,21 +80,7 @@ struct World {
     _west_node: ProcessNode,
     _router: RouterProcess,
     _controllers: Vec<ControllerProcess>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let (client, ns) = (self.west_client.clone(), self.west_ns.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Runtime::new() {
-                rt.block_on(async {
-                    let api: Api<Namespace> = Api::all(client);
-                    let _ = api.delete(&ns, &DeleteParams::default()).await;
-                });
-            }
-        })
-        .join();
-    }
+    _west_ns: WestNamespace,
 }
 
 fn shop(node: &ProcessNode, version: &str, db: &str) -> Value {
@@ -213,8 +201,8 @@ async fn world(west: &West, prefix: &str, synchronous: bool, blocks: (u8, u8)) -
     }
     World {
         front,
+        _west_ns: WestNamespace(west.client.clone(), west_ns.clone()),
         west_ns,
-        west_client: west.client.clone(),
         pair,
         gw_port,
         bins,
@@ -702,6 +690,214 @@ async fn disaster_recovery_across_two_clusters() {
     scenario_lagging_standby(&west).await;
     scenario_flapping(&west).await;
     scenario_drill(&west).await;
+    scenario_colors_across_clusters(&west).await;
+}
+
+/// A demo-app BlueGreenDeployment `version` whose pods may run on `nodes` (one per
+/// cluster), green in `west_ns` of the cluster in Secret `west-kubeconfig`, traffic through
+/// HTTPRoute `shop` in two steps.
+fn spread_shop(nodes: [&ProcessNode; 2], version: &str, west_ns: &str) -> Value {
+    let mut pod = nodes[0].demo_pod_spec(version);
+    pod.as_object_mut().expect("pod").remove("nodeSelector");
+    pod["affinity"] = json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "kubernetes.io/hostname",
+            "operator": "In", "values": [nodes[0].name, nodes[1].name] }] }] } } });
+    json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "shop" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "shop" } },
+            "template": { "metadata": { "labels": { "app": "shop" } }, "spec": pod },
+            "service": { "port": 80, "targetPort": 8080 },
+            "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } },
+            "strategy": { "steps": [{ "setWeight": 50 }, { "pause": {} }] },
+            "environments": { "green": { "namespace": west_ns,
+                                         "clusterRef": { "secretName": "west-kubeconfig" } } },
+        }
+    })
+}
+
+/// Versions answering `n` requests through the gateway, counted.
+async fn versions(port: u16, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let v = served_by(port).await.unwrap_or_else(|| "error".into());
+        *seen.entry(v).or_insert(0) += 1;
+    }
+    seen
+}
+
+async fn wait_versions(
+    port: u16,
+    what: &str,
+    ok: impl Fn(&std::collections::BTreeMap<String, usize>) -> bool,
+) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let seen = versions(port, 20).await;
+        if ok(&seen) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: last seen {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn scenario_colors_across_clusters(west: &West) {
+    use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+    use cutover_api::{BlueGreenDeployment, Color, Phase, requests};
+    use cutover_test_support::release::{healthy_on, phase, request, wait_bgd};
+    let bins = e2e::build(&[
+        "cutover-controller",
+        "cutover-process-node",
+        "cutover-demo-app",
+        "cutover-router",
+    ]);
+    let front = TestNamespace::new("env-x").await;
+    install_crds(&front.client).await;
+    upstream::install_crds(&front.client, GATEWAY_API).await;
+    let west_ns = front.name.clone();
+    let nss: Api<Namespace> = Api::all(west.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({ "metadata": { "name": west_ns } })).expect("ns"),
+    )
+    .await
+    .expect("namespace in west");
+    let _west_cleanup = WestNamespace(west.client.clone(), west_ns.clone());
+    let east_node = ProcessNode::start(&front, &bins, 95).await;
+    let west_node = ProcessNode::start_in(
+        &west.client,
+        &west.kubeconfig,
+        &format!("{west_ns}-w"),
+        &bins,
+        96,
+    )
+    .await;
+    let kubeconfig = std::fs::read_to_string(&west.kubeconfig).expect("west kubeconfig");
+    apply(
+        &front.client,
+        &front.name,
+        &secret("west-kubeconfig", "kubeconfig", &kubeconfig),
+    )
+    .await;
+    let _ctrl =
+        ControllerProcess::start(&bins.join("cutover-controller"), &front.name, "front", 15).await;
+    let _router = RouterProcess::start(&bins, &front.name).await;
+    let port = e2e::free_port();
+    e2e::gateway(&front.client, &front.name, port).await;
+    e2e::http_route(
+        &front.client,
+        &front.name,
+        "shop",
+        json!({ "rules": [{ "backendRefs": [{ "name": "shop-blue", "port": 80 }] }] }),
+    )
+    .await;
+
+    // Revision 1 goes to blue, at home (east).
+    let nodes = [&east_node, &west_node];
+    apply(
+        &front.client,
+        &front.name,
+        &spread_shop(nodes, "v1", &west_ns),
+    )
+    .await;
+    healthy_on(&front, "shop", Color::Blue).await;
+    wait_versions(port, "v1 answering through the gateway", |s| {
+        s.get("v1") == Some(&20)
+    })
+    .await;
+
+    // Revision 2 goes to green, in west: half the traffic at the pause, from the other
+    // cluster, then all of it.
+    apply(
+        &front.client,
+        &front.name,
+        &spread_shop(nodes, "v2", &west_ns),
+    )
+    .await;
+    let b = wait_bgd(&front, "shop", "paused at 50% with green in west", |b| {
+        phase(b) == Some(Phase::Paused) && b.status.as_ref().map(|s| s.weight) == Some(50)
+    })
+    .await;
+    let green = b.status.and_then(|s| s.green).expect("green status");
+    assert_eq!(green.cluster.as_deref(), Some("west-kubeconfig"));
+    assert_eq!(green.ready_replicas, 2);
+    let west_deployments: Api<Deployment> = Api::namespaced(west.client.clone(), &west_ns);
+    let d = west_deployments
+        .get("shop-green")
+        .await
+        .expect("shop-green runs in west");
+    assert!(
+        d.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("cutover.dev/owner-uid"))
+    );
+    let split = versions(port, 60).await;
+    println!("spread across clusters at 50%: {split:?}");
+    assert_eq!(split.get("error"), None, "{split:?}");
+    assert!(
+        split.get("v1").copied().unwrap_or(0) >= 10 && split.get("v2").copied().unwrap_or(0) >= 10,
+        "both clusters answer at 50%: {split:?}"
+    );
+    request(&front, "shop", requests::PROMOTE).await;
+    healthy_on(&front, "shop", Color::Green).await;
+    wait_versions(port, "v2 (west) answering all traffic", |s| {
+        s.get("v2") == Some(&20)
+    })
+    .await;
+
+    // Deleting it deletes its objects in west.
+    let api: Api<BlueGreenDeployment> = front.api();
+    let uid = api
+        .get("shop")
+        .await
+        .expect("bgd")
+        .metadata
+        .uid
+        .expect("uid");
+    api.delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::timeout(
+        TIMEOUT,
+        kube::runtime::wait::await_condition(
+            api,
+            "shop",
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        ),
+    )
+    .await
+    .expect("the BlueGreenDeployment gone in time")
+    .expect("watch");
+    assert!(
+        west_deployments
+            .get_opt("shop-green")
+            .await
+            .expect("get")
+            .is_none(),
+        "shop-green in west deleted with its BlueGreenDeployment"
+    );
+}
+
+/// Deletes a namespace of the west cluster when dropped.
+struct WestNamespace(Client, String);
+
+impl Drop for WestNamespace {
+    fn drop(&mut self) {
+        let (client, ns) = (self.0.clone(), self.1.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                rt.block_on(async {
+                    let api: Api<Namespace> = Api::all(client);
+                    let _ = api.delete(&ns, &DeleteParams::default()).await;
+                });
+            }
+        })
+        .join();
+    }
 }
 
 /// The failover benchmark (`cargo xtask bench failover`): `CUTOVER_BENCH_RUNS` (default 10)

@@ -6,6 +6,7 @@
 //! pass was triggered.
 
 pub mod config;
+pub mod environments;
 pub mod render;
 pub mod status;
 
@@ -18,6 +19,7 @@ use cutover_api::analysis::{
 };
 use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use cutover_api::k8s_openapi::jiff;
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -38,12 +40,16 @@ use serde_json::json;
 
 use crate::FIELD_MANAGER;
 use crate::analysis;
+use crate::clusters::Clusters;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::mirror::{self, Endpoints};
 use crate::traffic::TrafficRouter as _;
+use crate::traffic::mirror::{MirrorRouter, slice_color};
 use crate::traffic::service::ServiceRouter;
-use crate::traffic::{RouteKind, Target};
+use crate::traffic::{LiveRouter, RouteKind, Target};
 use config::{ConfigKind, ConfigRef};
+use environments::{Place, owned_by};
 use render::ServiceRole;
 
 const KIND: &str = "BlueGreenDeployment";
@@ -56,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Event recorder.
     pub recorder: Recorder,
+    /// Clients of the clusters colors run in (`spec.environments`).
+    pub clusters: Clusters,
 }
 
 impl std::fmt::Debug for Context {
@@ -66,7 +74,18 @@ impl std::fmt::Debug for Context {
 
 /// Everything observed about one BlueGreenDeployment.
 struct Snapshot {
+    /// Where each color runs.
+    places: PerColor<Place>,
+    /// Whether a color runs away from home (the routed Services mirror endpoints).
+    spread: bool,
+    /// Each color's ready endpoints where it runs (read when `spread`).
+    endpoints: PerColor<Endpoints>,
+    /// Each color's Service `<name>-<color>` where it runs (when `spread`).
+    color_services: PerColor<Option<Service>>,
+    /// The mirrored EndpointSlices at home, by role (when `spread`).
+    slices: BTreeMap<&'static str, Option<EndpointSlice>>,
     deployments: PerColor<Option<Deployment>>,
+    /// The Services at home, by role.
     services: BTreeMap<&'static str, Option<Service>>,
     configs: Vec<(ConfigRef, config::ConfigData)>,
     /// Resolved analysis templates, per configured gate.
@@ -90,7 +109,8 @@ fn route_name(bgd: &BlueGreenDeployment) -> Option<(RouteKind, String)> {
 }
 
 /// Why the controller will not act on this object (no traffic is touched).
-struct Refusal {
+#[derive(Debug)]
+pub struct Refusal {
     reason: &'static str,
     message: String,
 }
@@ -141,16 +161,6 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
             message: "spec.strategy.steps: SMI TrafficSplits have no header routes or mirroring; use gatewayAPI or istio for setHeaderRoute and setMirror".into(),
         });
     }
-    if spec
-        .environments
-        .as_ref()
-        .is_some_and(|e| e.blue.is_some() || e.green.is_some())
-    {
-        return Some(Refusal {
-            reason: "UnsupportedEnvironments",
-            message: "spec.environments: colors in other namespaces or clusters are not supported by this version of the controller".into(),
-        });
-    }
     let template_labels = spec
         .template
         .metadata
@@ -173,12 +183,21 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
 async fn observe(
     bgd: &BlueGreenDeployment,
     ns: &str,
-    client: &Client,
+    ctx: &Context,
 ) -> Result<Result<Snapshot, Refusal>, Error> {
+    let client = &ctx.client;
     let name = bgd.name_any();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let places = match environments::places(bgd, client, &ctx.clusters).await? {
+        Ok(p) => p,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let mut snap = Snapshot {
+        spread: environments::spread(bgd),
+        places,
+        endpoints: PerColor::default(),
+        color_services: PerColor::default(),
+        slices: BTreeMap::new(),
         deployments: PerColor::default(),
         services: BTreeMap::new(),
         configs: Vec::new(),
@@ -221,15 +240,18 @@ async fn observe(
         }
     }
     for color in Color::ALL {
+        let place = snap.places.get(color);
+        let deployments: Api<Deployment> = Api::namespaced(place.client.clone(), &place.namespace);
         let dname = render::deployment_name(&name, color);
         let d = get(&deployments, "Deployment", &dname).await?;
         if let Some(d) = &d
-            && !controlled_by(&d.metadata, bgd)
+            && !owned_by(&d.metadata, bgd)
         {
             return Ok(Err(Refusal {
                 reason: "OwnershipConflict",
                 message: format!(
-                    "Deployment {dname} exists and is not owned by this BlueGreenDeployment; rename or delete it"
+                    "Deployment {dname} in {} exists and is not owned by this BlueGreenDeployment; rename or delete it",
+                    place.describe()
                 ),
             }));
         }
@@ -239,7 +261,7 @@ async fn observe(
         let sname = role.service_name(&name);
         let s = get(&services, "Service", &sname).await?;
         if let Some(s) = &s
-            && !controlled_by(&s.metadata, bgd)
+            && !owned_by(&s.metadata, bgd)
         {
             return Ok(Err(Refusal {
                 reason: "OwnershipConflict",
@@ -249,6 +271,11 @@ async fn observe(
             }));
         }
         snap.services.insert(role_key(role), s);
+    }
+    if snap.spread
+        && let Err(refusal) = observe_spread(bgd, ns, client, &mut snap).await?
+    {
+        return Ok(Err(refusal));
     }
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -355,6 +382,80 @@ async fn observe(
         }
     }
     Ok(Ok(snap))
+}
+
+/// The colors' Services and endpoints where they run, and the mirrored EndpointSlices at
+/// home (`spec.environments`).
+async fn observe_spread(
+    bgd: &BlueGreenDeployment,
+    ns: &str,
+    client: &Client,
+    snap: &mut Snapshot,
+) -> Result<Result<(), Refusal>, Error> {
+    let name = bgd.name_any();
+    let port_name = render::port_name(bgd);
+    for color in Color::ALL {
+        let place = snap.places.get(color).clone();
+        let sname = ServiceRole::Color(color).service_name(&name);
+        let svc = if place.home {
+            snap.services
+                .get(role_key(ServiceRole::Color(color)))
+                .cloned()
+                .flatten()
+        } else {
+            let api: Api<Service> = Api::namespaced(place.client.clone(), &place.namespace);
+            let s = get(&api, "Service", &sname).await?;
+            if let Some(s) = &s
+                && !owned_by(&s.metadata, bgd)
+            {
+                return Ok(Err(Refusal {
+                    reason: "OwnershipConflict",
+                    message: format!(
+                        "Service {sname} in {} exists and is not owned by this BlueGreenDeployment; rename or delete it",
+                        place.describe()
+                    ),
+                }));
+            }
+            s
+        };
+        *snap.color_services.get_mut(color) = svc;
+        let eps = mirror::read(
+            &place.client,
+            &place.namespace,
+            &sname,
+            bgd.spec.service.port,
+            &port_name,
+        )
+        .await
+        .map_err(|source| Error::Read {
+            kind: "EndpointSlice",
+            name: format!("{sname} in {}", place.describe()),
+            source,
+        })?;
+        *snap.endpoints.get_mut(color) = eps;
+    }
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    for role in ServiceRole::ALL {
+        if let ServiceRole::Color(c) = role
+            && snap.places.get(c).home
+        {
+            continue;
+        }
+        let sname = role.service_name(&name);
+        let slice = get(&slices, "EndpointSlice", &sname).await?;
+        if let Some(s) = &slice
+            && !owned_by(&s.metadata, bgd)
+        {
+            return Ok(Err(Refusal {
+                reason: "OwnershipConflict",
+                message: format!(
+                    "EndpointSlice {sname} exists and is not owned by this BlueGreenDeployment; rename or delete it"
+                ),
+            }));
+        }
+        snap.slices.insert(role_key(role), slice);
+    }
+    Ok(Ok(()))
 }
 
 fn color_observation(d: Option<&Deployment>) -> ColorObservation {
@@ -491,8 +592,12 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = bgd.name_any();
     if bgd.metadata.deletion_timestamp.is_some() {
-        // Owned objects go with it (owner references); nothing to route.
+        // Owned objects go with it (owner references); those of remote colors are deleted
+        // here first. Nothing to route.
         ctx.metrics.forget(&ns, &name);
+        if has_finalizer(bgd) {
+            finalize(bgd, ctx).await?;
+        }
         return Ok(Requeue::await_change());
     }
     let old_status = bgd.status.clone().unwrap_or_default();
@@ -500,7 +605,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
 
     let refusal = match refuse_unsupported(bgd) {
         Some(r) => Err(r),
-        None => observe(bgd, &ns, &ctx.client).await?,
+        None => observe(bgd, &ns, ctx).await?,
     };
     let snap = match refusal {
         Ok(s) => s,
@@ -528,7 +633,19 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     };
 
     let template_hash = config::template_hash(&bgd.spec.template, &snap.configs);
-    let router = ServiceRouter::new(bgd, Api::namespaced(ctx.client.clone(), &ns));
+    let router = if snap.spread {
+        LiveRouter::Mirror(MirrorRouter::new(
+            bgd,
+            ctx.client.clone(),
+            &ns,
+            &snap.endpoints,
+        ))
+    } else {
+        LiveRouter::Service(ServiceRouter::new(
+            bgd,
+            Api::namespaced(ctx.client.clone(), &ns),
+        ))
+    };
     let service_live = router.read().await?.map(|t| t.stable);
     // With a route, the route says where traffic goes; the live Service must agree. Before
     // the first rollout (no live Service yet) nothing is live, whatever the route names.
@@ -544,11 +661,17 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         }
         _ => (service_live, release::TrafficObs::default()),
     };
-    let preview = snap
-        .services
-        .get("preview")
-        .and_then(|s| s.as_ref())
-        .and_then(render::selected_color);
+    let preview = if snap.spread {
+        snap.slices
+            .get("preview")
+            .and_then(|s| s.as_ref())
+            .and_then(slice_color)
+    } else {
+        snap.services
+            .get("preview")
+            .and_then(|s| s.as_ref())
+            .and_then(render::selected_color)
+    };
     let memory = status::memory_from(bgd.status.as_ref());
     let run_of = |gate: Gate| {
         let r = memory.release.as_ref()?;
@@ -573,8 +696,8 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         traffic,
         memory,
         colors: PerColor {
-            blue: color_observation(snap.deployments.blue.as_ref()),
-            green: color_observation(snap.deployments.green.as_ref()),
+            blue: observed_color(&snap, Color::Blue),
+            green: observed_color(&snap, Color::Green),
         },
         live,
         preview,
@@ -583,13 +706,20 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     let plan = release::decide(&input);
     tracing::debug!(namespace = %ns, name = %name, ?plan, "plan");
 
-    ensure_color_services(bgd, ctx, &ns, &snap).await?;
+    if snap.spread {
+        if !has_finalizer(bgd) {
+            add_finalizer(bgd, ctx).await?;
+        }
+        ensure_spread_services(bgd, ctx, &ns, &snap).await?;
+    } else {
+        ensure_color_services(bgd, ctx, &ns, &snap).await?;
+    }
     for action in &plan.actions {
         act(bgd, ctx, &ns, &snap, &template_hash, action, &router).await?;
     }
     if plan.actions.is_empty() && plan.memory.release.is_none() {
         // Settled: config snapshots neither color uses any more can go.
-        prune_snapshots(bgd, ctx, &ns, &snap).await?;
+        prune_snapshots(bgd, &snap).await?;
     }
     for t in &plan.transitions {
         tracing::info!(namespace = %ns, name = %name, reason = t.reason, "{}", t.message);
@@ -616,8 +746,16 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     st.observed_generation = bgd.metadata.generation;
     st.handled_requests = handled;
     st.current_template_hash = Some(template_hash);
-    st.blue = color_status(&input.colors.blue, snap.deployments.blue.as_ref());
-    st.green = color_status(&input.colors.green, snap.deployments.green.as_ref());
+    st.blue = color_status(
+        &input.colors.blue,
+        snap.deployments.blue.as_ref(),
+        &snap.places.blue,
+    );
+    st.green = color_status(
+        &input.colors.green,
+        snap.deployments.green.as_ref(),
+        &snap.places.green,
+    );
     if let Some(active) = plan.memory.active {
         st.replicas = input.colors.get(active).ready_replicas;
     }
@@ -634,10 +772,93 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     ctx.metrics.set_weight(&ns, &name, plan.weight);
     write_status(bgd, ctx, &old_status, st).await?;
 
-    Ok(match plan.requeue_after {
-        Some(d) => Requeue::requeue(d),
-        None => Requeue::requeue(Duration::from_secs(300)),
-    })
+    let mut after = plan.requeue_after.unwrap_or(Duration::from_secs(300));
+    if snap.spread {
+        // Objects in other namespaces and clusters are not watched: look again soon, so the
+        // mirrored endpoints follow the colors' pods.
+        after = after.min(SPREAD_RESYNC);
+    }
+    Ok(Requeue::requeue(after))
+}
+
+/// How often a BlueGreenDeployment with remote colors is looked at when nothing else
+/// triggers a pass.
+const SPREAD_RESYNC: Duration = Duration::from_secs(2);
+
+/// A color as the release sees it. Away from home, a pod counts as ready only once its
+/// address is among the color's ready endpoints (what the mirrored Services send to), so
+/// traffic never moves to a color before it can be reached.
+fn observed_color(snap: &Snapshot, color: Color) -> ColorObservation {
+    let mut obs = color_observation(snap.deployments.get(color).as_ref());
+    if snap.spread {
+        let reachable =
+            i32::try_from(snap.endpoints.get(color).addresses.len()).unwrap_or(i32::MAX);
+        obs.ready_replicas = obs.ready_replicas.min(reachable);
+        obs.available_replicas = obs.available_replicas.min(reachable);
+    }
+    obs
+}
+
+fn has_finalizer(bgd: &BlueGreenDeployment) -> bool {
+    bgd.finalizers()
+        .iter()
+        .any(|f| f == environments::FINALIZER)
+}
+
+/// Write `finalizers` with the resourceVersion read, so a concurrent change fails the write.
+async fn set_finalizers(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let name = bgd.name_any();
+    let api: Api<BlueGreenDeployment> =
+        Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
+    let patch = json!({ "metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": bgd.resource_version(),
+    } });
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: KIND,
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+/// Before anything is created away from home: the finalizer that deletes it again.
+async fn add_finalizer(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error> {
+    let mut finalizers = bgd.finalizers().to_vec();
+    finalizers.push(environments::FINALIZER.to_string());
+    set_finalizers(bgd, ctx, finalizers).await
+}
+
+/// Delete what this BlueGreenDeployment owns away from home, then let it go.
+async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error> {
+    let (places, lost) = environments::places_for_cleanup(bgd, &ctx.client, &ctx.clusters).await?;
+    for place in &places {
+        let n = environments::clean_up(bgd, place).await?;
+        tracing::info!(namespace = ?bgd.namespace(), name = %bgd.name_any(), place = %place.describe(), deleted = n, "deleted the objects of a remote color");
+    }
+    if !lost.is_empty() {
+        let message = format!(
+            "could not delete {}: delete them by hand (label {}={})",
+            lost.join(", "),
+            environments::OWNER_UID_LABEL,
+            bgd.metadata.uid.as_deref().unwrap_or_default()
+        );
+        tracing::warn!(namespace = ?bgd.namespace(), name = %bgd.name_any(), "{message}");
+        publish(ctx, bgd, "CleanupIncomplete", &message, true).await;
+    }
+    let finalizers = bgd
+        .finalizers()
+        .iter()
+        .filter(|f| *f != environments::FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(bgd, ctx, finalizers).await
 }
 
 /// The live pods' selector for the scale subresource (an HPA must count the live color
@@ -657,6 +878,7 @@ fn selector_string(bgd: &BlueGreenDeployment, active: Option<Color>) -> String {
 fn color_status(
     obs: &ColorObservation,
     d: Option<&Deployment>,
+    place: &Place,
 ) -> Option<cutover_api::blue_green::ColorStatus> {
     let d = d?;
     let image = d
@@ -671,6 +893,8 @@ fn color_status(
         image,
         replicas: obs.spec_replicas,
         ready_replicas: obs.ready_replicas,
+        namespace: (!place.home).then(|| place.namespace.clone()),
+        cluster: place.cluster.clone(),
     })
 }
 
@@ -731,22 +955,10 @@ async fn ensure_color_services(
         let role = ServiceRole::Color(color);
         let want = render::service(bgd, role, color)?;
         let have = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
-        let same = have.is_some_and(|h| {
-            let (h, w) = (h.spec.as_ref(), want.spec.as_ref());
-            h.and_then(|h| h.selector.as_ref()) == w.and_then(|w| w.selector.as_ref())
-                && h.and_then(|h| h.ports.as_ref()).map(|p| {
-                    p.iter()
-                        .map(|p| (p.port, p.target_port.clone()))
-                        .collect::<Vec<_>>()
-                }) == w.and_then(|w| w.ports.as_ref()).map(|p| {
-                    p.iter()
-                        .map(|p| (p.port, p.target_port.clone()))
-                        .collect::<Vec<_>>()
-                })
-        });
+        let same = same_service(have, &want);
         if !same {
             apply(
-                ctx,
+                &ctx.client,
                 ns,
                 &role.service_name(&bgd.name_any()),
                 &want,
@@ -758,8 +970,8 @@ async fn ensure_color_services(
     Ok(())
 }
 
-async fn apply<K>(
-    ctx: &Context,
+pub(crate) async fn apply<K>(
+    client: &Client,
     ns: &str,
     name: &str,
     obj: &K,
@@ -772,7 +984,7 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut value =
         serde_json::to_value(obj).map_err(|source| Error::Serialize { what: kind, source })?;
     value["apiVersion"] = json!(K::api_version(&()));
@@ -791,18 +1003,101 @@ where
     Ok(())
 }
 
-/// Label on config snapshots naming the ConfigMap or Secret they copy.
-const SNAPSHOT_OF_LABEL: &str = "cutover.dev/snapshot-of";
-
-/// Delete the config snapshots of `bgd` that neither color's Deployment references.
-async fn prune_snapshots(
+/// With a color away from home: each color's Service `<name>-<color>` where it runs (with
+/// a selector), and at home the Services traffic is routed through, without a selector,
+/// whose EndpointSlices follow the ready endpoints of the color they stand for.
+async fn ensure_spread_services(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
     ns: &str,
     snap: &Snapshot,
 ) -> Result<(), Error> {
+    let name = bgd.name_any();
+    let port_name = render::port_name(bgd);
+    for color in Color::ALL {
+        let role = ServiceRole::Color(color);
+        let place = snap.places.get(color);
+        let mut want = render::service(bgd, role, color)?;
+        environments::locate(&mut want.metadata, bgd, place);
+        if !same_service(snap.color_services.get(color).as_ref(), &want) {
+            apply(
+                &place.client,
+                &place.namespace,
+                &role.service_name(&name),
+                &want,
+                "Service",
+            )
+            .await?;
+        }
+    }
+    for role in ServiceRole::ALL {
+        let color = match role {
+            ServiceRole::Color(c) if snap.places.get(c).home => continue,
+            ServiceRole::Color(c) => Some(c),
+            // Live and preview exist once the release has pointed them at a color.
+            _ => snap
+                .slices
+                .get(role_key(role))
+                .and_then(|s| s.as_ref())
+                .and_then(slice_color),
+        };
+        let Some(color) = color else { continue };
+        let eps = snap.endpoints.get(color);
+        let have = snap.slices.get(role_key(role)).and_then(|s| s.as_ref());
+        let in_sync = have.is_some_and(|s| {
+            slice_color(s) == Some(color)
+                && mirror::from_slices(std::slice::from_ref(s), eps.service_port, &port_name)
+                    == *eps
+        });
+        let service_ok = same_service(
+            snap.services.get(role_key(role)).and_then(|s| s.as_ref()),
+            &render::mirror_service(bgd, role)?,
+        );
+        if !in_sync || !service_ok {
+            crate::traffic::mirror::point(bgd, &ctx.client, ns, role, color, eps).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether Service `have` has `want`'s selector and ports.
+fn same_service(have: Option<&Service>, want: &Service) -> bool {
+    let ports = |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.ports.as_ref()).map(|p| {
+            p.iter()
+                .map(|p| (p.name.clone(), p.port, p.target_port.clone()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let selector = |s: &Service| s.spec.as_ref().and_then(|s| s.selector.clone());
+    have.is_some_and(|h| selector(h) == selector(want) && ports(h) == ports(want))
+}
+
+/// Label on config snapshots naming the ConfigMap or Secret they copy.
+const SNAPSHOT_OF_LABEL: &str = "cutover.dev/snapshot-of";
+
+/// Delete the config snapshots of `bgd` that neither color's Deployment references.
+async fn prune_snapshots(bgd: &BlueGreenDeployment, snap: &Snapshot) -> Result<(), Error> {
+    for (i, color) in Color::ALL.into_iter().enumerate() {
+        let place = snap.places.get(color);
+        // Each place once: the first color found there prunes it.
+        if i > 0 && place.same_as(snap.places.get(color.other())) {
+            continue;
+        }
+        prune_snapshots_at(bgd, snap, place).await?;
+    }
+    Ok(())
+}
+
+/// Prune the snapshots at `place` that the Deployments there do not reference.
+async fn prune_snapshots_at(
+    bgd: &BlueGreenDeployment,
+    snap: &Snapshot,
+    place: &Place,
+) -> Result<(), Error> {
     let in_use: Vec<ConfigRef> = Color::ALL
         .iter()
+        .filter(|c| snap.places.get(**c).same_as(place))
         .filter_map(|c| snap.deployments.get(*c).as_ref())
         .filter_map(|d| d.spec.as_ref())
         .flat_map(|s| config::referenced(&s.template))
@@ -815,8 +1110,8 @@ async fn prune_snapshots(
         bgd.name_any()
     );
     let lp = ListParams::default().labels(&selector);
-    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(place.client.clone(), &place.namespace);
+    let secrets: Api<Secret> = Api::namespaced(place.client.clone(), &place.namespace);
     delete_unused(&config_maps, &lp, bgd, |name| {
         used(ConfigKind::ConfigMap, name)
     })
@@ -848,7 +1143,7 @@ where
     })?;
     for obj in list.items {
         let name = obj.name_any();
-        if controlled_by(&obj.metadata, bgd) && !used(&name) {
+        if owned_by(&obj.metadata, bgd) && !used(&name) {
             api.delete(&name, &DeleteParams::background())
                 .await
                 .map_err(|source| Error::Apply {
@@ -865,10 +1160,10 @@ where
 /// renames to apply to the template.
 async fn snapshot_configs(
     bgd: &BlueGreenDeployment,
-    ctx: &Context,
-    ns: &str,
+    place: &Place,
     snap: &Snapshot,
 ) -> Result<BTreeMap<(ConfigKind, String), String>, Error> {
+    let (client, ns) = (&place.client, place.namespace.as_str());
     let mut renames = BTreeMap::new();
     let owner = render::owner_reference(bgd)?;
     for (r, data) in &snap.configs {
@@ -876,13 +1171,14 @@ async fn snapshot_configs(
         let snap_name = config::snapshot_name(&r.name, &config::data_hash(data));
         let mut labels = render::owned_labels(&bgd.name_any(), None);
         labels.insert(SNAPSHOT_OF_LABEL.into(), r.name.clone());
-        let meta = ObjectMeta {
+        let mut meta = ObjectMeta {
             name: Some(snap_name.clone()),
             namespace: Some(ns.to_string()),
             labels: Some(labels),
             owner_references: Some(vec![owner.clone()]),
             ..ObjectMeta::default()
         };
+        environments::locate(&mut meta, bgd, place);
         match r.kind {
             ConfigKind::ConfigMap => {
                 let (text, binary): (BTreeMap<_, _>, BTreeMap<_, _>) = data
@@ -904,7 +1200,7 @@ async fn snapshot_configs(
                             .collect()
                     }),
                 };
-                apply_snapshot(ctx, ns, &snap_name, &cm, "ConfigMap").await?;
+                apply_snapshot(client, ns, &snap_name, &cm, "ConfigMap").await?;
             }
             ConfigKind::Secret => {
                 let secret = Secret {
@@ -919,7 +1215,7 @@ async fn snapshot_configs(
                     ),
                     ..Secret::default()
                 };
-                apply_snapshot(ctx, ns, &snap_name, &secret, "Secret").await?;
+                apply_snapshot(client, ns, &snap_name, &secret, "Secret").await?;
             }
         }
         renames.insert((r.kind, r.name.clone()), snap_name);
@@ -930,7 +1226,7 @@ async fn snapshot_configs(
 /// Snapshots are immutable: create once; an existing one with this content-derived name
 /// already holds the same data.
 async fn apply_snapshot<K>(
-    ctx: &Context,
+    client: &Client,
     ns: &str,
     name: &str,
     obj: &K,
@@ -943,11 +1239,11 @@ where
         + serde::Serialize
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     if get(&api, kind, name).await?.is_some() {
         return Ok(());
     }
-    apply(ctx, ns, name, obj, kind).await
+    apply(client, ns, name, obj, kind).await
 }
 
 /// Record the revision's template in a ControllerRevision (once; they are immutable) and
@@ -963,7 +1259,7 @@ async fn record_revision(
     let name = bgd.name_any();
     let cr = render::controller_revision(bgd, template_hash, revision)?;
     apply_snapshot(
-        ctx,
+        &ctx.client,
         ns,
         &render::revision_name(&name, template_hash),
         &cr,
@@ -1025,7 +1321,7 @@ async fn act(
     snap: &Snapshot,
     template_hash: &str,
     action: &Action,
-    router: &ServiceRouter<'_>,
+    router: &LiveRouter<'_>,
 ) -> Result<(), Error> {
     let name = bgd.name_any();
     match *action {
@@ -1035,14 +1331,16 @@ async fn act(
             replicas,
         } => {
             record_revision(bgd, ctx, ns, template_hash, revision).await?;
-            let renames = snapshot_configs(bgd, ctx, ns, snap).await?;
+            let place = snap.places.get(color);
+            let renames = snapshot_configs(bgd, place, snap).await?;
             let mut d = render::color_deployment(bgd, color, template_hash, revision, replicas)?;
             if let Some(spec) = d.spec.as_mut() {
                 spec.template = config::with_snapshots(&spec.template, &renames);
             }
+            environments::locate(&mut d.metadata, bgd, place);
             apply(
-                ctx,
-                ns,
+                &place.client,
+                &place.namespace,
                 &render::deployment_name(&name, color),
                 &d,
                 "Deployment",
@@ -1051,7 +1349,8 @@ async fn act(
         }
         Action::Scale { color, replicas } => {
             let dname = render::deployment_name(&name, color);
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let place = snap.places.get(color);
+            let api: Api<Deployment> = Api::namespaced(place.client.clone(), &place.namespace);
             api.patch(
                 &dname,
                 &PatchParams::default(),
@@ -1065,10 +1364,21 @@ async fn act(
             })?;
             Ok(())
         }
+        Action::Preview { color } if snap.spread => {
+            crate::traffic::mirror::point(
+                bgd,
+                &ctx.client,
+                ns,
+                ServiceRole::Preview,
+                color,
+                snap.endpoints.get(color),
+            )
+            .await
+        }
         Action::Preview { color } => {
             let svc = render::service(bgd, ServiceRole::Preview, color)?;
             apply(
-                ctx,
+                &ctx.client,
                 ns,
                 &ServiceRole::Preview.service_name(&name),
                 &svc,
@@ -1276,7 +1586,7 @@ async fn start_analysis(
             return Ok(());
         }
     };
-    apply_snapshot(ctx, ns, &run_name, &run, "AnalysisRun").await?;
+    apply_snapshot(&ctx.client, ns, &run_name, &run, "AnalysisRun").await?;
     let mut old: Vec<&AnalysisRun> = snap.runs.values().collect();
     old.sort_by_key(|r| std::cmp::Reverse(r.metadata.creation_timestamp.clone()));
     let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), ns);

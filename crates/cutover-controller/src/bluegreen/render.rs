@@ -165,7 +165,7 @@ pub fn service(
         spec: Some(ServiceSpec {
             selector: Some(selector),
             ports: Some(vec![K8sServicePort {
-                name: Some(port.name.clone().unwrap_or_else(|| "http".to_string())),
+                name: Some(port_name(bgd)),
                 port: port.port,
                 target_port: Some(
                     port.target_port
@@ -179,6 +179,29 @@ pub fn service(
         }),
         status: None,
     })
+}
+
+/// The Service of `role` without a selector: its endpoints are mirrored from where the
+/// color runs (`spec.environments`). Its port's target is the port itself (a Service
+/// without a selector takes its endpoints' ports from its EndpointSlices).
+pub fn mirror_service(bgd: &BlueGreenDeployment, role: ServiceRole) -> Result<Service, Error> {
+    let mut svc = service(bgd, role, Color::Blue)?;
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.selector = None;
+        for p in spec.ports.iter_mut().flatten() {
+            p.target_port = Some(IntOrString::Int(p.port));
+        }
+    }
+    Ok(svc)
+}
+
+/// The name of the Services' port (and of the mirrored EndpointSlices' port).
+pub fn port_name(bgd: &BlueGreenDeployment) -> String {
+    bgd.spec
+        .service
+        .name
+        .clone()
+        .unwrap_or_else(|| "http".to_string())
 }
 
 /// The color a Service selects, read from its selector.
@@ -296,5 +319,17 @@ mod tests {
         assert_eq!(selected_color(&p), Some(Color::Green));
         let g = service(&bgd(), ServiceRole::Color(Color::Green), Color::Green).expect("render");
         assert_eq!(g.metadata.name.as_deref(), Some("shop-green"));
+    }
+
+    #[test]
+    fn a_mirror_service_has_no_selector_and_keeps_the_port() {
+        let s = mirror_service(&bgd(), ServiceRole::Live).expect("render");
+        assert_eq!(s.metadata.name.as_deref(), Some("shop"));
+        let spec = s.spec.expect("spec");
+        assert!(spec.selector.is_none());
+        let port = &spec.ports.expect("ports")[0];
+        assert_eq!(port.port, 80);
+        assert_eq!(port.name.as_deref(), Some("http"));
+        assert_eq!(port.target_port, Some(IntOrString::Int(80)));
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! A router writes only what it manages and reads it back ([`TrafficRouter::read`]) so the
 //! release moves on from what the data plane is actually configured to do, not from what
-//! was asked. The `service` router is the only one so far: it switches the live Service's
-//! selector, all traffic at once.
+//! was asked. The live Service follows the live color through [`LiveRouter`]; weighted
+//! providers edit their route object ([`RouteKind`]).
 
 pub mod gateway;
 pub mod istio;
+pub mod mirror;
 pub mod service;
 pub mod smi;
 
@@ -42,6 +43,32 @@ pub trait TrafficRouter {
     /// Read back where live traffic goes; `None` when nothing is routed yet.
     fn read(&self)
     -> impl std::future::Future<Output = Result<Option<TrafficState>, Error>> + Send;
+}
+
+/// How the live Service follows the live color: its selector (both colors at home) or its
+/// mirrored endpoints (a color elsewhere, `spec.environments`).
+#[derive(Debug)]
+pub enum LiveRouter<'a> {
+    /// The live Service's selector.
+    Service(service::ServiceRouter<'a>),
+    /// The live Service's mirrored EndpointSlice.
+    Mirror(mirror::MirrorRouter<'a>),
+}
+
+impl TrafficRouter for LiveRouter<'_> {
+    async fn set_weight(&self, canary: Color, weight: u8) -> Result<(), Error> {
+        match self {
+            LiveRouter::Service(r) => r.set_weight(canary, weight).await,
+            LiveRouter::Mirror(r) => r.set_weight(canary, weight).await,
+        }
+    }
+
+    async fn read(&self) -> Result<Option<TrafficState>, Error> {
+        match self {
+            LiveRouter::Service(r) => r.read().await,
+            LiveRouter::Mirror(r) => r.read().await,
+        }
+    }
 }
 
 /// Prefix of the name of the rule (route) Cutover adds for a header route; the step

@@ -1,0 +1,339 @@
+//! `spec.environments`: each color in a namespace of its own (colors in another cluster are
+//! tested end to end, with real traffic, in `disaster_recovery.rs`).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use cutover_api::{BlueGreenDeployment, COLOR_LABEL, Color, Phase};
+use cutover_test_support::{TestNamespace, watch_while};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::conditions;
+use kube::runtime::watcher;
+use serde_json::json;
+
+const OWNER_UID: &str = "cutover.dev/owner-uid";
+
+fn environments(blue: &str, green: &str) -> serde_json::Value {
+    json!({ "environments": { "blue": { "namespace": blue }, "green": { "namespace": green } } })
+}
+
+/// Ready addresses of the EndpointSlices of Service `svc` in `ns`.
+async fn ready_addresses(ns: &TestNamespace, svc: &str) -> BTreeSet<String> {
+    let api: Api<EndpointSlice> = ns.api();
+    let list = api
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await
+        .expect("list EndpointSlices");
+    addresses(&list.items)
+}
+
+fn addresses(slices: &[EndpointSlice]) -> BTreeSet<String> {
+    slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.clone())
+        .collect()
+}
+
+async fn deployment_in(ns: &TestNamespace, name: &str) -> Option<Deployment> {
+    ns.api::<Deployment>()
+        .get_opt(name)
+        .await
+        .expect("get Deployment")
+}
+
+/// A Deployment `name` in `ns` the BlueGreenDeployment does not own, with `labels`.
+async fn bystander(ns: &TestNamespace, name: &str, labels: serde_json::Value) {
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": labels },
+        "spec": {
+            "replicas": 0,
+            "selector": { "matchLabels": { "app": name } },
+            "template": { "metadata": { "labels": { "app": name } },
+                          "spec": { "containers": [{ "name": "app", "image": "other:1" }] } }
+        }
+    }))
+    .expect("deployment");
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create bystander");
+}
+
+#[tokio::test]
+async fn colors_in_namespaces_of_their_own_release_switch_and_clean_up() {
+    let (home, _ctrl) = setup("env-home").await;
+    let blue_ns = TestNamespace::new("env-blue").await;
+    let green_ns = TestNamespace::new("env-green").await;
+    // Config is read at home and snapshotted where each color runs.
+    let cm: ConfigMap = serde_json::from_value(
+        json!({ "metadata": { "name": "settings" }, "data": { "mode": "fast" } }),
+    )
+    .expect("cm");
+    home.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("create ConfigMap");
+    let mut spec = environments(&blue_ns.name, &green_ns.name);
+    spec["template"] = json!({ "metadata": { "labels": { "app": "shop" } }, "spec": { "containers": [{
+        "name": "app", "image": "shop:1", "ports": [{ "containerPort": 8080 }],
+        "envFrom": [{ "configMapRef": { "name": "settings" } }] }] } });
+    create(&home, &bgd("shop", "shop:1", 2, spec)).await;
+    // What it must never delete: objects in the colors' namespaces it does not own, even
+    // those labelled as Cutover's or as another BlueGreenDeployment's.
+    bystander(
+        &blue_ns,
+        "bystander",
+        json!({ "app.kubernetes.io/managed-by": "cutover" }),
+    )
+    .await;
+    bystander(&green_ns, "decoy", json!({ OWNER_UID: "someone-else" })).await;
+
+    let b = healthy_on(&home, "shop", Color::Blue).await;
+    let uid = b.metadata.uid.clone().expect("uid");
+    assert!(
+        b.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "cutover.dev/environments"),
+        "a BlueGreenDeployment with remote colors has the clean-up finalizer"
+    );
+    let blue_status = b
+        .status
+        .as_ref()
+        .and_then(|s| s.blue.clone())
+        .expect("blue");
+    assert_eq!(
+        blue_status.namespace.as_deref(),
+        Some(blue_ns.name.as_str())
+    );
+
+    // Blue runs in its namespace, marked with the owner's uid, and nothing runs at home.
+    let d = deployment_in(&blue_ns, "shop-blue")
+        .await
+        .expect("shop-blue in the blue namespace");
+    assert_eq!(
+        d.metadata.labels.as_ref().and_then(|l| l.get(OWNER_UID)),
+        Some(&uid)
+    );
+    assert!(d.metadata.owner_references.is_none());
+    assert!(deployment_in(&home, "shop-blue").await.is_none());
+    // Its config snapshot is there too, and the pods use it.
+    let snapshots = blue_ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels("cutover.dev/snapshot-of=settings"))
+        .await
+        .expect("list snapshots");
+    let snapshot = snapshots
+        .items
+        .first()
+        .expect("a snapshot in the blue namespace");
+    let env_from = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers[0].env_from.clone())
+        .expect("envFrom");
+    assert_eq!(
+        env_from[0].config_map_ref.as_ref().map(|r| r.name.clone()),
+        snapshot.metadata.name.clone()
+    );
+
+    // The live Service at home has no selector; its endpoints are blue's, mirrored.
+    let live: Service = home.api::<Service>().get("shop").await.expect("live");
+    assert!(
+        live.spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .is_none()
+    );
+    let slices: Api<EndpointSlice> = home.api();
+    let blue_eps = ready_addresses(&blue_ns, "shop-blue").await;
+    assert_eq!(blue_eps.len(), 2, "both blue pods are ready endpoints");
+    let live_slice = slices.get("shop").await.expect("live EndpointSlice");
+    assert_eq!(
+        live_slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(COLOR_LABEL))
+            .map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(addresses(std::slice::from_ref(&live_slice)), blue_eps);
+
+    // A release to green in its namespace: the live Service is never empty, and ends on
+    // green's endpoints.
+    let seen = Arc::new(Mutex::new(Vec::<(Option<String>, usize)>::new()));
+    let record = seen.clone();
+    let home_ref = &home;
+    watch_while(
+        &slices,
+        watcher::Config::default().fields("metadata.name=shop"),
+        move |objs| {
+            if let Some(s) = objs.first() {
+                let color = s
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(COLOR_LABEL))
+                    .cloned();
+                let n = addresses(std::slice::from_ref(s.as_ref())).len();
+                let mut v = record.lock().expect("lock");
+                if v.last() != Some(&(color.clone(), n)) {
+                    v.push((color, n));
+                }
+            }
+        },
+        async move {
+            set_image(home_ref, "shop", "shop:2").await;
+            healthy_on(home_ref, "shop", Color::Green).await;
+        },
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter().all(|(_, n)| *n > 0),
+        "the live Service had no endpoints at some point: {seen:?}"
+    );
+    assert_eq!(
+        seen.last().map(|(c, n)| (c.as_deref(), *n)),
+        Some((Some("green"), 2)),
+        "{seen:?}"
+    );
+    let green_eps = ready_addresses(&green_ns, "shop-green").await;
+    assert_eq!(
+        addresses(&[slices.get("shop").await.expect("live")]),
+        green_eps
+    );
+    assert!(deployment_in(&green_ns, "shop-green").await.is_some());
+    // The per-color Services at home mirror each color.
+    assert_eq!(ready_addresses(&home, "shop-green").await, green_eps);
+
+    // Deleting the BlueGreenDeployment deletes what it owns in the colors' namespaces —
+    // and nothing else.
+    let api: Api<BlueGreenDeployment> = home.api();
+    api.delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::timeout(
+        TIMEOUT,
+        kube::runtime::wait::await_condition(api, "shop", conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("the BlueGreenDeployment gone (its finalizer done) in time")
+    .expect("watch");
+    assert!(deployment_in(&blue_ns, "shop-blue").await.is_none());
+    assert!(deployment_in(&green_ns, "shop-green").await.is_none());
+    assert!(
+        blue_ns
+            .api::<Service>()
+            .get_opt("shop-blue")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(deployment_in(&blue_ns, "bystander").await.is_some());
+    assert!(deployment_in(&green_ns, "decoy").await.is_some());
+}
+
+#[tokio::test]
+async fn a_missing_namespace_or_an_object_it_does_not_own_is_refused_and_left_alone() {
+    let (home, _ctrl) = setup("env-refuse").await;
+    let green_ns = TestNamespace::new("env-taken").await;
+    let missing = format!("{}-missing", home.name);
+    create(
+        &home,
+        &bgd("nowhere", "shop:1", 1, environments(&home.name, &missing)),
+    )
+    .await;
+    let b = wait_bgd(
+        &home,
+        "nowhere",
+        "Degraded for the missing namespace",
+        |b| phase(b) == Some(Phase::Degraded),
+    )
+    .await;
+    let message = b.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("spec.environments.green.namespace") && message.contains(&missing),
+        "{message}"
+    );
+    assert!(
+        deployment_in(&home, "nowhere-blue").await.is_none(),
+        "nothing is deployed while the spec is refused"
+    );
+
+    // A Deployment of the same name that someone else owns, in green's namespace.
+    bystander(&green_ns, "shop-green", json!({ "team": "theirs" })).await;
+    let before = deployment_in(&green_ns, "shop-green")
+        .await
+        .expect("theirs");
+    create(
+        &home,
+        &bgd(
+            "shop",
+            "shop:1",
+            1,
+            environments(&home.name, &green_ns.name),
+        ),
+    )
+    .await;
+    let b = wait_bgd(&home, "shop", "Degraded for the conflict", |b| {
+        phase(b) == Some(Phase::Degraded)
+    })
+    .await;
+    let message = b.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("shop-green") && message.contains("not owned"),
+        "{message}"
+    );
+    let after = deployment_in(&green_ns, "shop-green")
+        .await
+        .expect("theirs");
+    assert_eq!(
+        (before.metadata.generation, before.metadata.labels),
+        (after.metadata.generation, after.metadata.labels),
+        "the other owner's Deployment was changed"
+    );
+}
+
+#[tokio::test]
+async fn environments_cannot_change_once_set() {
+    let (home, _ctrl) = setup("env-immutable").await;
+    let other = TestNamespace::new("env-other").await;
+    create(
+        &home,
+        &bgd("shop", "shop:1", 1, environments(&home.name, &other.name)),
+    )
+    .await;
+    let api: Api<BlueGreenDeployment> = home.api();
+    let err = api
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "spec": { "environments": { "green": { "namespace": home.name } } } }),
+            ),
+        )
+        .await
+        .expect_err("moving a color is rejected");
+    assert!(err.to_string().contains("spec.environments"), "{err}");
+    let err = api
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "environments": null } })),
+        )
+        .await
+        .expect_err("dropping environments is rejected");
+    assert!(err.to_string().contains("spec.environments"), "{err}");
+}
