@@ -487,26 +487,37 @@ async fn scenario_lagging_standby(west: &West) {
     let w = world(west, "dr-lag", false, (87, 88)).await;
     apply(&w.front.client, &w.front.name, &policy(&w, json!({}))).await;
     wait_policy(&w, "both members healthy", TIMEOUT, healthy_both).await;
-    // The standby stops replaying while the primary keeps committing.
+    // The standby stops replaying while the primary keeps committing. It first replays the
+    // table's creation, so that it has a last replayed transaction to measure the lag from.
     w.pair
         .primary()
         .execute("CREATE TABLE IF NOT EXISTS t (n int)")
         .await;
+    let deadline = Instant::now() + TIMEOUT;
+    while w
+        .pair
+        .standby()
+        .query_one("SELECT to_regclass('t') IS NOT NULL")
+        .await
+        != "t"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never replayed CREATE TABLE"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     w.pair.standby().pause_replay().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, url) = (stop.clone(), w.pair.primary().url().to_string());
-        tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(conn);
-            while !stop.load(Ordering::Relaxed) {
-                let _ = client.execute("INSERT INTO t VALUES (1)", &[]).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let writer = Committer::start(w.pair.primary().url());
+    let deadline = Instant::now() + TIMEOUT;
+    while writer.committed.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never committed on the primary: {:?}",
+            writer.last_error.lock().expect("lock")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     wait_policy(&w, "west lagging more than 2s", TIMEOUT, |p| {
         p.status.as_ref().is_some_and(|s| {
             s.members
@@ -539,8 +550,7 @@ async fn scenario_lagging_standby(west: &West) {
         &["failover", "dr", "--to", "west", "--force"],
     );
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    stop.store(true, Ordering::Relaxed);
-    let _ = writer.await;
+    writer.finish().await;
     let p = wait_policy(&w, "forced over to west", TIMEOUT, |p| {
         active(p) == Some("west")
     })
@@ -553,6 +563,65 @@ async fn scenario_lagging_standby(west: &West) {
             .any(|m| m.contains("forced") && m.contains("data at risk")),
         "{started:?}"
     );
+}
+
+/// Commits to a database in a loop (reconnecting after an error) until finished.
+struct Committer {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    last_error: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Committer {
+    fn start(url: &str) -> Committer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let last_error = Arc::new(Mutex::new(None));
+        let task = {
+            let (stop, committed, last_error) =
+                (stop.clone(), committed.clone(), last_error.clone());
+            let url = url.to_string();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                        Ok((client, conn)) => {
+                            tokio::spawn(conn);
+                            client
+                        }
+                        Err(e) => {
+                            *last_error.lock().expect("lock") = Some(format!("connect: {e}"));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        match client.execute("INSERT INTO t VALUES (1)", &[]).await {
+                            Ok(_) => {
+                                committed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                *last_error.lock().expect("lock") = Some(format!("insert: {e}"));
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            })
+        };
+        Committer {
+            stop,
+            committed,
+            last_error,
+            task,
+        }
+    }
+
+    async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
 }
 
 async fn scenario_flapping(west: &West) {

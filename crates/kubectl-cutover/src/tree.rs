@@ -195,6 +195,17 @@ pub fn render(v: &View<'_>) -> String {
             if color == Color::Blue { "34" } else { "32" },
             v.colour,
         );
+        let place = cs
+            .as_ref()
+            .and_then(|cs| match (&cs.namespace, &cs.cluster) {
+                (None, None) => None,
+                (ns, None) => Some(format!("namespace {}", ns.as_deref().unwrap_or_default())),
+                (ns, Some(c)) => Some(format!(
+                    "namespace {} in cluster {c}",
+                    ns.as_deref()
+                        .unwrap_or(v.bgd.metadata.namespace.as_deref().unwrap_or_default())
+                )),
+            });
         let line = match cs {
             Some(cs) => {
                 let weight = if Some(color) == active {
@@ -220,6 +231,9 @@ pub fn render(v: &View<'_>) -> String {
             None => format!("├─ {cname} {role:<7} (no Deployment)"),
         };
         lines.push(line);
+        if let Some(place) = place {
+            lines.push(format!("│        in {place}"));
+        }
     }
     if let Some(step) = step_text(b) {
         lines.push(format!("├─ step      {step}"));
@@ -333,7 +347,8 @@ mod tests {
             "status": {
                 "phase": "Paused", "activeColor": "green", "weight": 20, "currentStepIndex": 1,
                 "blue": { "revision": 3, "podTemplateHash": "b", "image": "shop:3", "replicas": 2, "readyReplicas": 2 },
-                "green": { "revision": 2, "podTemplateHash": "g", "image": "shop:2", "replicas": 2, "readyReplicas": 2 },
+                "green": { "revision": 2, "podTemplateHash": "g", "image": "shop:2", "replicas": 2, "readyReplicas": 2,
+                           "namespace": "web-dr", "cluster": "west-kubeconfig" },
                 "release": { "color": "blue", "revision": 3, "templateHash": "b", "startedAt": "", "attempt": 1, "stepIndex": 1 },
                 "message": "step 1: paused until `kubectl cutover promote`"
             }
@@ -361,6 +376,10 @@ mod tests {
         );
         assert!(
             line("green").contains("live") && line("green").contains(" 80%"),
+            "{text}"
+        );
+        assert!(
+            line("in namespace").contains("namespace web-dr in cluster west-kubeconfig"),
             "{text}"
         );
         assert!(

@@ -104,7 +104,7 @@ const OBSERVE: &str = "SELECT pg_is_in_recovery(), \
      CASE WHEN pg_is_in_recovery() THEN NULL \
           ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint END, \
      pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint, \
-     greatest(0, extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp()))::float8";
+     extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8";
 
 /// Observe a server (one new session, within `timeout`).
 pub async fn observe(conn: &str, timeout: Duration) -> DbState {
@@ -121,7 +121,9 @@ pub async fn observe(conn: &str, timeout: Duration) -> DbState {
             read_only: row.get(1),
             current_lsn: row.get(2),
             replay_lsn: row.get(3),
-            replay_age_seconds: row.get(4),
+            // NULL when the standby has replayed no transaction since it started: the age
+            // is unknown then, not 0 (GREATEST would have made it 0 and hidden the lag).
+            replay_age_seconds: row.get::<_, Option<f64>>(4).map(|s| s.max(0.0)),
         })
     }
     .await;
@@ -248,6 +250,13 @@ mod tests {
             lag(Some(&primary(1000)), &standby(400, 12.5)),
             (Some(12.5), Some(600))
         );
+    }
+
+    #[test]
+    fn a_standby_behind_that_never_replayed_a_transaction_lags_an_unknown_time() {
+        let mut s = standby(400, 0.0);
+        s.replay_age_seconds = None;
+        assert_eq!(lag(Some(&primary(1000)), &s), (None, Some(600)));
     }
 
     #[test]
