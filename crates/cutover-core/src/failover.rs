@@ -369,12 +369,21 @@ pub fn decide(input: &Input) -> Plan {
                 };
                 return start_move(p, input, active, to, kind);
             }
+            // Already there: nothing to do; the requester sees traffic where it asked.
+            Some(to) if to == active => {}
             _ => {
-                p.event(
-                    "FailoverRefused",
-                    "no other member to fail over to".into(),
-                    true,
+                let msg = format!(
+                    "failover refused: no other healthy member to fail over to from {}",
+                    input.name(active)
                 );
+                p.event("FailoverRefused", msg.clone(), true);
+                let phase = if p.memory.counters[active].down {
+                    Phase::Degraded
+                } else {
+                    Phase::Healthy
+                };
+                // The refusal is the answer to the request (the CLI reads it in status).
+                return p.finish(phase, msg);
             }
         }
     }

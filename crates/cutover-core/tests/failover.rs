@@ -229,6 +229,41 @@ fn a_lagging_standby_is_refused_until_forced_and_the_report_states_the_data_at_r
 }
 
 #[test]
+fn a_request_with_no_healthy_member_to_go_to_is_refused_in_the_status_message() {
+    let mut w = World::new(Policy {
+        automatic: false,
+        ..policy()
+    });
+    w.set_health(1, false);
+    for _ in 0..5 {
+        w.pass(false);
+    }
+    w.requests = Requests {
+        failover: Some(None),
+        force: false,
+        traffic_only: false,
+    };
+    w.pass(false);
+    assert!(w.actions.is_empty());
+    let plan = w.plans.last().expect("plan");
+    assert!(
+        plan.message.contains("refused") && plan.message.contains("no other healthy member"),
+        "{}",
+        plan.message
+    );
+    assert_eq!(w.events("FailoverRefused").len(), 1);
+    // Asking for the member already active is no refusal.
+    w.requests = Requests {
+        failover: Some(Some(0)),
+        force: false,
+        traffic_only: false,
+    };
+    w.pass(false);
+    assert_eq!(w.events("FailoverRefused").len(), 1);
+    assert_eq!(w.routed_to, Some(0));
+}
+
+#[test]
 fn a_manual_request_without_force_respects_the_data_gate() {
     let mut w = World::new(Policy {
         automatic: false,

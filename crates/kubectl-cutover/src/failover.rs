@@ -110,6 +110,27 @@ fn outcome(p: &FailoverPolicy, before: Option<&str>, to: Option<&str>) -> Option
         .then(|| Outcome::Refused(msg.to_string()))
 }
 
+/// What came of a drill request.
+#[derive(Debug, Clone, PartialEq)]
+enum DrillOutcome {
+    /// The drill ran; its report.
+    Report(Box<DrillReport>),
+    /// The controller did not run it; its message says why.
+    Refused(String),
+}
+
+/// What came of an acknowledged drill request: the new report, or the refusal when no
+/// drill is under way and the status says the drill was refused.
+fn drill_outcome(p: &FailoverPolicy, before: Option<&Time>) -> Option<DrillOutcome> {
+    if let Some(r) = new_report(p, before) {
+        return Some(DrillOutcome::Report(Box::new(r.clone())));
+    }
+    let st = p.status.as_ref()?;
+    let msg = st.message.as_deref().unwrap_or_default();
+    (st.drill.is_none() && msg.contains("drill refused"))
+        .then(|| DrillOutcome::Refused(msg.to_string()))
+}
+
 /// The last drill's report when it is a finished drill that started after `before`.
 fn new_report<'a>(p: &'a FailoverPolicy, before: Option<&Time>) -> Option<&'a DrillReport> {
     let r = p.status.as_ref()?.last_drill.as_ref()?;
@@ -375,11 +396,17 @@ impl Ctx {
                         d.stage, d.report.from, d.report.to
                     );
                 }
-                new_report(p, remembered.as_ref()).cloned()
+                drill_outcome(p, remembered.as_ref())
             })
             .await?;
         match waited {
-            Waited::Done(report, _) => {
+            Waited::Done(DrillOutcome::Refused(why), p) => {
+                if let Some(o) = self.output {
+                    print_as(&p, o)?;
+                }
+                Err(Failure::new(format!("{name}: {why}")))
+            }
+            Waited::Done(DrillOutcome::Report(report), _) => {
                 match self.output {
                     Some(o) => print_as(&report, o)?,
                     None => print!("{}", render_report(&report, width(), colour())),
@@ -776,6 +803,20 @@ mod tests {
             outcome(&moved, Some("west"), Some("west")),
             Some(Outcome::Moved("west".into()))
         );
+    }
+
+    #[test]
+    fn a_drill_the_controller_refused_ends_the_wait_with_its_reason() {
+        let refused = policy(json!({ "activeMember": "east",
+            "message": "drill refused: spec.entry: set httpRoute" }));
+        assert_eq!(
+            drill_outcome(&refused, None),
+            Some(DrillOutcome::Refused(
+                "drill refused: spec.entry: set httpRoute".into()
+            ))
+        );
+        let quiet = policy(json!({ "activeMember": "east", "message": "east is healthy" }));
+        assert_eq!(drill_outcome(&quiet, None), None);
     }
 
     #[test]

@@ -1,14 +1,14 @@
-//! `kubectl cutover failover` and `drill` against the local control plane, without a
-//! controller: what the CLI checks itself before it writes a request, its errors, and a
-//! request nobody acknowledges.
+//! `kubectl cutover failover` and `drill` against the local control plane: without a
+//! controller, what the CLI checks itself before it writes a request, its errors, and a
+//! request nobody acknowledges; with one, a request the controller refuses.
 
 use std::path::Path;
 use std::process::Command;
 
 use cutover_api::FailoverPolicy;
 use cutover_api::failover::requests;
-use cutover_test_support::controller::install_crds;
-use cutover_test_support::{TestNamespace, kubeconfig};
+use cutover_test_support::controller::{ControllerProcess, install_crds};
+use cutover_test_support::{TestNamespace, e2e, kubeconfig};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -137,6 +137,42 @@ async fn failover_and_drill_check_their_arguments_and_say_what_is_missing() {
     assert_eq!(drill.code, 2, "{} {}", drill.stdout, drill.stderr);
     let p = api.get("shop").await.expect("get");
     assert!(annotation(&p, requests::DRILL).is_some_and(|v| !v.contains(' ')));
+}
+
+/// A policy the controller cannot act on (its entry HTTPRoute does not exist): both
+/// requests are answered with the reason, exit 1, well before the timeout.
+#[tokio::test]
+async fn requests_the_controller_refuses_end_with_its_reason() {
+    let bins = e2e::build(&["cutover-controller"]);
+    let ns = TestNamespace::new("cli-fp-refused").await;
+    install_crds(&ns.client).await;
+    let _ctrl =
+        ControllerProcess::start(&bins.join("cutover-controller"), &ns.name, "c1", 15).await;
+    let kc = kubeconfig().await;
+    let api: Api<FailoverPolicy> = ns.api();
+    api.create(&PostParams::default(), &policy())
+        .await
+        .expect("create the FailoverPolicy");
+    let failover = cli(
+        &kc,
+        &ns.name,
+        &["failover", "shop", "--to", "west", "--timeout", "60s"],
+    );
+    assert_eq!(failover.code, 1, "{} {}", failover.stdout, failover.stderr);
+    assert!(
+        failover.stderr.contains("failover refused")
+            && failover.stderr.contains("HTTPRoute shop does not exist"),
+        "{}",
+        failover.stderr
+    );
+    let drill = cli(&kc, &ns.name, &["drill", "shop", "--timeout", "60s"]);
+    assert_eq!(drill.code, 1, "{} {}", drill.stdout, drill.stderr);
+    assert!(
+        drill.stderr.contains("drill refused")
+            && drill.stderr.contains("HTTPRoute shop does not exist"),
+        "{}",
+        drill.stderr
+    );
 }
 
 #[test]

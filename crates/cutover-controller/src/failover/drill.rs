@@ -21,7 +21,7 @@ use cutover_api::failover::{
     DrillReport, DrillStatus, DrillStep, FailoverPolicy, FailoverPolicyStatus,
 };
 use cutover_api::k8s_openapi::api::core::v1::ConfigMap;
-use cutover_api::kube::api::{Patch, PatchParams};
+use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::{Api, Resource as _, ResourceExt as _};
 use cutover_core::failover::{Event, MemberObs, Memory};
 use cutover_core::release::Timestamp;
@@ -469,7 +469,52 @@ pub async fn write_report(
     .await
     .map_err(|e| format!("writing ConfigMap {name}: {e}"))?;
     status.last_drill = Some(report);
+    prune_reports(&api, p).await
+}
+
+/// How many drill report ConfigMaps of one policy are kept.
+pub const REPORTS_KEPT: usize = 10;
+
+/// Delete this policy's report ConfigMaps beyond the newest [`REPORTS_KEPT`]; only those
+/// it owns.
+async fn prune_reports(api: &Api<ConfigMap>, p: &FailoverPolicy) -> Result<(), String> {
+    let selector = format!(
+        "cutover.dev/failoverpolicy={},cutover.dev/drill-verdict",
+        p.name_any()
+    );
+    let list = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| format!("listing drill reports: {e}"))?;
+    let uid = p.metadata.uid.as_deref().unwrap_or_default();
+    let owned: Vec<String> = list
+        .items
+        .iter()
+        .filter(|cm| {
+            cm.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid)
+        })
+        .map(|cm| cm.name_any())
+        .collect();
+    for name in reports_to_prune(owned, REPORTS_KEPT) {
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(cutover_api::kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(format!("deleting drill report {name}: {e}")),
+        }
+    }
     Ok(())
+}
+
+/// The report names beyond the newest `keep` (names end in a sortable UTC time stamp).
+fn reports_to_prune(mut names: Vec<String>, keep: usize) -> Vec<String> {
+    names.sort();
+    let excess = names.len().saturating_sub(keep);
+    names.truncate(excess);
+    names
 }
 
 /// After this pass's moves: the route points at the drill's standby now.
@@ -488,6 +533,23 @@ pub(crate) fn routed(status: &FailoverPolicyStatus, local: &Local, routed_to: Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_oldest_reports_beyond_the_limit_are_pruned() {
+        let names: Vec<String> = [
+            "dr-drill-20261126-120000",
+            "dr-drill-20261124-090000",
+            "dr-drill-20261125-235959",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(
+            reports_to_prune(names.clone(), 1),
+            ["dr-drill-20261124-090000", "dr-drill-20261125-235959"]
+        );
+        assert!(reports_to_prune(names, 3).is_empty());
+    }
 
     #[test]
     fn a_schedule_is_due_once_its_next_occurrence_has_passed() {

@@ -510,6 +510,20 @@ async fn refuse(
     message: String,
 ) -> Result<(), String> {
     let mut status = p.status.clone().unwrap_or_default();
+    // A request made meanwhile is answered: refused, with the reason (the CLI waits for it).
+    let mut asked = Vec::new();
+    for (key, verb) in [(requests::FAILOVER, "failover"), (requests::DRILL, "drill")] {
+        if let Some(v) = new_request(p, key) {
+            let token = v.split_whitespace().next().unwrap_or_default().to_string();
+            status.handled_requests.insert(key.into(), token);
+            asked.push(verb);
+        }
+    }
+    let message = if asked.is_empty() {
+        message
+    } else {
+        format!("{} refused: {message}", asked.join(" and "))
+    };
     if status.message.as_deref() != Some(message.as_str()) {
         publish(ctx, p, reason, &message, true).await;
     }
