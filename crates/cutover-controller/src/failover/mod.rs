@@ -328,11 +328,19 @@ fn data_obs(
     now: Timestamp,
     local: &mut Local,
 ) -> Vec<Option<DataObs>> {
-    // The primary: the active member's database if it is one, else any that is.
+    // The primary a standby's lag is measured against: one that takes writes (a fenced old
+    // primary holds nothing newer than the new one), the active member's first; else any
+    // that is not in recovery.
+    let writer = |v: &View| {
+        v.db.as_ref()
+            .is_some_and(|d| d.reachable && !d.in_recovery && !d.read_only)
+    };
     let is_primary = |v: &View| v.db.as_ref().is_some_and(|d| d.reachable && !d.in_recovery);
     let primary = views
         .get(active)
-        .filter(|v| is_primary(v))
+        .filter(|v| writer(v))
+        .or_else(|| views.iter().find(|v| writer(v)))
+        .or_else(|| views.get(active).filter(|v| is_primary(v)))
         .or_else(|| views.iter().find(|v| is_primary(v)))
         .and_then(|v| v.db.as_ref());
     views
@@ -916,4 +924,51 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .pool_max_idle_per_host(0)
         .no_proxy()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(db: DbState) -> View {
+        View {
+            health: Ok(()),
+            endpoints: None,
+            conn: None,
+            db: Some(db),
+        }
+    }
+
+    fn primary(lsn: i64, fenced: bool) -> DbState {
+        DbState {
+            reachable: true,
+            read_only: fenced,
+            current_lsn: Some(lsn),
+            ..DbState::default()
+        }
+    }
+
+    #[test]
+    fn lag_is_measured_against_the_primary_taking_writes_not_a_fenced_old_one() {
+        let standby = DbState {
+            reachable: true,
+            in_recovery: true,
+            replay_lsn: Some(1000),
+            replay_age_seconds: Some(4.0),
+            ..DbState::default()
+        };
+        let names = ["east", "west", "north"].map(String::from);
+        // East was active and is fenced (at 5000); west was promoted (at 1000); north
+        // follows west and has replayed all of it.
+        let views = [
+            view(primary(5000, true)),
+            view(primary(1000, false)),
+            view(standby),
+        ];
+        let mut local = Local::default();
+        let obs = data_obs(&names, &views, 0, Timestamp(0), &mut local);
+        let north = obs[2].as_ref().expect("north");
+        assert_eq!((north.lag_seconds, north.lag_bytes), (Some(0.0), Some(0)));
+        assert!(obs[0].as_ref().is_some_and(|d| d.fenced));
+    }
 }
