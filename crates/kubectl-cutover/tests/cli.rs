@@ -1,9 +1,11 @@
 //! Every `kubectl cutover` command against the local control plane and a real controller,
 //! run as a user runs it: the binary, its flags, its output and exit code.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::PathBuf;
+
+use common::cli;
 use cutover_api::{BlueGreenDeployment, Color, Phase};
 use cutover_test_support::controller::{ControllerProcess, install_crds};
 use cutover_test_support::release::{healthy_on, phase, wait_bgd};
@@ -11,28 +13,6 @@ use cutover_test_support::upstream::{self, GATEWAY_API};
 use cutover_test_support::{TestNamespace, e2e, kubeconfig};
 use kube::api::{Api, PostParams};
 use serde_json::json;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cli(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-cutover"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", ns])
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run kubectl-cutover");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn shop(steps: serde_json::Value) -> BlueGreenDeployment {
     serde_json::from_value(json!({

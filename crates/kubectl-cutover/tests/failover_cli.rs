@@ -2,37 +2,15 @@
 //! controller, what the CLI checks itself before it writes a request, its errors, and a
 //! request nobody acknowledges; with one, a request the controller refuses.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use common::cli;
 use cutover_api::FailoverPolicy;
 use cutover_api::failover::requests;
 use cutover_test_support::controller::{ControllerProcess, install_crds};
 use cutover_test_support::{TestNamespace, e2e, kubeconfig};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cli(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-cutover"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", ns])
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run kubectl-cutover");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn policy() -> FailoverPolicy {
     serde_json::from_value(json!({
