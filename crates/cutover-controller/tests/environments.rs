@@ -337,3 +337,103 @@ async fn environments_cannot_change_once_set() {
         .expect_err("dropping environments is rejected");
     assert!(err.to_string().contains("spec.environments"), "{err}");
 }
+
+/// The kubeconfig of the test cluster, with its server address replaced by `server`.
+async fn kubeconfig_text(server: Option<&str>) -> String {
+    let text = std::fs::read_to_string(cutover_test_support::kubeconfig().await)
+        .expect("the test cluster's kubeconfig");
+    match server {
+        None => text,
+        Some(s) => text
+            .lines()
+            .map(|l| match l.split_once("server:") {
+                Some((indent, _)) => format!("{indent}server: {s}"),
+                None => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+async fn put_secret(ns: &TestNamespace, name: &str, kubeconfig: &str) {
+    let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": name },
+                         "stringData": { "kubeconfig": kubeconfig } });
+    ns.api::<k8s_openapi::api::core::v1::Secret>()
+        .patch(
+            name,
+            &PatchParams::apply("cutover-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply Secret");
+}
+
+/// Green "in another cluster" (this one, through a kubeconfig Secret). When that cluster
+/// stops answering, the release waits and says why, and the live Service's mirror still
+/// follows blue's pods at home.
+#[tokio::test]
+async fn an_unreachable_cluster_holds_the_release_and_the_reachable_mirror_follows_its_pods() {
+    let (home, _ctrl) = setup("env-down").await;
+    let other = TestNamespace::new("env-down-green").await;
+    put_secret(&home, "remote", &kubeconfig_text(None).await).await;
+    let spec = json!({ "environments": { "green": { "namespace": other.name,
+                                                    "clusterRef": { "secretName": "remote" } } } });
+    create(&home, &bgd("shop", "shop:1", 2, spec)).await;
+    healthy_on(&home, "shop", Color::Blue).await;
+    let slices: Api<EndpointSlice> = home.api();
+    let live = slices.get("shop").await.expect("live EndpointSlice");
+    assert_eq!(addresses(std::slice::from_ref(&live)).len(), 2);
+
+    // The "other cluster" stops answering.
+    put_secret(
+        &home,
+        "remote",
+        &kubeconfig_text(Some("https://127.0.0.1:1")).await,
+    )
+    .await;
+    let b = wait_bgd(
+        &home,
+        "shop",
+        "Degraded: the cluster does not answer",
+        |b| {
+            phase(b) == Some(Phase::Degraded)
+                && b.status
+                    .as_ref()
+                    .and_then(|s| s.message.as_deref())
+                    .is_some_and(|m| m.contains("the release waits"))
+        },
+    )
+    .await;
+    assert!(
+        condition(&b, "Degraded").is_some_and(|c| c.reason == "ClusterUnreachable"),
+        "{:?}",
+        b.status
+    );
+    // Blue's pods change at home (a third one): the live mirror follows.
+    home.api::<Deployment>()
+        .patch(
+            "shop-blue",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 3 } })),
+        )
+        .await
+        .expect("scale blue");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let live = slices.get("shop").await.expect("live EndpointSlice");
+        let mirrored = addresses(std::slice::from_ref(&live));
+        let blue = ready_addresses(&home, "shop-blue").await;
+        if mirrored.len() == 3 && mirrored == blue {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live mirror did not follow blue: {mirrored:?} vs {blue:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The cluster answers again: the release goes on from where it was.
+    put_secret(&home, "remote", &kubeconfig_text(None).await).await;
+    healthy_on(&home, "shop", Color::Blue).await;
+}

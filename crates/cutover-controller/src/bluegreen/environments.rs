@@ -92,6 +92,51 @@ pub fn spread(bgd: &BlueGreenDeployment) -> bool {
     Color::ALL.iter().any(|c| is_remote(bgd, *c))
 }
 
+/// Where `color` runs, without checking its namespace. `Ok(Err(_))` when its kubeconfig
+/// Secret is missing or invalid; `Err` when the Secret could not be read.
+pub async fn place_of(
+    bgd: &BlueGreenDeployment,
+    color: Color,
+    home: &Client,
+    clusters: &Clusters,
+) -> Result<Result<Place, Refusal>, Error> {
+    let home_ns = bgd
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let env = environment(bgd, color);
+    let namespace = env
+        .and_then(|e| e.namespace.clone())
+        .unwrap_or_else(|| home_ns.clone());
+    let field = format!("spec.environments.{color}");
+    let (client, cluster) = match env.and_then(|e| e.cluster_ref.as_ref()) {
+        None => (home.clone(), None),
+        Some(cref) => match clusters
+            .client(home, &home_ns, &cref.secret_name, cref.key.as_deref())
+            .await
+        {
+            Ok(c) => (c, Some(cref.secret_name.clone())),
+            Err(ClusterError::Secret(m)) => {
+                return Ok(Err(Refusal {
+                    reason: "InvalidClusterRef",
+                    message: format!("{field}.clusterRef: {m}; nothing was deployed there"),
+                }));
+            }
+            Err(ClusterError::Unavailable(m)) => {
+                return Err(Error::Remote {
+                    what: format!("{field}.clusterRef"),
+                    message: m,
+                });
+            }
+        },
+    };
+    Ok(Ok(Place {
+        client,
+        home: cluster.is_none() && namespace == home_ns,
+        namespace,
+        cluster,
+    }))
+}
+
 /// Where each color runs. `Ok(Err(_))` when the spec names a place that cannot be used (a
 /// missing or invalid kubeconfig Secret, a missing namespace); `Err` when a cluster did not
 /// answer (the pass is retried).
@@ -100,62 +145,50 @@ pub async fn places(
     home: &Client,
     clusters: &Clusters,
 ) -> Result<Result<PerColor<Place>, Refusal>, Error> {
-    let home_ns = bgd
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let mut out = PerColor {
-        blue: None,
-        green: None,
-    };
+    let mut found = Vec::with_capacity(2);
     for color in Color::ALL {
-        let env = environment(bgd, color);
-        let namespace = env
-            .and_then(|e| e.namespace.clone())
-            .unwrap_or_else(|| home_ns.clone());
-        let field = format!("spec.environments.{color}");
-        let (client, cluster) = match env.and_then(|e| e.cluster_ref.as_ref()) {
-            None => (home.clone(), None),
-            Some(cref) => {
-                match clusters
-                    .client(home, &home_ns, &cref.secret_name, cref.key.as_deref())
-                    .await
-                {
-                    Ok(c) => (c, Some(cref.secret_name.clone())),
-                    Err(ClusterError::Secret(m)) => {
-                        return Ok(Err(Refusal {
-                            reason: "InvalidClusterRef",
-                            message: format!("{field}.clusterRef: {m}; nothing was deployed there"),
-                        }));
-                    }
-                    Err(ClusterError::Unavailable(m)) => {
-                        return Err(Error::Remote {
-                            what: format!("{field}.clusterRef"),
-                            message: m,
-                        });
-                    }
-                }
-            }
-        };
-        let place = Place {
-            client,
-            home: cluster.is_none() && namespace == home_ns,
-            namespace,
-            cluster,
+        let place = match place_of(bgd, color, home, clusters).await? {
+            Ok(p) => p,
+            Err(refusal) => return Ok(Err(refusal)),
         };
         if !place.home && !namespace_exists(&place).await? {
             return Ok(Err(Refusal {
                 reason: "MissingNamespace",
                 message: format!(
-                    "{field}.namespace: {} does not exist; create it first",
+                    "spec.environments.{color}.namespace: {} does not exist; create it first",
                     place.describe()
                 ),
             }));
         }
-        *out.get_mut(color) = Some(place);
+        found.push(place);
     }
-    match (out.blue, out.green) {
-        (Some(blue), Some(green)) => Ok(Ok(PerColor { blue, green })),
-        _ => Err(Error::MissingField("spec.environments")),
+    let green = found
+        .pop()
+        .ok_or(Error::MissingField("spec.environments"))?;
+    let blue = found
+        .pop()
+        .ok_or(Error::MissingField("spec.environments"))?;
+    Ok(Ok(PerColor { blue, green }))
+}
+
+/// An error reading at `place`: away from home, the place is unreachable ([`Error::Remote`]).
+pub fn read_error(
+    place: &Place,
+    kind: &'static str,
+    name: &str,
+    source: cutover_api::kube::Error,
+) -> Error {
+    if place.home {
+        Error::Read {
+            kind,
+            name: name.to_string(),
+            source,
+        }
+    } else {
+        Error::Remote {
+            what: format!("reading {kind} {name} in {}", place.describe()),
+            message: source.to_string(),
+        }
     }
 }
 

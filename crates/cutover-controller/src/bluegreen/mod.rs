@@ -243,7 +243,10 @@ async fn observe(
         let place = snap.places.get(color);
         let deployments: Api<Deployment> = Api::namespaced(place.client.clone(), &place.namespace);
         let dname = render::deployment_name(&name, color);
-        let d = get(&deployments, "Deployment", &dname).await?;
+        let d = deployments
+            .get_opt(&dname)
+            .await
+            .map_err(|e| environments::read_error(place, "Deployment", &dname, e))?;
         if let Some(d) = &d
             && !owned_by(&d.metadata, bgd)
         {
@@ -404,7 +407,10 @@ async fn observe_spread(
                 .flatten()
         } else {
             let api: Api<Service> = Api::namespaced(place.client.clone(), &place.namespace);
-            let s = get(&api, "Service", &sname).await?;
+            let s = api
+                .get_opt(&sname)
+                .await
+                .map_err(|e| environments::read_error(&place, "Service", &sname, e))?;
             if let Some(s) = &s
                 && !owned_by(&s.metadata, bgd)
             {
@@ -427,11 +433,7 @@ async fn observe_spread(
             &port_name,
         )
         .await
-        .map_err(|source| Error::Read {
-            kind: "EndpointSlice",
-            name: format!("{sname} in {}", place.describe()),
-            source,
-        })?;
+        .map_err(|e| environments::read_error(&place, "EndpointSlice", &sname, e))?;
         *snap.endpoints.get_mut(color) = eps;
     }
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
@@ -603,9 +605,17 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     let old_status = bgd.status.clone().unwrap_or_default();
     let (requests, handled) = new_requests(bgd);
 
-    let refusal = match refuse_unsupported(bgd) {
-        Some(r) => Err(r),
-        None => observe(bgd, &ns, ctx).await?,
+    let observed = match refuse_unsupported(bgd) {
+        Some(r) => Ok(Err(r)),
+        None => observe(bgd, &ns, ctx).await,
+    };
+    let refusal = match observed {
+        // A color's place does not answer: the release waits; the mirrors of the colors
+        // that do answer keep following their pods.
+        Err(Error::Remote { what, message }) => {
+            return unreachable(bgd, ctx, &ns, &old_status, &format!("{what}: {message}")).await;
+        }
+        other => other?,
     };
     let snap = match refusal {
         Ok(s) => s,
@@ -779,6 +789,94 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         after = after.min(SPREAD_RESYNC);
     }
     Ok(Requeue::requeue(after))
+}
+
+/// A color's namespace or cluster did not answer: touch no release state, keep the
+/// mirrored endpoints of the colors that answer in step with their pods, and say why the
+/// release waits.
+async fn unreachable(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    old_status: &BlueGreenDeploymentStatus,
+    why: &str,
+) -> Result<Requeue, Error> {
+    let name = bgd.name_any();
+    ctx.metrics.reconcile_failed(KIND, "remote");
+    if let Err(e) = keep_mirrors(bgd, ctx, ns).await {
+        tracing::warn!(namespace = %ns, name = %name, error = %e, "refreshing the mirrored endpoints");
+    }
+    let message = format!("{why}; the release waits, traffic stays where it is");
+    tracing::warn!(namespace = %ns, name = %name, "{message}");
+    let mut st = old_status.clone();
+    st.phase = Some(cutover_api::Phase::Degraded);
+    st.message = Some(message.clone());
+    st.conditions = status::merge(
+        &old_status.conditions,
+        &status::unreachable_conditions(&message),
+        bgd.metadata.generation,
+        &Time(jiff::Timestamp::now()),
+    );
+    if old_status.message != st.message {
+        publish(ctx, bgd, "ClusterUnreachable", &message, true).await;
+    }
+    ctx.metrics.set_phase(ns, &name, "Degraded");
+    write_status(bgd, ctx, old_status, st).await?;
+    Ok(Requeue::requeue(SPREAD_RESYNC))
+}
+
+/// Rewrite each mirrored EndpointSlice at home whose color can be reached and whose
+/// endpoints there changed. Colors that cannot be reached keep their last endpoints.
+async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<(), Error> {
+    let name = bgd.name_any();
+    let port_name = render::port_name(bgd);
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
+    let mut places: PerColor<Option<Place>> = PerColor::default();
+    for color in Color::ALL {
+        if let Ok(Ok(p)) = environments::place_of(bgd, color, &ctx.client, &ctx.clusters).await {
+            *places.get_mut(color) = Some(p);
+        }
+    }
+    for role in ServiceRole::ALL {
+        let sname = role.service_name(&name);
+        let Some(slice) = get(&slices, "EndpointSlice", &sname).await? else {
+            continue;
+        };
+        if !owned_by(&slice.metadata, bgd) {
+            continue;
+        }
+        let Some(color) = slice_color(&slice) else {
+            continue;
+        };
+        let Some(place) = places.get(color) else {
+            continue;
+        };
+        let source = ServiceRole::Color(color).service_name(&name);
+        let Ok(eps) = mirror::read(
+            &place.client,
+            &place.namespace,
+            &source,
+            bgd.spec.service.port,
+            &port_name,
+        )
+        .await
+        else {
+            continue;
+        };
+        if mirror::from_slices(std::slice::from_ref(&slice), eps.service_port, &port_name) == eps {
+            continue;
+        }
+        let want = crate::traffic::mirror::role_slice(bgd, role, color, &eps)?;
+        mirror::apply_slice(&ctx.client, ns, &want)
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "EndpointSlice",
+                name: sname.clone(),
+                source,
+            })?;
+        tracing::info!(namespace = %ns, name = %name, slice = %sname, color = %color, "followed the pods of a reachable color");
+    }
+    Ok(())
 }
 
 /// How often a BlueGreenDeployment with remote colors is looked at when nothing else

@@ -193,6 +193,11 @@ pub fn invalid_spec_conditions(reason: &'static str, message: &str) -> Vec<Wante
     ]
 }
 
+/// Conditions while a color's place cannot be reached: the release waits.
+pub fn unreachable_conditions(message: &str) -> Vec<Wanted> {
+    vec![want("Degraded", true, "ClusterUnreachable", message)]
+}
+
 /// Merge `wanted` into `old`: unchanged statuses keep their `lastTransitionTime`; types not
 /// in `wanted` are kept as they were.
 pub fn merge(
