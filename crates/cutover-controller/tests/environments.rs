@@ -42,6 +42,23 @@ fn addresses(slices: &[EndpointSlice]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Delete a BlueGreenDeployment and wait until it is gone (its finalizer done), while
+/// the controller runs: a test must not leave a namespace held by a finalizer.
+async fn delete_and_wait(ns: &TestNamespace, name: &str) {
+    let api: Api<BlueGreenDeployment> = ns.api();
+    let uid = api.get(name).await.expect("get").metadata.uid.expect("uid");
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::timeout(
+        TIMEOUT,
+        kube::runtime::wait::await_condition(api, name, conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("the BlueGreenDeployment gone (its finalizer done) in time")
+    .expect("watch");
+}
+
 async fn deployment_in(ns: &TestNamespace, name: &str) -> Option<Deployment> {
     ns.api::<Deployment>()
         .get_opt(name)
@@ -220,17 +237,7 @@ async fn colors_in_namespaces_of_their_own_release_switch_and_clean_up() {
 
     // Deleting the BlueGreenDeployment deletes what it owns in the colors' namespaces —
     // and nothing else.
-    let api: Api<BlueGreenDeployment> = home.api();
-    api.delete("shop", &DeleteParams::default())
-        .await
-        .expect("delete");
-    tokio::time::timeout(
-        TIMEOUT,
-        kube::runtime::wait::await_condition(api, "shop", conditions::is_deleted(&uid)),
-    )
-    .await
-    .expect("the BlueGreenDeployment gone (its finalizer done) in time")
-    .expect("watch");
+    delete_and_wait(&home, "shop").await;
     assert!(deployment_in(&blue_ns, "shop-blue").await.is_none());
     assert!(deployment_in(&green_ns, "shop-green").await.is_none());
     assert!(
@@ -336,6 +343,7 @@ async fn environments_cannot_change_once_set() {
         .await
         .expect_err("dropping environments is rejected");
     assert!(err.to_string().contains("spec.environments"), "{err}");
+    delete_and_wait(&home, "shop").await;
 }
 
 /// The kubeconfig of the test cluster, with its server address replaced by `server`.
@@ -436,4 +444,5 @@ async fn an_unreachable_cluster_holds_the_release_and_the_reachable_mirror_follo
     // The cluster answers again: the release goes on from where it was.
     put_secret(&home, "remote", &kubeconfig_text(None).await).await;
     healthy_on(&home, "shop", Color::Blue).await;
+    delete_and_wait(&home, "shop").await;
 }
