@@ -128,16 +128,9 @@ fn secret(name: &str, key: &str, value: &str) -> Value {
             "stringData": { key: value } })
 }
 
-/// Start a world: PostgreSQL pair, both members' BlueGreenDeployments, router, Gateway,
-/// entry route, controllers. Blocks `east`/`west` are the process nodes' IP blocks.
-async fn world(west: &West, prefix: &str, synchronous: bool, blocks: (u8, u8)) -> World {
-    let bins = e2e::build(&[
-        "cutover-controller",
-        "cutover-process-node",
-        "cutover-demo-app",
-        "cutover-router",
-        "kubectl-cutover",
-    ]);
+/// A front namespace (CRDs and Gateway API CRDs installed) and one of the same name in
+/// west, deleted when the guard is dropped.
+async fn namespaces(west: &West, prefix: &str) -> (TestNamespace, String, WestNamespace) {
     let front = TestNamespace::new(prefix).await;
     install_crds(&front.client).await;
     upstream::install_crds(&front.client, GATEWAY_API).await;
@@ -149,6 +142,21 @@ async fn world(west: &West, prefix: &str, synchronous: bool, blocks: (u8, u8)) -
     )
     .await
     .expect("namespace in west");
+    let guard = WestNamespace(west.client.clone(), west_ns.clone());
+    (front, west_ns, guard)
+}
+
+/// Start a world: PostgreSQL pair, both members' BlueGreenDeployments, router, Gateway,
+/// entry route, controllers. Blocks `east`/`west` are the process nodes' IP blocks.
+async fn world(west: &West, prefix: &str, synchronous: bool, blocks: (u8, u8)) -> World {
+    let bins = e2e::build(&[
+        "cutover-controller",
+        "cutover-process-node",
+        "cutover-demo-app",
+        "cutover-router",
+        "kubectl-cutover",
+    ]);
+    let (front, west_ns, west_guard) = namespaces(west, prefix).await;
     let pair = postgres::start_pair(prefix, synchronous).await;
     let east_node = ProcessNode::start(&front, &bins, blocks.0).await;
     let west_node = ProcessNode::start_in(
@@ -201,7 +209,7 @@ async fn world(west: &West, prefix: &str, synchronous: bool, blocks: (u8, u8)) -
     }
     World {
         front,
-        _west_ns: WestNamespace(west.client.clone(), west_ns.clone()),
+        _west_ns: west_guard,
         west_ns,
         pair,
         gw_port,
@@ -823,18 +831,7 @@ async fn scenario_colors_across_clusters(west: &West) {
         "cutover-demo-app",
         "cutover-router",
     ]);
-    let front = TestNamespace::new("env-x").await;
-    install_crds(&front.client).await;
-    upstream::install_crds(&front.client, GATEWAY_API).await;
-    let west_ns = front.name.clone();
-    let nss: Api<Namespace> = Api::all(west.client.clone());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({ "metadata": { "name": west_ns } })).expect("ns"),
-    )
-    .await
-    .expect("namespace in west");
-    let _west_cleanup = WestNamespace(west.client.clone(), west_ns.clone());
+    let (front, west_ns, _west_guard) = namespaces(west, "env-x").await;
     let east_node = ProcessNode::start(&front, &bins, 95).await;
     let west_node = ProcessNode::start_in(
         &west.client,

@@ -144,6 +144,21 @@ fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
+/// An object of the name the controller would use exists and is not this
+/// BlueGreenDeployment's: it is never touched.
+fn not_owned(kind: &str, name: &str, place: Option<&Place>) -> Refusal {
+    let at = place
+        .filter(|p| !p.home)
+        .map(|p| format!(" in {}", p.describe()))
+        .unwrap_or_default();
+    Refusal {
+        reason: "OwnershipConflict",
+        message: format!(
+            "{kind} {name}{at} exists and is not owned by this BlueGreenDeployment; rename or delete it"
+        ),
+    }
+}
+
 /// Checks the controller makes before it acts: what the schema cannot express.
 fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
     let spec = &bgd.spec;
@@ -250,13 +265,7 @@ async fn observe(
         if let Some(d) = &d
             && !owned_by(&d.metadata, bgd)
         {
-            return Ok(Err(Refusal {
-                reason: "OwnershipConflict",
-                message: format!(
-                    "Deployment {dname} in {} exists and is not owned by this BlueGreenDeployment; rename or delete it",
-                    place.describe()
-                ),
-            }));
+            return Ok(Err(not_owned("Deployment", &dname, Some(place))));
         }
         *snap.deployments.get_mut(color) = d;
     }
@@ -266,12 +275,7 @@ async fn observe(
         if let Some(s) = &s
             && !owned_by(&s.metadata, bgd)
         {
-            return Ok(Err(Refusal {
-                reason: "OwnershipConflict",
-                message: format!(
-                    "Service {sname} exists and is not owned by this BlueGreenDeployment; rename or delete it"
-                ),
-            }));
+            return Ok(Err(not_owned("Service", &sname, None)));
         }
         snap.services.insert(role_key(role), s);
     }
@@ -414,13 +418,7 @@ async fn observe_spread(
             if let Some(s) = &s
                 && !owned_by(&s.metadata, bgd)
             {
-                return Ok(Err(Refusal {
-                    reason: "OwnershipConflict",
-                    message: format!(
-                        "Service {sname} in {} exists and is not owned by this BlueGreenDeployment; rename or delete it",
-                        place.describe()
-                    ),
-                }));
+                return Ok(Err(not_owned("Service", &sname, Some(&place))));
             }
             s
         };
@@ -448,12 +446,7 @@ async fn observe_spread(
         if let Some(s) = &slice
             && !owned_by(&s.metadata, bgd)
         {
-            return Ok(Err(Refusal {
-                reason: "OwnershipConflict",
-                message: format!(
-                    "EndpointSlice {sname} exists and is not owned by this BlueGreenDeployment; rename or delete it"
-                ),
-            }));
+            return Ok(Err(not_owned("EndpointSlice", &sname, None)));
         }
         snap.slices.insert(role_key(role), slice);
     }
