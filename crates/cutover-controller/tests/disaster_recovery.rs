@@ -390,6 +390,15 @@ async fn scenario_primary_failure(west: &West) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The entry is probed as clients reach it, and reported.
+    wait_policy(&w, "the entry reported reachable", TIMEOUT, |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "EntryReachable" && c.status == "True")
+        })
+    })
+    .await;
 
     let writes = Writes::start(w.gw_port, 4, "w");
     let ack_deadline = Instant::now() + TIMEOUT;

@@ -44,6 +44,7 @@ pub async fn endpoints(client: &Client, ns: &str, member: &Member) -> Result<End
         .await
         .map_err(|e| format!("its API did not answer: {e}"))?
         .ok_or_else(|| format!("BlueGreenDeployment {ns}/{bgd_name} does not exist"))?;
+    live_available(&bgd)?;
     let port_name = bgd
         .spec
         .service
@@ -53,6 +54,24 @@ pub async fn endpoints(client: &Client, ns: &str, member: &Member) -> Result<End
     crate::mirror::read(client, ns, bgd_name, bgd.spec.service.port, &port_name)
         .await
         .map_err(|e| format!("its API did not answer: {e}"))
+}
+
+/// The member's own verdict: its BlueGreenDeployment's `Available` condition (False when
+/// its live color does not have all pods ready). No condition yet counts as no verdict.
+pub fn live_available(bgd: &BlueGreenDeployment) -> Result<(), String> {
+    let available = bgd
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Available"));
+    match available {
+        Some(c) if c.status == "False" => Err(format!(
+            "its BlueGreenDeployment {} reports its live color unavailable ({}: {})",
+            bgd.metadata.name.as_deref().unwrap_or_default(),
+            c.reason,
+            c.message
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The Service in the policy's namespace that stands for `member`.
@@ -149,4 +168,40 @@ pub async fn probe_member(
         "every endpoint failed its probe: {}",
         errors.values().cloned().collect::<Vec<_>>().join("; ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bgd(available: Option<&str>) -> BlueGreenDeployment {
+        let conditions = available
+            .map(|s| {
+                json!([{ "type": "Available", "status": s, "reason": "LiveColorUnavailable",
+                         "message": "blue has 1 of 2 pods ready", "lastTransitionTime": "2026-11-26T00:00:00Z" }])
+            })
+            .unwrap_or(json!([]));
+        serde_json::from_value(json!({
+            "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+            "metadata": { "name": "shop", "namespace": "east" },
+            "spec": {
+                "selector": { "matchLabels": { "app": "shop" } },
+                "template": { "spec": { "containers": [{ "name": "app", "image": "shop:1" }] } },
+                "service": { "port": 80 }
+            },
+            "status": { "conditions": conditions }
+        }))
+        .expect("bgd")
+    }
+
+    #[test]
+    fn a_member_whose_live_color_is_unavailable_is_unhealthy() {
+        assert!(live_available(&bgd(None)).is_ok());
+        assert!(live_available(&bgd(Some("True"))).is_ok());
+        let err = live_available(&bgd(Some("False"))).expect_err("unavailable");
+        assert!(
+            err.contains("shop") && err.contains("1 of 2 pods ready"),
+            "{err}"
+        );
+    }
 }

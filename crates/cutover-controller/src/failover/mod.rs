@@ -577,14 +577,23 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
     };
     let routes = entry::api(&ctx.client, &ns);
 
-    // Observe.
-    let views: Vec<View> = futures::future::join_all(
-        p.spec
-            .members
-            .iter()
-            .map(|m| observe_member(ctx, p, m, s.timeout)),
-    )
-    .await;
+    // Observe: the members, and the entry as clients reach it (not while a drill's prober
+    // is on it).
+    let entry_probe = async {
+        match (&p.spec.entry.url, local.prober.is_none()) {
+            (Some(url), true) => Some(members::probe(&ctx.http, url, s.timeout).await),
+            _ => None,
+        }
+    };
+    let (views, entry_health): (Vec<View>, _) = futures::join!(
+        futures::future::join_all(
+            p.spec
+                .members
+                .iter()
+                .map(|m| observe_member(ctx, p, m, s.timeout)),
+        ),
+        entry_probe
+    );
     for (i, v) in views.iter().enumerate() {
         if let Some(eps) = &v.endpoints
             && local.mirrored.get(&names[i]) != Some(eps)
@@ -885,6 +894,23 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
         .filter(|&i| i != memory.active)
         .map(|i| (i, failover::data_gate(&s.policy, &obs[i])))
         .collect();
+    if let Some(entry) = &entry_health {
+        // Reported, not acted on: the entry is shared by every member, so moving traffic
+        // would not mend it.
+        wanted.push(Wanted {
+            type_: "EntryReachable",
+            status: entry.is_ok(),
+            reason: if entry.is_ok() {
+                "EntryAnswers"
+            } else {
+                "EntryFails"
+            },
+            message: match entry {
+                Ok(()) => "spec.entry.url answers".into(),
+                Err(e) => format!("spec.entry.url: {e}"),
+            },
+        });
+    }
     if let Some((_, gate)) = standbys.first() {
         wanted.push(Wanted {
             type_: "DataGateOpen",
