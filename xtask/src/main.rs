@@ -1,9 +1,9 @@
 //! `cargo xtask` — developer tasks (the cargo-xtask pattern): no tools to install but cargo.
 
 mod bench;
-mod bench_failover;
 mod bench_rollback;
 mod bench_router;
+mod bench_test;
 mod cluster;
 mod demo;
 mod generated;
@@ -49,7 +49,9 @@ enum BenchCommand {
     /// cutover-router against direct access, nginx and HAProxy on the same backends.
     Router(bench_router::RouterBenchArgs),
     /// Failover: time from the primary's failure to the first answer from the standby.
-    Failover(bench_failover::FailoverBenchArgs),
+    Failover(bench_test::TestBenchArgs),
+    /// The live switch with colors in namespaces of their own against both at home.
+    Environments(bench_test::TestBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,6 +80,9 @@ fn main() -> anyhow::Result<()> {
         } => runtime.block_on(bench_router::run(args)),
         Command::Bench {
             which: BenchCommand::Failover(args),
-        } => bench_failover::run(&args),
+        } => bench_test::run(&bench_test::FAILOVER, &args),
+        Command::Bench {
+            which: BenchCommand::Environments(args),
+        } => bench_test::run(&bench_test::ENVIRONMENTS, &args),
     }
 }

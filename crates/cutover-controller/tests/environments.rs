@@ -446,3 +446,115 @@ async fn an_unreachable_cluster_holds_the_release_and_the_reachable_mirror_follo
     healthy_on(&home, "shop", Color::Blue).await;
     delete_and_wait(&home, "shop").await;
 }
+
+/// The live switch with each color in a namespace of its own (the controller rewrites the
+/// live Service's mirrored EndpointSlice) against the same BlueGreenDeployment with both
+/// colors at home (the controller changes the live Service's selector and Kubernetes'
+/// EndpointSlice controller follows) — the baseline, in the same run, alternating. Each
+/// run: a release paused before promotion; from the promote request to the moment the live
+/// Service's ready endpoints are exactly the new color's pods, seen through a watch.
+/// `cargo xtask bench environments` (`CUTOVER_BENCH_RUNS`, default 10).
+#[tokio::test]
+#[ignore = "a benchmark: cargo xtask bench environments"]
+async fn switch_latency_benchmark() {
+    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let (home, _ctrl) = setup("env-bench").await;
+    let blue_ns = TestNamespace::new("env-bench-blue").await;
+    let green_ns = TestNamespace::new("env-bench-green").await;
+    let paused = json!({ "strategy": { "steps": [{ "pause": {} }] } });
+    create(&home, &bgd("local", "shop:0", 2, paused.clone())).await;
+    let mut spread = environments(&blue_ns.name, &green_ns.name);
+    spread["strategy"] = paused["strategy"].clone();
+    create(&home, &bgd("spread", "shop:0", 2, spread)).await;
+    healthy_on(&home, "local", Color::Blue).await;
+    healthy_on(&home, "spread", Color::Blue).await;
+    let slices: Api<EndpointSlice> = home.api();
+    let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for run in 1..=runs {
+        for name in ["local", "spread"] {
+            set_image(&home, name, &format!("shop:{run}")).await;
+            let b = wait_bgd(&home, name, "the release paused before promotion", |b| {
+                phase(b) == Some(Phase::Paused)
+            })
+            .await;
+            let new = match cutover_test_support::release::active(&b) {
+                Some(Color::Blue) => "green",
+                _ => "blue",
+            };
+            // Its pods are ready; their endpoints follow (the EndpointSlice controller).
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            let target = loop {
+                let t = ready_addresses(&home, &format!("{name}-{new}")).await;
+                if t.len() == 2 {
+                    break t;
+                }
+                assert!(std::time::Instant::now() < deadline, "{name}-{new}: {t:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            let seen: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+            let done = Arc::new(tokio::sync::Notify::new());
+            let (record, notify) = (seen.clone(), done.clone());
+            let want = target.clone();
+            let started = watch_while(
+                &slices,
+                watcher::Config::default().labels(&format!("kubernetes.io/service-name={name}")),
+                move |objs| {
+                    let now: Vec<EndpointSlice> = objs.iter().map(|s| s.as_ref().clone()).collect();
+                    let mut r = record.lock().expect("lock");
+                    if r.is_none() && addresses(&now) == want {
+                        *r = Some(std::time::Instant::now());
+                        notify.notify_one();
+                    }
+                },
+                async {
+                    let t0 = std::time::Instant::now();
+                    request(&home, name, cutover_api::requests::PROMOTE).await;
+                    tokio::time::timeout(TIMEOUT, done.notified())
+                        .await
+                        .expect("the live Service switched in time");
+                    t0
+                },
+            )
+            .await;
+            let at = seen.lock().expect("lock").expect("seen");
+            times
+                .entry(name)
+                .or_default()
+                .push(at.duration_since(started).as_secs_f64() * 1000.0);
+            healthy_on(
+                &home,
+                name,
+                if new == "green" {
+                    Color::Green
+                } else {
+                    Color::Blue
+                },
+            )
+            .await;
+        }
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+        (v[v.len() / 2], p90, v[0], v[v.len() - 1])
+    };
+    let (lm, lp, lmin, lmax) = stats(times.get_mut("local").expect("local"));
+    let (sm, sp, smin, smax) = stats(times.get_mut("spread").expect("spread"));
+    println!(
+        "live switch, promote request → live Service on the new color's pods, {runs} runs each:"
+    );
+    println!(
+        "  baseline, both colors at home (selector):  median {lm:.1} ms, p90 {lp:.1} ms, min {lmin:.1}, max {lmax:.1}"
+    );
+    println!(
+        "  colors in their own namespaces (mirror):   median {sm:.1} ms, p90 {sp:.1} ms, min {smin:.1}, max {smax:.1}"
+    );
+    println!(
+        "  ratio (medians) mirror / selector: {:.2}",
+        sm / lm.max(f64::EPSILON)
+    );
+    delete_and_wait(&home, "spread").await;
+}
