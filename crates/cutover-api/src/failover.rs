@@ -107,12 +107,43 @@ pub struct ClusterRef {
     pub key: Option<String>,
 }
 
-/// A member's database.
+/// A member's database: exactly one source.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.postgres) != has(self.prometheus)",
+    "message": "spec.members[].database: set exactly one of postgres or prometheus"
+}]))]
 pub struct Database {
-    /// A PostgreSQL server in streaming replication (primary or hot standby).
-    pub postgres: PostgresRef,
+    /// A PostgreSQL server in streaming replication (primary or hot standby): its lag is
+    /// read, and a failover fences the old primary and promotes the standby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresRef>,
+    /// Any database whose replication lag a Prometheus query gives (MySQL, a managed
+    /// database, PostgreSQL under an operator...): the data gate applies, but its role is
+    /// managed outside Cutover — it is never fenced or promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusLag>,
+}
+
+/// A member's replication lag, as Prometheus knows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.lagSecondsQuery) || has(self.lagBytesQuery)",
+    "message": "spec.members[].database.prometheus: set lagSecondsQuery, lagBytesQuery or both"
+}]))]
+pub struct PrometheusLag {
+    /// Prometheus' address, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1))]
+    pub address: String,
+    /// PromQL giving this member's replication lag in seconds (one sample). No sample,
+    /// several, or NaN: the lag is unknown, which the data gate refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds_query: Option<String>,
+    /// PromQL giving this member's replication lag in bytes (one sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes_query: Option<String>,
 }
 
 /// A PostgreSQL server reached with a connection string kept in a Secret (in the policy's

@@ -65,6 +65,9 @@ pub struct DataObs {
     pub reachable: bool,
     /// It is a standby following the primary (in recovery).
     pub standby: bool,
+    /// Only its lag is known (read from a Prometheus query): its role is managed outside
+    /// Cutover, so it is gated on but never fenced or promoted.
+    pub gate_only: bool,
 }
 
 /// One member as observed this pass.
@@ -227,7 +230,7 @@ pub fn data_gate(policy: &Policy, member: &MemberObs) -> Result<(), String> {
     if !data.reachable {
         return Err("its database does not answer".into());
     }
-    if !data.writable && !data.standby {
+    if !data.gate_only && !data.writable && !data.standby {
         return Err("its database is fenced and does not follow the primary".into());
     }
     if let Some(max) = policy.max_data_loss_seconds {
@@ -563,6 +566,7 @@ fn carry_out(mut p: Planner, input: &Input, m: Move) -> Plan {
     // 1. Fence the old primary.
     if let Some(d) = &from.data
         && !m.traffic_only
+        && !d.gate_only
         && !d.fenced
     {
         if d.reachable {
@@ -585,6 +589,7 @@ fn carry_out(mut p: Planner, input: &Input, m: Move) -> Plan {
     // 2. Promote the new primary.
     if let Some(d) = &to.data
         && !m.traffic_only
+        && !d.gate_only
         && !d.writable
     {
         p.actions.push(Action::Promote(m.to));

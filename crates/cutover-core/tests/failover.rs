@@ -31,6 +31,7 @@ fn primary() -> DataObs {
         lag_bytes: None,
         reachable: true,
         standby: false,
+        gate_only: false,
     }
 }
 
@@ -42,6 +43,7 @@ fn standby(lag: f64) -> DataObs {
         lag_bytes: Some(0),
         reachable: true,
         standby: true,
+        gate_only: false,
     }
 }
 
@@ -261,6 +263,41 @@ fn a_request_with_no_healthy_member_to_go_to_is_refused_in_the_status_message() 
     w.pass(false);
     assert_eq!(w.events("FailoverRefused").len(), 1);
     assert_eq!(w.routed_to, Some(0));
+}
+
+#[test]
+fn a_database_known_only_by_its_lag_is_gated_on_but_never_fenced_or_promoted() {
+    let mut w = World::new(policy());
+    let gated = |lag: f64| DataObs {
+        lag_seconds: Some(lag),
+        reachable: true,
+        gate_only: true,
+        ..DataObs::default()
+    };
+    w.members[0].data = Some(gated(0.0));
+    w.members[1].data = Some(gated(30.0));
+    w.set_health(0, false);
+    for _ in 0..10 {
+        w.pass(false);
+    }
+    assert!(
+        w.moves.is_empty(),
+        "moved past the data gate: {:?}",
+        w.moves
+    );
+    assert!(w.events("FailoverRefused")[0].contains("maxDataLossSeconds"));
+    w.members[1].data = Some(gated(1.0));
+    for _ in 0..10 {
+        w.pass(false);
+    }
+    assert_eq!(w.routed_to, Some(1));
+    assert!(
+        w.actions
+            .iter()
+            .all(|a| !matches!(a, Action::Fence(_) | Action::Promote(_))),
+        "{:?}",
+        w.actions
+    );
 }
 
 #[test]

@@ -221,7 +221,11 @@ async fn dry_run_create(
     }
     let mut resource =
         ApiResource::from_gvk(&GroupVersionKind::gvk("cutover.dev", &version, &kind));
-    resource.plural = format!("{}s", kind.to_lowercase());
+    let lower = kind.to_lowercase();
+    resource.plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    };
     let namespace = (kind != "ClusterAnalysisTemplate").then_some(namespace);
     let url = DynamicObject::url_path(&resource, namespace);
     // The raw JSON, not a DynamicObject: its typed ObjectMeta would drop unknown fields.

@@ -39,6 +39,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::analysis::providers::prometheus;
 use crate::bluegreen::status::{Wanted, merge};
 use crate::clusters::Clusters;
 use crate::metrics::Metrics;
@@ -241,6 +242,44 @@ struct View {
     endpoints: Option<Endpoints>,
     conn: Option<String>,
     db: Option<DbState>,
+    /// The lag a Prometheus query gives (a database managed outside Cutover).
+    lag: Option<QueriedLag>,
+}
+
+/// A member's replication lag read from Prometheus.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct QueriedLag {
+    seconds: Option<f64>,
+    bytes: Option<u64>,
+    /// Why a query gave no lag (Prometheus did not answer, no single finite sample).
+    error: Option<String>,
+}
+
+/// Run the lag queries of `prom`.
+async fn query_lag(
+    http: &reqwest::Client,
+    prom: &cutover_api::failover::PrometheusLag,
+) -> QueriedLag {
+    let mut out = QueriedLag::default();
+    let one = |q: &str, v: Result<cutover_core::analysis::Value, _>| match v {
+        Ok(cutover_core::analysis::Value::Number(n)) if n.is_finite() => Ok(n.max(0.0)),
+        Ok(other) => Err(format!("{q}: not one finite sample ({other:?})")),
+        Err(e) => Err(format!("{q}: {e}")),
+    };
+    if let Some(q) = &prom.lag_seconds_query {
+        match one(q, prometheus::query(http, &prom.address, q).await) {
+            Ok(n) => out.seconds = Some(n),
+            Err(e) => out.error = Some(e),
+        }
+    }
+    if let Some(q) = &prom.lag_bytes_query {
+        match one(q, prometheus::query(http, &prom.address, q).await) {
+            // Whole bytes; a fractional sample rounds up.
+            Ok(n) => out.bytes = Some(n.ceil() as u64),
+            Err(e) => out.error = Some(e),
+        }
+    }
+    out
 }
 
 async fn connection_string(
@@ -248,7 +287,7 @@ async fn connection_string(
     ns: &str,
     m: &cutover_api::failover::Member,
 ) -> Option<Result<String, String>> {
-    let pg = &m.database.as_ref()?.postgres;
+    let pg = m.database.as_ref()?.postgres.as_ref()?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let key = pg.key.as_deref().unwrap_or("url");
     Some(match secrets.get_opt(&pg.secret_name).await {
@@ -275,6 +314,13 @@ async fn observe_member(
         endpoints: None,
         conn: None,
         db: None,
+        lag: None,
+    };
+    let lag = async {
+        match m.database.as_ref().and_then(|d| d.prometheus.as_ref()) {
+            Some(prom) => Some(query_lag(&ctx.http, prom).await),
+            None => None,
+        }
     };
     let db = async {
         match connection_string(&ctx.client, &ns, m).await {
@@ -312,7 +358,8 @@ async fn observe_member(
                 .await;
         (probe, Some(eps))
     };
-    let ((conn, db), (health, eps)) = futures::join!(db, health);
+    let ((conn, db), (health, eps), lag) = futures::join!(db, health, lag);
+    view.lag = lag;
     view.health = health;
     view.endpoints = eps;
     view.conn = conn;
@@ -347,6 +394,15 @@ fn data_obs(
         .iter()
         .enumerate()
         .map(|(i, v)| {
+            if let Some(lag) = &v.lag {
+                return Some(DataObs {
+                    reachable: lag.error.is_none(),
+                    lag_seconds: lag.seconds,
+                    lag_bytes: lag.bytes,
+                    gate_only: true,
+                    ..DataObs::default()
+                });
+            }
             let db = v.db.as_ref()?;
             let (mut seconds, bytes) = if db.in_recovery {
                 postgres::lag(primary, db)
@@ -376,6 +432,7 @@ fn data_obs(
                 lag_bytes: bytes,
                 reachable: db.reachable,
                 standby: db.in_recovery,
+                gate_only: false,
             })
         })
         .collect()
@@ -868,7 +925,11 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
                     .get(n)
                     .map(|e| i32::try_from(e.addresses.len()).unwrap_or(0))
                     .unwrap_or(0),
-                database_role: v.db.as_ref().map(|d| d.role().to_string()),
+                database_role: v
+                    .db
+                    .as_ref()
+                    .map(|d| d.role().to_string())
+                    .or_else(|| v.lag.as_ref().map(|_| "external".to_string())),
                 lag_seconds: d
                     .and_then(|d| d.lag_seconds)
                     .map(|s| (s * 1000.0).round() / 1000.0),
@@ -962,6 +1023,7 @@ mod tests {
             endpoints: None,
             conn: None,
             db: Some(db),
+            lag: None,
         }
     }
 
