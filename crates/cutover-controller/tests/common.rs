@@ -121,3 +121,16 @@ pub async fn pod_uids(ns: &TestNamespace) -> BTreeSet<String> {
         .filter_map(|p| p.metadata.uid)
         .collect()
 }
+
+/// The notes of the Events (events.k8s.io) with `reason` in namespace `ns`.
+pub async fn events(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}

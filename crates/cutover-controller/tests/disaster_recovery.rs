@@ -16,12 +16,15 @@
 //!    goes there, takes half the traffic through the gateway, then all of it on promotion;
 //!    deleting the BlueGreenDeployment deletes what it made in west.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::events;
 use cutover_api::FailoverPolicy;
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use cutover_test_support::controller::{ControllerProcess, install_crds};
@@ -278,19 +281,6 @@ async fn served_by(port: u16) -> Option<String> {
     }
     let v: Value = serde_json::from_str(body).ok()?;
     v["version"].as_str().map(str::to_string)
-}
-
-async fn events(client: &Client, ns: &str, reason: &str) -> Vec<String> {
-    let api: Api<cutover_api::k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), ns);
-    api.list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 /// Write load through the gateway: each client POSTs `/write/<id>` in a loop.

@@ -8,20 +8,8 @@ use cutover_api::FailoverPolicy;
 use cutover_test_support::prometheus::{MetricsEndpoint, Prometheus};
 use cutover_test_support::upstream::{self, GATEWAY_API};
 use cutover_test_support::{TestNamespace, e2e, wait_for};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
-
-async fn events(ns: &TestNamespace, reason: &str) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = ns.api();
-    api.list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
-}
 
 async fn routed_to(ns: &TestNamespace) -> Vec<String> {
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
@@ -121,7 +109,7 @@ async fn a_lag_read_from_prometheus_gates_the_failover_and_nothing_is_fenced() {
         })
     })
     .await;
-    let refused = events(&ns, "FailoverRefused").await;
+    let refused = events(&ns.client, &ns.name, "FailoverRefused").await;
     assert!(
         refused.iter().any(|m| m.contains("maxDataLossSeconds")),
         "{refused:?}"
@@ -141,11 +129,11 @@ async fn a_lag_read_from_prometheus_gates_the_failover_and_nothing_is_fenced() {
         Some("FailedOver")
     );
     assert_eq!(routed_to(&ns).await, ["dr-west"]);
-    let steps: Vec<String> = events(&ns, "FailoverStarted").await;
+    let steps: Vec<String> = events(&ns.client, &ns.name, "FailoverStarted").await;
     assert_eq!(steps.len(), 1, "{steps:?}");
     // A fence or promotion would have needed a PostgreSQL connection and failed the step.
-    let failed = events(&ns, "FailoverStepFailed").await;
+    let failed = events(&ns.client, &ns.name, "FailoverStepFailed").await;
     assert!(failed.is_empty(), "{failed:?}");
-    let done = events(&ns, "FailoverDone").await;
+    let done = events(&ns.client, &ns.name, "FailoverDone").await;
     assert_eq!(done.len(), 1, "{done:?}");
 }
