@@ -33,7 +33,7 @@ use cutover_test_support::postgres::{self, Pair};
 use cutover_test_support::upstream::{self, GATEWAY_API};
 use cutover_test_support::{TestNamespace, local_cluster, wait_for};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
