@@ -7,43 +7,12 @@
 //! The fixture runs PostgreSQL as the `postgres` user through `runuser`: these tests need
 //! root.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
+use common::{App, request, start};
 use cutover_test_support::postgres::{Pair, Server, WAIT_TIMEOUT, start_pair};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-struct App(Child, u16);
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start(args: &[&str]) -> App {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a port");
-    let child = Command::new(env!("CARGO_BIN_EXE_cutover-demo-app"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .spawn()
-        .expect("start the demo app");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the demo app never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    App(child, port)
-}
 
 /// An app in database mode on `server`, version `version`.
 async fn start_on(pair: &Pair, server: &Server, version: &str) -> App {
@@ -80,33 +49,6 @@ fn conninfo(pair: &Pair, server: &Server) -> String {
         );
         server.url().to_string()
     }
-}
-
-async fn request(port: u16, method: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    s.write_all(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("read");
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (code, body)
 }
 
 async fn post_write(app: &App, id: &str) -> (u16, serde_json::Value) {
