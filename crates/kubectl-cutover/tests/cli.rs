@@ -237,16 +237,7 @@ async fn promote_full_abort_retry_and_status_of_a_degraded_release() {
 
 #[tokio::test]
 async fn clear_errors_without_a_cluster_or_without_the_crds() {
-    // Nothing listens on port 1.
-    let dir = std::env::temp_dir().join(format!("cutover-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let dead = dir.join("dead.kubeconfig");
-    std::fs::write(
-        &dead,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
-         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: x\n",
-    )
-    .expect("write kubeconfig");
+    let dead = common::dead_kubeconfig("cutover-cli");
     let out = cli(&dead, "default", &["get", "shop"]);
     assert_eq!(out.code, 1);
     assert!(

@@ -155,16 +155,7 @@ async fn requests_the_controller_refuses_end_with_its_reason() {
 
 #[test]
 fn failover_and_drill_without_a_cluster() {
-    // Nothing listens on port 1.
-    let dir = std::env::temp_dir().join(format!("cutover-fp-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let dead = dir.join("dead.kubeconfig");
-    std::fs::write(
-        &dead,
-        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
-         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u, namespace: default}}]\ncurrent-context: x\n",
-    )
-    .expect("write kubeconfig");
+    let dead = common::dead_kubeconfig("cutover-fp-cli");
     for args in [&["failover", "p"][..], &["drill", "p"]] {
         let out = cli(&dead, "default", args);
         assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
@@ -175,5 +166,5 @@ fn failover_and_drill_without_a_cluster() {
             out.stderr
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dead.parent().expect("its folder"));
 }
