@@ -140,17 +140,21 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     metrics.set_leader(true);
     tracing::info!(identity = %settings.identity, "leading");
 
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "cutover-controller".into(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    // One cache of other clusters' clients: a Secret named by both a BlueGreenDeployment
+    // and a FailoverPolicy gives one client.
+    let clusters = Arc::new(crate::clusters::Clusters::default());
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics: metrics.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "cutover-controller".into(),
-                instance: Some(settings.identity.clone()),
-            },
-        ),
-        clusters: crate::clusters::Clusters::default(),
+        recorder: recorder.clone(),
+        clusters: clusters.clone(),
     });
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
@@ -209,15 +213,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let failover_ctx = Arc::new(failover::Context {
         client: client.clone(),
         metrics: metrics.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "cutover-controller".into(),
-                instance: Some(settings.identity.clone()),
-            },
-        ),
+        recorder: recorder.clone(),
         http: failover::http_client()?,
-        clusters: crate::clusters::Clusters::default(),
+        clusters,
     });
     let policies: Api<FailoverPolicy> = scoped(&client, ns);
     let failovers = failover::run(failover_ctx, policies, shutdown.clone().wait());

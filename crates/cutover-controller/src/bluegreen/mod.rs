@@ -63,7 +63,7 @@ pub struct Context {
     /// Event recorder.
     pub recorder: Recorder,
     /// Clients of the clusters colors run in (`spec.environments`).
-    pub clusters: Clusters,
+    pub clusters: Arc<Clusters>,
 }
 
 impl std::fmt::Debug for Context {

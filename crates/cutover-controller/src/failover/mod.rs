@@ -59,7 +59,7 @@ pub struct Context {
     /// HTTP client of the probes.
     pub http: reqwest::Client,
     /// Clients of member clusters.
-    pub clusters: Clusters,
+    pub clusters: Arc<Clusters>,
 }
 
 impl std::fmt::Debug for Context {
