@@ -118,7 +118,7 @@ pub async fn place_of(
             Err(ClusterError::Secret(m)) => {
                 return Ok(Err(Refusal {
                     reason: "InvalidClusterRef",
-                    message: format!("{field}.clusterRef: {m}; nothing was deployed there"),
+                    message: format!("{field}.clusterRef: {m}"),
                 }));
             }
             Err(ClusterError::Unavailable(m)) => {
@@ -149,7 +149,12 @@ pub async fn places(
     for color in Color::ALL {
         let place = match place_of(bgd, color, home, clusters).await? {
             Ok(p) => p,
-            Err(refusal) => return Ok(Err(refusal)),
+            Err(refusal) => {
+                return Ok(Err(Refusal {
+                    message: format!("{}; nothing was deployed there", refusal.message),
+                    ..refusal
+                }));
+            }
         };
         if !place.home && !namespace_exists(&place).await? {
             return Ok(Err(Refusal {
@@ -268,42 +273,27 @@ pub async fn places_for_cleanup(
         if !is_remote(bgd, color) {
             continue;
         }
-        let Some(env) = environment(bgd, color) else {
-            continue;
-        };
-        let namespace = env.namespace.clone().unwrap_or_else(|| home_ns.clone());
-        let (client, cluster) = match &env.cluster_ref {
-            None => (home.clone(), None),
-            Some(cref) => {
-                let key = cref.key.as_deref();
-                match clusters
-                    .client(home, &home_ns, &cref.secret_name, key)
-                    .await
-                {
-                    Ok(c) => (c, Some(cref.secret_name.clone())),
-                    Err(ClusterError::Unavailable(m)) => {
-                        return Err(Error::Remote {
-                            what: format!("spec.environments.{color}.clusterRef"),
-                            message: m,
-                        });
-                    }
-                    Err(ClusterError::Secret(m)) => {
-                        match clusters.cached(&home_ns, &cref.secret_name, key) {
-                            Some(c) => (c, Some(cref.secret_name.clone())),
-                            None => {
-                                lost.push(format!("the {color} color's objects ({m})"));
-                                continue;
-                            }
-                        }
-                    }
+        let place = match place_of(bgd, color, home, clusters).await? {
+            Ok(p) => p,
+            Err(refusal) => {
+                let env = environment(bgd, color);
+                let cached = env.and_then(|e| e.cluster_ref.as_ref()).and_then(|c| {
+                    let client = clusters.cached(&home_ns, &c.secret_name, c.key.as_deref());
+                    client.map(|client| (client, c.secret_name.clone()))
+                });
+                let Some((client, secret)) = cached else {
+                    lost.push(format!("the {color} color's objects ({})", refusal.message));
+                    continue;
+                };
+                Place {
+                    client,
+                    namespace: env
+                        .and_then(|e| e.namespace.clone())
+                        .unwrap_or_else(|| home_ns.clone()),
+                    cluster: Some(secret),
+                    home: false,
                 }
             }
-        };
-        let place = Place {
-            client,
-            namespace,
-            cluster,
-            home: false,
         };
         if !found.iter().any(|p| p.same_as(&place)) {
             found.push(place);
