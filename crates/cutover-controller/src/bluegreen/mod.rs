@@ -856,7 +856,7 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
         else {
             continue;
         };
-        if mirror::from_slices(std::slice::from_ref(&slice), eps.service_port, &port_name) == eps {
+        if mirrors(&slice, color, &eps, &port_name) {
             continue;
         }
         let want = crate::traffic::mirror::role_slice(bgd, role, color, &eps)?;
@@ -1135,11 +1135,7 @@ async fn ensure_spread_services(
         let Some(color) = color else { continue };
         let eps = snap.endpoints.get(color);
         let have = snap.slices.get(role_key(role)).and_then(|s| s.as_ref());
-        let in_sync = have.is_some_and(|s| {
-            slice_color(s) == Some(color)
-                && mirror::from_slices(std::slice::from_ref(s), eps.service_port, &port_name)
-                    == *eps
-        });
+        let in_sync = have.is_some_and(|s| mirrors(s, color, eps, &port_name));
         let service_ok = same_service(
             snap.services.get(role_key(role)).and_then(|s| s.as_ref()),
             &render::mirror_service(bgd, role)?,
@@ -1149,6 +1145,12 @@ async fn ensure_spread_services(
         }
     }
     Ok(())
+}
+
+/// Whether the mirrored EndpointSlice `slice` holds `color`'s endpoints `eps` now.
+fn mirrors(slice: &EndpointSlice, color: Color, eps: &Endpoints, port_name: &str) -> bool {
+    slice_color(slice) == Some(color)
+        && mirror::from_slices(std::slice::from_ref(slice), eps.service_port, port_name) == *eps
 }
 
 /// Whether Service `have` has `want`'s selector and ports.
