@@ -366,7 +366,7 @@ pub struct FailoverPolicyStatus {
     /// Requests (annotations) already acted on: annotation → token.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub handled_requests: BTreeMap<String, String>,
-    /// `Ready` (traffic on a healthy member) and `DataGateOpen`.
+    /// `Ready` (traffic on a healthy member), `DataGateOpen` and `EntryReachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation last acted on.
