@@ -174,6 +174,73 @@ async fn weighted_steps_header_route_and_mirror_follow_the_steps_on_an_httproute
 }
 
 #[tokio::test]
+async fn a_pause_after_a_weight_past_half_holds_its_full_duration() {
+    // The acceptance run's exact steps: at 60 % the new color holds the larger share of
+    // the route, and the controller once took that for a promotion and skipped the last
+    // pause (60 % for 17 ms instead of 4 s).
+    let (ns, _ctrl) = setup("gw-pause").await;
+    install_crds(&ns.client, GATEWAY_API).await;
+    create_route(&ns).await;
+    let steps = json!([
+        { "setWeight": 20 },
+        { "pause": { "duration": "4s" } },
+        { "setWeight": 60 },
+        { "pause": { "duration": "4s" } }
+    ]);
+    let mut spec = steps_spec(steps);
+    spec["strategy"]["autoPromotion"] = json!({ "enabled": true });
+    create(&ns, &bgd("shop", "shop:v1", 1, spec)).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    let api = routes(&ns);
+
+    // Each route state with the instant the watch delivered it.
+    let seen = Arc::new(Mutex::new(Vec::<(i64, std::time::Instant)>::new()));
+    let record = seen.clone();
+    let ns_ref = &ns;
+    watch_while_with(
+        &api,
+        watcher::Config::default().fields("metadata.name=shop"),
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+        move |objs| {
+            if let Some(r) = objs.first() {
+                let green = split(r).0;
+                let mut v = record.lock().expect("lock");
+                if v.last().map(|(g, _)| *g) != Some(green) {
+                    v.push((green, std::time::Instant::now()));
+                }
+            }
+        },
+        async move {
+            set_image(ns_ref, "shop", "shop:v2").await;
+            wait_bgd(ns_ref, "shop", "the pause after 60 %", |b| {
+                phase(b) == Some(Phase::Paused)
+                    && b.status.as_ref().and_then(|s| s.current_step_index) == Some(3)
+            })
+            .await;
+            healthy_on(ns_ref, "shop", Color::Green).await;
+        },
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    let weights: Vec<i64> = seen.iter().map(|(g, _)| *g).collect();
+    assert_eq!(weights, [0, 20, 60, 100], "blue, 20 %, 60 %, green");
+    // Each pause starts on the pass after its weight is written and lasts 4 s; the
+    // margin covers only the watch's delivery jitter (the defect held 60 % for 17 ms).
+    for (from, to) in [(1, 2), (2, 3)] {
+        let held = seen[to].1 - seen[from].1;
+        assert!(
+            held >= std::time::Duration::from_millis(3500),
+            "{}% held for {held:?}, not the pause's 4s",
+            seen[from].0
+        );
+    }
+}
+
+#[tokio::test]
 async fn abort_at_fifty_percent_returns_all_traffic_in_one_route_write() {
     let (ns, _ctrl) = setup("gw-abort").await;
     install_crds(&ns.client, GATEWAY_API).await;

@@ -39,7 +39,7 @@ impl fmt::Display for Color {
 }
 
 /// A value for each color.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PerColor<T> {
     /// The blue color's value.
     pub blue: T,

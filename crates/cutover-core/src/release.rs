@@ -84,21 +84,50 @@ pub enum Step {
 /// What the traffic provider reports, relative to the live color.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrafficObs {
-    /// Percent of live traffic on the other color.
+    /// Percent of live traffic on the other color (up to 100: a `setWeight: 100` step, or
+    /// a route switched before the live Service followed).
     pub weight: u8,
     /// The step whose header route is in place, if any.
     pub header_route: Option<u32>,
     /// Percent of live traffic mirrored to the other color.
     pub mirror: u8,
-    /// The provider's parts disagree on the live color (e.g. a route and a Service, after
-    /// a write between the two was interrupted).
-    pub out_of_sync: bool,
 }
 
 impl TrafficObs {
     /// Whether anything but the live color gets traffic (or might).
     pub fn splits(&self) -> bool {
-        self.weight > 0 || self.header_route.is_some() || self.mirror > 0 || self.out_of_sync
+        self.weight > 0 || self.header_route.is_some() || self.mirror > 0
+    }
+}
+
+/// What a weighted provider's route object holds, as read: each color's weight, the header
+/// route and the mirror. Its weights alone cannot say which color is live — at a 60 %
+/// step the new color has the larger share — so it is read against the color the live
+/// Service names ([`RouteObs::relative_to`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteObs {
+    /// The weight of each color's backend (0 when absent).
+    pub weights: PerColor<i64>,
+    /// The step whose header route is in place, if any.
+    pub header_route: Option<u32>,
+    /// Percent mirrored to a color's backend.
+    pub mirror: u8,
+}
+
+impl RouteObs {
+    /// The split relative to `live`: percent of traffic on the other color, rounded;
+    /// `None` when neither color has any weight.
+    pub fn relative_to(&self, live: Color) -> Option<TrafficObs> {
+        let total = self.weights.blue.max(0) + self.weights.green.max(0);
+        if total <= 0 {
+            return None;
+        }
+        let other = (*self.weights.get(live.other())).max(0);
+        Some(TrafficObs {
+            weight: u8::try_from((other * 100 + total / 2) / total).unwrap_or(100),
+            header_route: self.header_route,
+            mirror: self.mirror,
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cutover_core::release::{
     Action, ColorObservation, Desired, Gate, GateResult, Gates, Input, Memory, Phase, Requests,
-    StandbyPolicy, Step, Timestamp, TrafficObs, decide, readiness,
+    RouteObs, StandbyPolicy, Step, Timestamp, TrafficObs, decide, readiness,
 };
 use cutover_core::{Color, PerColor};
 use proptest::prelude::*;
@@ -66,8 +66,9 @@ struct World {
     /// Analysis runs by gate, for the current attempt; started by `StartAnalysis`.
     analysis: Gates<Option<GateResult>>,
     started_runs: Vec<(Gate, i64, u32)>,
-    /// The weighted split relative to `live`, and every weight it took, in order.
-    traffic: TrafficObs,
+    /// The route object as a weighted provider holds it (a weight per color, as the
+    /// controller reads it back), and every weight the new color took, in order.
+    route: RouteObs,
     weights: Vec<u8>,
     /// Writes that moved traffic back to the live color at once.
     resets: usize,
@@ -97,7 +98,7 @@ impl World {
             pods_created: 0,
             analysis: Gates::default(),
             started_runs: Vec::new(),
-            traffic: TrafficObs::default(),
+            route: RouteObs::default(),
             weights: Vec::new(),
             resets: 0,
         }
@@ -116,8 +117,15 @@ impl World {
             preview: self.preview,
             requests: self.requests,
             analysis: self.analysis.clone(),
-            traffic: self.traffic,
+            traffic: self.traffic(),
         }
+    }
+
+    /// The split as the controller reads it: the route against the live Service's color.
+    fn traffic(&self) -> TrafficObs {
+        self.live
+            .and_then(|live| self.route.relative_to(live))
+            .unwrap_or_default()
     }
 
     fn apply(&mut self, action: &Action) {
@@ -156,11 +164,14 @@ impl World {
                 assert_ready(&self.colors, color, self.desired.replicas, "live");
                 if self.live != Some(color) {
                     self.switches.push(color);
-                } else if self.traffic.splits() {
+                } else if self.traffic().splits() {
                     self.resets += 1;
                 }
                 self.live = Some(color);
-                self.traffic = TrafficObs::default();
+                *self.route.weights.get_mut(color) = 100;
+                *self.route.weights.get_mut(color.other()) = 0;
+                self.route.header_route = None;
+                self.route.mirror = 0;
             }
             Action::SetWeight { canary, weight } => {
                 assert_ready(&self.colors, canary, self.desired.replicas, "weighted");
@@ -169,13 +180,14 @@ impl World {
                     self.live,
                     "the canary is never the live color"
                 );
-                if self.traffic.weight != weight {
+                if self.traffic().weight != weight {
                     self.weights.push(weight);
                 }
-                self.traffic.weight = weight;
+                *self.route.weights.get_mut(canary) = i64::from(weight);
+                *self.route.weights.get_mut(canary.other()) = 100 - i64::from(weight);
             }
-            Action::SetHeaderRoute { step, .. } => self.traffic.header_route = step,
-            Action::SetMirror { percent, .. } => self.traffic.mirror = percent,
+            Action::SetHeaderRoute { step, .. } => self.route.header_route = step,
+            Action::SetMirror { percent, .. } => self.route.mirror = percent,
             Action::StartAnalysis {
                 gate,
                 revision,
@@ -820,19 +832,19 @@ fn weighted_steps_go_in_order_and_a_pause_waits_for_promote() {
         Step::SetWeight(100),
     ]);
     until(&mut w, "paused at 10%", |w| {
-        w.traffic.weight == 10 && w.reconcile_peek() == Phase::Paused
+        w.traffic().weight == 10 && w.reconcile_peek() == Phase::Paused
     });
     for _ in 0..5 {
         w.reconcile(None, true);
         w.tick();
     }
-    assert_eq!(w.traffic.weight, 10, "a pause without duration holds");
+    assert_eq!(w.traffic().weight, 10, "a pause without duration holds");
     w.requests.promote = true;
     w.run_until(Phase::Healthy, 50);
     assert_eq!(w.weights, [10, 50, 100]);
     assert_eq!(w.live, Some(Color::Green));
     assert_eq!(
-        w.traffic,
+        w.traffic(),
         TrafficObs::default(),
         "the final promotion sets 100% on green, nothing split"
     );
@@ -852,14 +864,18 @@ fn a_full_promote_skips_the_remaining_steps() {
     until(
         &mut w,
         "paused at 10% with a header route and a mirror",
-        |w| w.traffic.weight == 10 && w.traffic.mirror == 20 && w.reconcile_peek() == Phase::Paused,
+        |w| {
+            w.traffic().weight == 10
+                && w.traffic().mirror == 20
+                && w.reconcile_peek() == Phase::Paused
+        },
     );
     w.requests.promote_full = true;
     w.run_until(Phase::Healthy, 50);
     assert_eq!(w.weights, [10], "no weight step ran after the full promote");
     assert_eq!(w.live, Some(Color::Green));
     assert_eq!(
-        w.traffic,
+        w.traffic(),
         TrafficObs::default(),
         "nothing split, mirrored or header-routed"
     );
@@ -872,9 +888,9 @@ fn a_timed_pause_waits_its_duration() {
         Step::Pause(Some(Duration::from_secs(30))),
         Step::SetWeight(60),
     ]);
-    until(&mut w, "at 20%", |w| w.traffic.weight == 20);
+    until(&mut w, "at 20%", |w| w.traffic().weight == 20);
     let at = w.now;
-    until(&mut w, "at 60%", |w| w.traffic.weight == 60);
+    until(&mut w, "at 60%", |w| w.traffic().weight == 60);
     assert!(w.now.since(at) >= Duration::from_secs(30));
 }
 
@@ -890,12 +906,12 @@ fn a_header_route_exists_only_while_its_step_is_active_and_mirroring_is_removed(
         Step::Pause(None),
     ]);
     until(&mut w, "header route and mirror", |w| {
-        w.traffic.header_route == Some(0) && w.traffic.mirror == 20
+        w.traffic().header_route == Some(0) && w.traffic().mirror == 20
     });
     w.requests.promote = true;
-    until(&mut w, "at 50%", |w| w.traffic.weight == 50);
-    assert_eq!(w.traffic.header_route, None);
-    assert_eq!(w.traffic.mirror, 0);
+    until(&mut w, "at 50%", |w| w.traffic().weight == 50);
+    assert_eq!(w.traffic().header_route, None);
+    assert_eq!(w.traffic().mirror, 0);
 }
 
 #[test]
@@ -907,7 +923,7 @@ fn abort_at_fifty_percent_returns_all_traffic_in_one_write() {
         Step::Pause(None),
     ]);
     until(&mut w, "at 50% with a header route", |w| {
-        w.traffic.weight == 50 && w.traffic.header_route.is_some()
+        w.traffic().weight == 50 && w.traffic().header_route.is_some()
     });
     w.requests.abort = true;
     let plan = w.reconcile(None, true);
@@ -923,7 +939,7 @@ fn abort_at_fifty_percent_returns_all_traffic_in_one_write() {
             .iter()
             .any(|a| matches!(a, Action::SetWeight { .. } | Action::SetHeaderRoute { .. }))
     );
-    assert_eq!(w.traffic, TrafficObs::default());
+    assert_eq!(w.traffic(), TrafficObs::default());
     assert_eq!(w.live, Some(Color::Blue));
     assert_eq!(w.resets, 1);
 }
@@ -941,11 +957,11 @@ fn an_analysis_step_gates_the_next_weight() {
         w.reconcile(None, true);
         w.tick();
     }
-    assert_eq!(w.traffic.weight, 10);
+    assert_eq!(w.traffic().weight, 10);
     w.analysis.step = Some(GateResult::Failed("p99 too high".into()));
     let plan = w.reconcile(None, true);
     assert_eq!(plan.phase, Phase::Degraded);
-    assert_eq!(w.traffic.weight, 0);
+    assert_eq!(w.traffic().weight, 0);
 }
 
 impl World {
@@ -1008,7 +1024,7 @@ fn release_with_crashes(steps: &[Step], crashes: &[(usize, usize)]) {
     assert_eq!(w.weights, expected, "steps {steps:?}, crashes {crashes:?}");
     assert!(w.weights.windows(2).all(|p| p[0] <= p[1]));
     assert_eq!(w.live, Some(Color::Green));
-    assert_eq!(w.traffic, TrafficObs::default());
+    assert_eq!(w.traffic(), TrafficObs::default());
     assert_eq!(w.switches, [Color::Blue, Color::Green]);
 }
 
@@ -1070,8 +1086,162 @@ proptest! {
         }
         if w.memory.release.as_ref().is_some_and(|r| r.aborted.is_some()) {
             prop_assert_eq!(w.live, Some(Color::Blue));
-            prop_assert_eq!(w.traffic, TrafficObs::default());
+            prop_assert_eq!(w.traffic(), TrafficObs::default());
             prop_assert_eq!(w.colors.green.spec_replicas, 0);
         }
+    }
+}
+
+/// What a release looked like from outside: every change of the data plane (the split as
+/// the controller reads it, and the live color) and every step index the controller
+/// recorded, each with the time of the pass that made it.
+#[derive(Debug, Default)]
+struct Timeline {
+    traffic: Vec<(Timestamp, TrafficObs, Option<Color>)>,
+    recorded_steps: Vec<(Timestamp, u32)>,
+}
+
+/// Run a release of `steps` with passes `gaps_ms` apart (cycled), the pods converging one
+/// step a pass, a controller crash at each `(pass, actions applied)` before the status
+/// write, and a promote only where an untimed pause waits for one. Ends once the new color
+/// is live and the release is recorded as done.
+fn timed_release(steps: &[Step], gaps_ms: &[u64], crashes: &[(usize, usize)]) -> Timeline {
+    let mut w = with_steps(steps.to_vec());
+    let mut t = Timeline {
+        traffic: vec![(w.now, w.traffic(), w.live)],
+        ..Timeline::default()
+    };
+    for pass in 0..5000 {
+        let at_untimed_pause = w
+            .memory
+            .release
+            .as_ref()
+            .and_then(|r| steps.get(r.step_index as usize))
+            == Some(&Step::Pause(None));
+        if at_untimed_pause && w.reconcile_peek() == Phase::Paused {
+            w.requests.promote = true;
+        }
+        let before = (w.traffic(), w.live);
+        let crash = crashes.iter().find(|(at, _)| *at == pass);
+        match crash {
+            Some((_, applied)) => w.reconcile(Some(*applied), false),
+            None => w.reconcile(None, true),
+        };
+        if (w.traffic(), w.live) != before {
+            t.traffic.push((w.now, w.traffic(), w.live));
+        }
+        if let Some(r) = &w.memory.release
+            && crash.is_none()
+            && t.recorded_steps.last().map(|(_, i)| *i) != Some(r.step_index)
+        {
+            t.recorded_steps.push((w.now, r.step_index));
+        }
+        if w.live == Some(Color::Green) && w.memory.release.is_none() {
+            return t;
+        }
+        for c in Color::ALL {
+            w.colors.get_mut(c).tick();
+        }
+        w.now = w
+            .now
+            .plus(Duration::from_millis(gaps_ms[pass % gaps_ms.len()]));
+    }
+    panic!("release of {steps:?} did not finish: {:#?}", w.input());
+}
+
+/// The split the steps before `k` leave in place, as the data plane shows it.
+fn split_before(steps: &[Step], k: usize) -> TrafficObs {
+    let mut obs = TrafficObs::default();
+    for (i, s) in steps.iter().enumerate().take(k) {
+        match *s {
+            Step::SetWeight(x) => obs.weight = x,
+            Step::SetHeaderRoute(on) => obs.header_route = on.then_some(i as u32),
+            Step::SetMirror(m) => obs.mirror = m,
+            _ => {}
+        }
+    }
+    obs
+}
+
+/// Every timed pause held for at least its duration, measured on the injected clock from
+/// the pass that recorded the release at it, with the traffic the steps before it set and
+/// blue still live: the data plane did not change before the pause was over.
+fn assert_pauses_held(steps: &[Step], t: &Timeline) {
+    for (k, step) in steps.iter().enumerate() {
+        let Step::Pause(Some(d)) = *step else {
+            continue;
+        };
+        let k32 = u32::try_from(k).expect("few steps");
+        let (entered, _) = *t
+            .recorded_steps
+            .iter()
+            .find(|(_, i)| *i == k32)
+            .unwrap_or_else(|| panic!("pause {k} of {steps:?} was never recorded: {t:?}"));
+        let state_at = |at: Timestamp| {
+            t.traffic
+                .iter()
+                .rev()
+                .find(|(when, _, _)| *when <= at)
+                .map(|(_, obs, live)| (*obs, *live))
+        };
+        assert_eq!(
+            state_at(entered),
+            Some((split_before(steps, k), Some(Color::Blue))),
+            "pause {k} of {steps:?} began with the traffic of the steps before it: {t:?}"
+        );
+        if let Some((changed, obs, live)) = t
+            .traffic
+            .iter()
+            .find(|(when, _, _)| *when > entered && *when < entered.plus(d))
+        {
+            panic!(
+                "pause {k} ({d:?}) of {steps:?} entered at {entered:?}, but traffic changed to {obs:?} (live {live:?}) at {changed:?}: {t:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_pause_after_the_last_weight_holds_its_full_duration() {
+    // The acceptance run's steps: the controller wrote 60 % and promoted 17 ms later.
+    let steps = [
+        Step::SetWeight(20),
+        Step::Pause(Some(Duration::from_secs(4))),
+        Step::SetWeight(60),
+        Step::Pause(Some(Duration::from_secs(4))),
+    ];
+    let t = timed_release(&steps, &[17], &[]);
+    assert_pauses_held(&steps, &t);
+    let weights: Vec<u8> = t.traffic.iter().map(|(_, obs, _)| obs.weight).collect();
+    assert_eq!(weights, [0, 20, 60, 0], "blue live, 20 %, 60 %, green live");
+}
+
+fn arb_steps_with_timed_pauses() -> impl Strategy<Value = Vec<Step>> {
+    (
+        arb_steps(),
+        prop::collection::vec((0usize..9, 1u64..30), 1..4),
+    )
+        .prop_map(|(mut steps, pauses)| {
+            // Timed pauses at any position: first, between any two steps, last.
+            for (at, secs) in pauses {
+                let at = at.min(steps.len());
+                steps.insert(at, Step::Pause(Some(Duration::from_secs(secs))));
+            }
+            steps
+        })
+}
+
+proptest! {
+    /// Every timed pause lasts at least its duration, measured on the injected clock, at
+    /// the weight of the step before it — wherever it stands in the list, however often
+    /// the controller passes, and when the controller dies and resumes from status.
+    #[test]
+    fn every_timed_pause_lasts_its_duration_at_the_weight_before_it(
+        steps in arb_steps_with_timed_pauses(),
+        gaps in prop::collection::vec(prop::sample::select(vec![17u64, 100, 250, 1000, 2500]), 1..6),
+        crashes in prop::collection::vec((0usize..200, 0usize..3), 0..5),
+    ) {
+        let t = timed_release(&steps, &gaps, &crashes);
+        assert_pauses_held(&steps, &t);
     }
 }

@@ -650,19 +650,19 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         ))
     };
     let service_live = router.read().await?.map(|t| t.stable);
-    // With a route, the route says where traffic goes; the live Service must agree. Before
-    // the first rollout (no live Service yet) nothing is live, whatever the route names.
-    let (live, traffic) = match (&snap.route, route_name(bgd)) {
-        (Some(route), Some((kind, rname))) if service_live.is_some() => {
-            match kind.observe(&route.data["spec"], bgd, &rname) {
-                Ok(Some((stable, mut obs))) => {
-                    obs.out_of_sync = service_live != Some(stable);
-                    (Some(stable), obs)
-                }
-                _ => (service_live, release::TrafficObs::default()),
-            }
-        }
-        _ => (service_live, release::TrafficObs::default()),
+    // The live Service names the live color; a route's split is read against it. The
+    // weights alone cannot say which color is live (at a 60 % step the new color has the
+    // larger share), and a route switched before the Service followed reads as 100 % on
+    // the other color: a split the next switch completes or undoes. Before the first
+    // rollout (no live Service yet) nothing is live, whatever the route names.
+    let live = service_live;
+    let traffic = match (&snap.route, route_name(bgd), live) {
+        (Some(route), Some((kind, rname)), Some(live)) => kind
+            .observe(&route.data["spec"], bgd, &rname)
+            .ok()
+            .and_then(|obs| obs.relative_to(live))
+            .unwrap_or_default(),
+        _ => release::TrafficObs::default(),
     };
     let preview = if snap.spread {
         snap.slices
@@ -1508,8 +1508,7 @@ async fn act(
             Ok(())
         }
         Action::SetWeight { canary, weight } if route_name(bgd).is_some() => {
-            update_route(bgd, ctx, ns, |_, now| Target {
-                stable: canary.other(),
+            update_route(bgd, ctx, ns, canary.other(), |now| Target {
                 canary_weight: weight,
                 ..now
             })
@@ -1517,16 +1516,10 @@ async fn act(
         }
         Action::SetHeaderRoute { canary, step } if route_name(bgd).is_some() => {
             let header = step.map(|i| header_of(bgd, i));
-            update_route(bgd, ctx, ns, |_, now| Target {
-                stable: canary.other(),
-                header,
-                ..now
-            })
-            .await
+            update_route(bgd, ctx, ns, canary.other(), |now| Target { header, ..now }).await
         }
         Action::SetMirror { canary, percent } if route_name(bgd).is_some() => {
-            update_route(bgd, ctx, ns, |_, now| Target {
-                stable: canary.other(),
+            update_route(bgd, ctx, ns, canary.other(), |now| Target {
                 mirror: percent,
                 ..now
             })
@@ -1540,7 +1533,7 @@ async fn act(
             let started = Instant::now();
             if route_name(bgd).is_some() {
                 // All traffic to `color` in one route write; then the live Service agrees.
-                update_route(bgd, ctx, ns, |_, _| Target {
+                update_route(bgd, ctx, ns, color, |_| Target {
                     stable: color,
                     canary_weight: 0,
                     header: None,
@@ -1572,14 +1565,16 @@ fn header_of(
     (i, matches)
 }
 
-/// Read the route object (HTTPRoute, VirtualService, TrafficSplit) fresh, apply `change` (given the split it implements now) to the
-/// parts Cutover manages, and write it back with the resourceVersion read, so a concurrent
-/// edit of the route makes this write fail rather than be overwritten.
+/// Read the route object (HTTPRoute, VirtualService, TrafficSplit) fresh, apply `change`
+/// (given the split it implements now, read against `stable`) to the parts Cutover
+/// manages, and write it back with the resourceVersion read, so a concurrent edit of the
+/// route makes this write fail rather than be overwritten.
 async fn update_route(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
     ns: &str,
-    change: impl FnOnce(Color, Target) -> Target,
+    stable: Color,
+    change: impl FnOnce(Target) -> Target,
 ) -> Result<(), Error> {
     let Some((kind, rname)) = route_name(bgd) else {
         return Ok(());
@@ -1602,11 +1597,11 @@ async fn update_route(
         None => return Ok(()),
     };
     let spec = route.data["spec"].clone();
-    let (stable, obs) = kind
+    let obs = kind
         .observe(&spec, bgd, &rname)
         .ok()
-        .flatten()
-        .unwrap_or((Color::Blue, release::TrafficObs::default()));
+        .and_then(|o| o.relative_to(stable))
+        .unwrap_or_default();
     let header = obs.header_route.map(|i| header_of(bgd, i));
     let now = Target {
         stable,
@@ -1614,7 +1609,7 @@ async fn update_route(
         header,
         mirror: obs.mirror,
     };
-    let target = change(stable, now);
+    let target = change(now);
     let new_spec = kind.render(&spec, bgd, &target);
     if new_spec == spec {
         return Ok(());

@@ -12,8 +12,8 @@
 
 use cutover_api::BlueGreenDeployment;
 use cutover_api::blue_green::{HeaderMatch, StringMatch};
-use cutover_core::Color;
-use cutover_core::release::TrafficObs;
+use cutover_core::release::RouteObs;
+use cutover_core::{Color, PerColor};
 use serde_json::{Value, json};
 
 use super::{HEADER_ROUTE_PREFIX, Target};
@@ -48,13 +48,8 @@ fn is_managed(name: &str, rule: &Value) -> bool {
             .is_some_and(|refs| refs.iter().any(|b| color_of(name, b).is_some()))
 }
 
-/// The split the route implements now: `(stable color, split)`, or an error naming what is
-/// wrong with the route.
-pub fn observe(
-    spec: &Value,
-    name: &str,
-    route: &str,
-) -> Result<Option<(Color, TrafficObs)>, String> {
+/// The split the route implements now, or an error naming what is wrong with the route.
+pub fn observe(spec: &Value, name: &str, route: &str) -> Result<RouteObs, String> {
     let rules = spec
         .get("rules")
         .and_then(Value::as_array)
@@ -67,7 +62,7 @@ pub fn observe(
             service_of(name, Color::Green)
         ));
     };
-    let mut weights = [0i64; 2];
+    let mut weights = PerColor::<i64>::default();
     for b in managed
         .get("backendRefs")
         .and_then(Value::as_array)
@@ -75,12 +70,9 @@ pub fn observe(
         .flatten()
     {
         if let Some(c) = color_of(name, b) {
-            weights[c as usize] += b.get("weight").and_then(Value::as_i64).unwrap_or(1);
+            *weights.get_mut(c) += b.get("weight").and_then(Value::as_i64).unwrap_or(1);
         }
     }
-    let Some((stable, weight)) = super::split_of(weights) else {
-        return Ok(None);
-    };
     let header_route = super::header_step(
         rules
             .iter()
@@ -100,15 +92,11 @@ pub fn observe(
         .map(|m| m.get("percent").and_then(Value::as_u64).unwrap_or(100))
         .and_then(|p| u8::try_from(p).ok())
         .unwrap_or(0);
-    Ok(Some((
-        stable,
-        TrafficObs {
-            weight,
-            header_route,
-            mirror,
-            ..TrafficObs::default()
-        },
-    )))
+    Ok(RouteObs {
+        weights,
+        header_route,
+        mirror,
+    })
 }
 
 fn regex_escape(s: &str) -> String {
@@ -247,6 +235,7 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cutover_core::release::TrafficObs;
 
     fn bgd() -> BlueGreenDeployment {
         serde_json::from_value(json!({
@@ -320,18 +309,14 @@ mod tests {
 
         let seen = observe(&out, "shop", "shop")
             .expect("valid")
-            .expect("routed");
+            .relative_to(Color::Blue);
         assert_eq!(
             seen,
-            (
-                Color::Blue,
-                TrafficObs {
-                    weight: 10,
-                    header_route: Some(3),
-                    mirror: 20,
-                    ..TrafficObs::default()
-                }
-            )
+            Some(TrafficObs {
+                weight: 10,
+                header_route: Some(3),
+                mirror: 20,
+            })
         );
 
         // Back to all-blue: the header rule and the mirror go, the user's parts stay.
@@ -352,8 +337,40 @@ mod tests {
             json!([{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "add": [{ "name": "x-user", "value": "kept" }] } }])
         );
         assert_eq!(
-            observe(&reset, "shop", "shop").expect("valid"),
-            Some((Color::Blue, TrafficObs::default()))
+            observe(&reset, "shop", "shop")
+                .expect("valid")
+                .relative_to(Color::Blue),
+            Some(TrafficObs::default())
+        );
+    }
+
+    #[test]
+    fn a_split_past_half_is_read_against_the_live_color_not_the_larger_share() {
+        // Found by an acceptance run: at a 60 % step the new color has the larger share;
+        // reading the larger share as live made the controller think green was promoted
+        // and skip the pause after the step.
+        let target = Target {
+            stable: Color::Blue,
+            canary_weight: 60,
+            header: None,
+            mirror: 0,
+        };
+        let out = render(&route(), &bgd(), &target);
+        let seen = observe(&out, "shop", "shop").expect("valid");
+        assert_eq!(seen.relative_to(Color::Blue).map(|t| t.weight), Some(60));
+        assert_eq!(seen.relative_to(Color::Green).map(|t| t.weight), Some(40));
+        let all_green = Target {
+            canary_weight: 100,
+            ..target
+        };
+        let out = render(&route(), &bgd(), &all_green);
+        assert_eq!(
+            observe(&out, "shop", "shop")
+                .expect("valid")
+                .relative_to(Color::Blue)
+                .map(|t| t.weight),
+            Some(100),
+            "a route switched before the live Service reads as all traffic on the other color"
         );
     }
 

@@ -11,7 +11,8 @@
 use cutover_api::BlueGreenDeployment;
 use cutover_api::blue_green::HeaderMatch;
 use cutover_core::Color;
-use cutover_core::release::TrafficObs;
+use cutover_core::PerColor;
+use cutover_core::release::RouteObs;
 use serde_json::{Value, json};
 
 use super::{HEADER_ROUTE_PREFIX, Target};
@@ -54,11 +55,7 @@ fn managed(bgd: &BlueGreenDeployment, name: &str, r: &Value) -> bool {
 }
 
 /// The split the VirtualService implements now, or what is wrong with it.
-pub fn observe(
-    spec: &Value,
-    bgd: &BlueGreenDeployment,
-    vs: &str,
-) -> Result<Option<(Color, TrafficObs)>, String> {
+pub fn observe(spec: &Value, bgd: &BlueGreenDeployment, vs: &str) -> Result<RouteObs, String> {
     let name = bgd.metadata.name.clone().unwrap_or_default();
     let http = spec
         .get("http")
@@ -70,7 +67,7 @@ pub fn observe(
             "VirtualService {vs} has no HTTP route to manage (named in trafficRouting.istio.virtualService.routes, or sending to {name}-blue or {name}-green)"
         ));
     };
-    let mut weights = [0i64; 2];
+    let mut weights = PerColor::<i64>::default();
     for d in route
         .get("route")
         .and_then(Value::as_array)
@@ -78,12 +75,9 @@ pub fn observe(
         .flatten()
     {
         if let Some(c) = color_of(&name, &d["destination"]["host"]) {
-            weights[c as usize] += d.get("weight").and_then(Value::as_i64).unwrap_or(100);
+            *weights.get_mut(c) += d.get("weight").and_then(Value::as_i64).unwrap_or(100);
         }
     }
-    let Some((stable, weight)) = super::split_of(weights) else {
-        return Ok(None);
-    };
     let header_route = super::header_step(
         http.iter()
             .filter_map(|r| r.get("name").and_then(Value::as_str)),
@@ -99,15 +93,11 @@ pub fn observe(
     } else {
         0
     };
-    Ok(Some((
-        stable,
-        TrafficObs {
-            weight,
-            header_route,
-            mirror,
-            ..TrafficObs::default()
-        },
-    )))
+    Ok(RouteObs {
+        weights,
+        header_route,
+        mirror,
+    })
 }
 
 fn string_match(m: &cutover_api::blue_green::StringMatch) -> Value {

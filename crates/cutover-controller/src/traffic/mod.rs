@@ -14,7 +14,7 @@ pub mod smi;
 use cutover_api::BlueGreenDeployment;
 use cutover_api::blue_green::HeaderMatch;
 use cutover_api::kube::api::{ApiResource, GroupVersionKind};
-use cutover_core::release::TrafficObs;
+use cutover_core::release::RouteObs;
 use serde_json::Value;
 
 use cutover_core::Color;
@@ -81,25 +81,6 @@ pub fn header_step<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<u32> 
         .into_iter()
         .find_map(|n| n.strip_prefix(HEADER_ROUTE_PREFIX))
         .and_then(|s| s.parse().ok())
-}
-
-/// The live color and the percent on the other one, from the weights (blue, green) a
-/// provider holds; `None` when neither has any.
-pub fn split_of(weights: [i64; 2]) -> Option<(Color, u8)> {
-    let total = weights[0] + weights[1];
-    if total <= 0 {
-        return None;
-    }
-    let stable = if weights[Color::Green as usize] > weights[Color::Blue as usize] {
-        Color::Green
-    } else {
-        Color::Blue
-    };
-    let other = weights[stable.other() as usize];
-    Some((
-        stable,
-        u8::try_from((other * 100 + total / 2) / total).unwrap_or(100),
-    ))
 }
 
 /// What a weighted provider should do.
@@ -171,13 +152,14 @@ impl RouteKind {
         self == RouteKind::Smi
     }
 
-    /// The split `spec` implements now, or what is wrong with it.
+    /// What `spec` holds for the colors now (read it against the live color with
+    /// [`RouteObs::relative_to`]), or what is wrong with it.
     pub fn observe(
         self,
         spec: &Value,
         bgd: &BlueGreenDeployment,
         route: &str,
-    ) -> Result<Option<(Color, TrafficObs)>, String> {
+    ) -> Result<RouteObs, String> {
         let name = bgd.metadata.name.clone().unwrap_or_default();
         match self {
             RouteKind::Gateway => gateway::observe(spec, &name, route),

@@ -4,16 +4,16 @@
 //! (Linkerd 2.12+ reads Gateway API HTTPRoutes: use `gatewayAPI` there.)
 
 use cutover_api::BlueGreenDeployment;
-use cutover_core::Color;
-use cutover_core::release::TrafficObs;
+use cutover_core::release::RouteObs;
+use cutover_core::{Color, PerColor};
 use serde_json::{Value, json};
 
 use super::Target;
 
 /// The split the TrafficSplit implements now.
-pub fn observe(spec: &Value, bgd: &BlueGreenDeployment) -> Option<(Color, TrafficObs)> {
+pub fn observe(spec: &Value, bgd: &BlueGreenDeployment) -> RouteObs {
     let name = bgd.metadata.name.clone().unwrap_or_default();
-    let mut weights = [0i64; 2];
+    let mut weights = PerColor::<i64>::default();
     for b in spec
         .get("backends")
         .and_then(Value::as_array)
@@ -22,18 +22,14 @@ pub fn observe(spec: &Value, bgd: &BlueGreenDeployment) -> Option<(Color, Traffi
     {
         for c in Color::ALL {
             if b.get("service").and_then(Value::as_str) == Some(format!("{name}-{c}").as_str()) {
-                weights[c as usize] += b.get("weight").and_then(Value::as_i64).unwrap_or(0);
+                *weights.get_mut(c) += b.get("weight").and_then(Value::as_i64).unwrap_or(0);
             }
         }
     }
-    let (stable, weight) = super::split_of(weights)?;
-    Some((
-        stable,
-        TrafficObs {
-            weight,
-            ..TrafficObs::default()
-        },
-    ))
+    RouteObs {
+        weights,
+        ..RouteObs::default()
+    }
 }
 
 /// The TrafficSplit's spec for `target`.
