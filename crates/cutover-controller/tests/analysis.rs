@@ -340,6 +340,124 @@ async fn the_web_provider_passes_on_a_good_answer_and_fails_on_a_bad_one() {
 }
 
 #[tokio::test]
+async fn a_web_verdict_of_json_true_passes_a_release_whose_condition_is_result_equals_true() {
+    // The acceptance run's reproduction: `{"ok": true}` at `$.ok` was recorded as the
+    // string "true" and failed `result == true`, aborting a healthy release.
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_json("/verdict.json", &serde_json::json!({ "ok": true }));
+    let (ns, _ctrl) = setup("an-web-bool").await;
+    template(
+        &ns,
+        "verdict",
+        serde_json::json!({
+            "name": "verdict", "count": 1, "successCondition": "result == true",
+            "provider": { "web": { "url": format!("{}/verdict.json", endpoint.url()), "jsonPath": "$.ok" } }
+        }),
+    )
+    .await;
+    create(&ns, &bgd("shop", "shop:v1", 1, pre("verdict"))).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_image(&ns, "shop", "shop:v2").await;
+    healthy_on(&ns, "shop", Color::Green).await;
+    let runs = runs(&ns).await;
+    assert_eq!(runs.len(), 1, "one pre-promotion run");
+    let st = runs[0].status.clone().expect("run status");
+    assert_eq!(st.phase, Some(AnalysisPhase::Successful), "{st:?}");
+    assert_eq!(
+        st.metric_results[0].measurements[0].value.as_deref(),
+        Some("true"),
+        "recorded as a boolean, not the string \"true\""
+    );
+}
+
+#[tokio::test]
+async fn web_json_values_keep_their_types_in_conditions() {
+    let endpoint = MetricsEndpoint::start();
+    endpoint.set_json(
+        "/doc",
+        &serde_json::json!({
+            "ok": true, "broken": false, "ratio": 0.02, "count": 12, "status": "ok",
+            "latencies": [12.5, 40], "db": { "connected": true, "lag": 0.3 },
+            "checks": [{ "name": "a", "passed": true }, { "name": "b", "passed": true }],
+            "nothing": null
+        }),
+    );
+    let (ns, _ctrl) = setup("an-web-types").await;
+    let url = format!("{}/doc", endpoint.url());
+    let metric = |name: &str, path: &str, condition: &str| {
+        serde_json::json!({
+            "name": name, "count": 1, "successCondition": condition,
+            "provider": { "web": { "url": url, "jsonPath": path } }
+        })
+    };
+    // (JSONPath, a condition that holds for its JSON type, the recorded value)
+    let cases = [
+        ("$.ok", "result == true", "true"),
+        ("$.broken", "result == false && !result", "false"),
+        ("$.ratio", "result < 0.05", "0.02"),
+        ("$.count", "result == 12", "12"),
+        ("$.status", "result == 'ok'", "\"ok\""),
+        (
+            "$.latencies",
+            "result.all(x, x < 100.0) && size(result) == 2",
+            "[12.5, 40]",
+        ),
+        (
+            "$.db",
+            "result.connected == true && result.lag < 1.0",
+            "{\"connected\": true, \"lag\": 0.3}",
+        ),
+        (
+            "$.checks",
+            "result.all(c, c.passed) && result[1].name == 'b'",
+            "[{\"name\": \"a\", \"passed\": true}, {\"name\": \"b\", \"passed\": true}]",
+        ),
+        (
+            "$.checks[*].passed",
+            "result.all(p, p == true)",
+            "[true, true]",
+        ),
+    ];
+    for (i, (path, condition, value)) in cases.iter().enumerate() {
+        let run = direct_run(&ns, &format!("type-{i}"), metric("m", path, condition)).await;
+        let st = run.status.clone().expect("run status");
+        assert_eq!(
+            st.phase,
+            Some(AnalysisPhase::Successful),
+            "{path} with `{condition}`: {st:?}"
+        );
+        assert_eq!(
+            st.metric_results[0].measurements[0].value.as_deref(),
+            Some(*value),
+            "{path}"
+        );
+    }
+    // And the other way: a JSON false fails `result == true`, and JSON null is no data.
+    let failed = direct_run(&ns, "type-false", metric("m", "$.broken", "result == true")).await;
+    assert_eq!(
+        run_phase(&failed),
+        Some(AnalysisPhase::Failed),
+        "{:?}",
+        failed.status
+    );
+    let empty = direct_run(
+        &ns,
+        "type-null",
+        serde_json::json!({
+            "name": "m", "count": 1, "inconclusiveLimit": 0, "successCondition": "result == true",
+            "provider": { "web": { "url": url, "jsonPath": "$.nothing" } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        run_phase(&empty),
+        Some(AnalysisPhase::Inconclusive),
+        "{:?}",
+        empty.status
+    );
+}
+
+#[tokio::test]
 async fn the_job_provider_passes_when_the_job_succeeds_and_fails_when_it_fails() {
     let (ns, _ctrl) = setup("an-job").await;
     let job = |extra: serde_json::Value| {

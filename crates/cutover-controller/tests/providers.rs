@@ -207,7 +207,7 @@ async fn web_sends_method_headers_and_body() {
         ..at(format!("{}/check?smoke=1", endpoint.url()), "$.passed")
     };
     let got = measure(&client(), &req).await.expect("a measurement");
-    assert_eq!(got, Value::Text("true".into()));
+    assert_eq!(got, Value::Bool(true));
     let seen = endpoint.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].method, "POST");

@@ -1,9 +1,10 @@
 //! Success and failure conditions: CEL expressions over the measured `result`.
 //!
 //! `result` is bound to the provider's [`Value`]: a number becomes a CEL `double`, a list a
-//! `list(double)`, text a `string` (and "no data" `null`, though [`assess`] never evaluates
-//! a missing value). So `result < 0.01`, `result[0] > 1.0`, `result == "ok"`,
-//! `size(result) > 0` and `result.all(x, x < 5.0)` all work.
+//! `list(double)`, text a `string`, a boolean a `bool`, items a `list`, an object a
+//! `map(string, …)` (and "no data" `null`, though [`assess`] never evaluates a missing
+//! value). So `result < 0.01`, `result[0] > 1.0`, `result == "ok"`, `result == true`,
+//! `result.status == "ok"`, `size(result) > 0` and `result.all(x, x < 5.0)` all work.
 //!
 //! Integer literals: CEL keeps `int` and `double` apart. The `cel` crate (0.13) already
 //! orders them against each other by value (`result < 1` works on a double `result`), but
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 use cel::common::types::CelDouble;
-use cel::objects::Value as Cel;
+use cel::objects::{Key, Map, Value as Cel};
 use cel::{Context, ExecutionError, Program};
 
 use super::Value;
@@ -224,6 +225,16 @@ fn to_cel(value: &Value) -> Cel {
         Value::Number(n) => Cel::Float(*n),
         Value::List(l) => Cel::List(Arc::new(l.iter().map(|n| Cel::Float(*n)).collect())),
         Value::Text(t) => Cel::String(Arc::new(t.clone())),
+        Value::Bool(b) => Cel::Bool(*b),
+        Value::Items(items) => Cel::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(fields) => Cel::Map(Map {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
         Value::Empty => Cel::Null,
     }
 }
@@ -277,6 +288,66 @@ mod tests {
             "result.exists(x, x > 4.0)",
             Value::List(vec![1.0, 5.0])
         ));
+    }
+
+    #[test]
+    fn json_values_keep_their_types() {
+        // Argo Rollouts documents `result == true` for the web provider.
+        assert!(eval("result == true", Value::Bool(true)));
+        assert!(!eval("result == true", Value::Bool(false)));
+        assert!(eval("result", Value::Bool(true)));
+        assert!(eval("!result", Value::Bool(false)));
+        assert!(
+            !eval(r#"result == "true""#, Value::Bool(true)),
+            "a boolean is not the text true"
+        );
+        let doc = Value::Object(
+            [
+                ("status".to_string(), Value::Text("ok".into())),
+                ("ready".to_string(), Value::Bool(true)),
+                ("count".to_string(), Value::Number(12.0)),
+                (
+                    "pods".to_string(),
+                    Value::Items(vec![
+                        Value::Object([("ok".to_string(), Value::Bool(true))].into()),
+                        Value::Object([("ok".to_string(), Value::Bool(false))].into()),
+                    ]),
+                ),
+                ("gone".to_string(), Value::Empty),
+            ]
+            .into(),
+        );
+        assert!(eval(r#"result.status == "ok""#, doc.clone()));
+        assert!(eval("result.ready == true", doc.clone()));
+        assert!(eval("result.count == 12", doc.clone()));
+        assert!(eval("result.count > 10.0", doc.clone()));
+        assert!(eval("size(result.pods) == 2", doc.clone()));
+        assert!(eval("result.pods.exists(p, p.ok == false)", doc.clone()));
+        assert!(eval("result.gone == null", doc.clone()));
+        assert!(eval(r#""status" in result"#, doc));
+        let mixed = Value::Items(vec![Value::Number(1.0), Value::Text("a".into())]);
+        assert!(eval(r#"result[1] == "a""#, mixed.clone()));
+        assert!(eval("result[0] == 1", mixed));
+    }
+
+    #[test]
+    fn a_boolean_or_an_object_is_a_value_and_an_empty_list_is_missing() {
+        assert!(!Value::Bool(false).is_missing());
+        assert!(!Value::Object(Default::default()).is_missing());
+        assert!(Value::Items(Vec::new()).is_missing());
+        assert_eq!(Value::Bool(true).to_string(), "true");
+        assert_eq!(Value::Text("true".into()).to_string(), "\"true\"");
+        assert_eq!(
+            Value::Object(
+                [(
+                    "a".to_string(),
+                    Value::Items(vec![Value::Bool(true), Value::Empty])
+                )]
+                .into()
+            )
+            .to_string(),
+            "{\"a\": [true, (no data)]}"
+        );
     }
 
     #[test]

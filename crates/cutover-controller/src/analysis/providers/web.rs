@@ -38,11 +38,11 @@ pub struct WebRequest {
 
 /// Call `req.url` and turn the answer into a [`Value`].
 ///
-/// A status other than 2xx is an error. With `json_path`: no match (or `null`) is `Empty`,
-/// a number is a `Number`, a string is `Text` (even if it looks like a number: conditions
-/// decide), a bool is `Text("true"|"false")`, an array of numbers or several numeric
-/// matches a `List`, anything else `Text` of its JSON. Without: the trimmed body is a
-/// `Number` if it parses as one, `Text` otherwise.
+/// A status other than 2xx is an error. With `json_path`, JSON keeps its types: no match
+/// (or `null`) is `Empty`, a number a `Number`, a string `Text` (even if it looks like a
+/// number: conditions decide), a boolean a `Bool`, an object an `Object`, an array of
+/// numbers (or several numeric matches) a `List`, any other array (or several matches)
+/// `Items`. Without: the trimmed body is a `Number` if it parses as one, `Text` otherwise.
 pub async fn measure(client: &reqwest::Client, req: &WebRequest) -> Result<Value, ProviderError> {
     // A bad path is the spec's fault: say so before calling anything.
     let path = req
@@ -96,39 +96,40 @@ pub async fn measure(client: &reqwest::Client, req: &WebRequest) -> Result<Value
     }
 }
 
-/// The value of the nodes a JSONPath selected.
+/// The value of the nodes a JSONPath selected: one node is that node's value; several are
+/// a list of them.
 fn from_matches(nodes: &[&serde_json::Value]) -> Value {
     match nodes {
         [] => Value::Empty,
         [one] => from_json(one),
-        several => match numbers(several.iter().copied()) {
-            Some(list) => Value::List(list),
-            None => Value::Text(
-                serde_json::Value::Array(several.iter().map(|&n| n.clone()).collect()).to_string(),
-            ),
-        },
+        several => items(several.iter().copied()),
     }
 }
 
-/// The value of one JSON node.
+/// The value of one JSON node, with its JSON type.
 fn from_json(node: &serde_json::Value) -> Value {
     use serde_json::Value as J;
     match node {
         J::Null => Value::Empty,
         J::Number(n) => n.as_f64().map_or(Value::Empty, Value::Number),
         J::String(s) => Value::Text(s.clone()),
-        J::Bool(b) => Value::Text(b.to_string()),
-        J::Array(items) => match numbers(items.iter()) {
-            Some(list) => Value::List(list),
-            None => Value::Text(node.to_string()),
-        },
-        J::Object(_) => Value::Text(node.to_string()),
+        J::Bool(b) => Value::Bool(*b),
+        J::Array(nodes) => items(nodes.iter()),
+        J::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), from_json(v)))
+                .collect(),
+        ),
     }
 }
 
-/// The numbers, if every node is one.
-fn numbers<'a>(nodes: impl Iterator<Item = &'a serde_json::Value>) -> Option<Vec<f64>> {
-    nodes.map(serde_json::Value::as_f64).collect()
+/// A list of nodes: numbers only are a [`Value::List`], anything else [`Value::Items`].
+fn items<'a>(nodes: impl Iterator<Item = &'a serde_json::Value> + Clone) -> Value {
+    match nodes.clone().map(serde_json::Value::as_f64).collect() {
+        Some(numbers) => Value::List(numbers),
+        None => Value::Items(nodes.map(from_json).collect()),
+    }
 }
 
 /// The value of a body taken whole.
@@ -160,14 +161,25 @@ mod tests {
         assert_eq!(at("$.status", &doc), Value::Text("ok".into()));
         assert_eq!(at("$.ratio", &doc), Value::Number(0.25));
         assert_eq!(at("$.count", &doc), Value::Text("12".into()));
-        assert_eq!(at("$.healthy", &doc), Value::Text("true".into()));
+        assert_eq!(at("$.healthy", &doc), Value::Bool(true));
         assert_eq!(at("$.gone", &doc), Value::Empty);
         assert_eq!(at("$.missing", &doc), Value::Empty);
         assert_eq!(at("$.latencies", &doc), Value::List(vec![1.0, 2.5, 3.0]));
         assert_eq!(at("$.pods[*].ready", &doc), Value::List(vec![1.0, 0.0]));
-        assert_eq!(at("$.mixed", &doc), Value::Text(r#"[1,"a"]"#.into()));
-        assert_eq!(at("$.mixed[*]", &doc), Value::Text(r#"[1,"a"]"#.into()));
-        assert_eq!(at("$.nested", &doc), Value::Text(r#"{"a":1}"#.into()));
+        let mixed = Value::Items(vec![Value::Number(1.0), Value::Text("a".into())]);
+        assert_eq!(at("$.mixed", &doc), mixed);
+        assert_eq!(at("$.mixed[*]", &doc), mixed);
+        assert_eq!(
+            at("$.nested", &doc),
+            Value::Object([("a".to_string(), Value::Number(1.0))].into())
+        );
+        assert_eq!(
+            at("$.pods", &doc),
+            Value::Items(vec![
+                Value::Object([("ready".to_string(), Value::Number(1.0))].into()),
+                Value::Object([("ready".to_string(), Value::Number(0.0))].into()),
+            ])
+        );
     }
 
     #[test]
