@@ -86,12 +86,7 @@ pub fn is_running(record: &ProcessRecord) -> bool {
     let Ok(exe) = std::fs::read_link(proc_dir.join("exe")) else {
         return false;
     };
-    // A rebuilt binary shows as "<path> (deleted)"; the path prefix still identifies it.
-    let owned = exe
-        .as_os_str()
-        .to_string_lossy()
-        .starts_with(record.exe.as_os_str().to_string_lossy().as_ref());
-    if !owned {
+    if !runs_binary(&exe, &record.exe) {
         return false;
     }
     match std::fs::read_to_string(proc_dir.join("stat")) {
@@ -101,6 +96,31 @@ pub fn is_running(record: &ProcessRecord) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+/// Whether a process whose `/proc/<pid>/exe` reads `proc_exe` runs the binary recorded as
+/// `recorded`. The kernel shows the resolved path (no symlink in it, as when `target/` is a
+/// link to another disk) and appends " (deleted)" once the binary was rebuilt, so the
+/// recorded path is resolved the same way before the two are compared whole.
+fn runs_binary(proc_exe: &Path, recorded: &Path) -> bool {
+    let resolved = resolve(recorded);
+    let shown = proc_exe.as_os_str().to_string_lossy();
+    let shown = shown.strip_suffix(" (deleted)").unwrap_or(&shown);
+    Path::new(shown) == resolved
+}
+
+/// `path` with every symlink resolved; when the file itself is gone (a rebuilt binary
+/// replaced by a new one is still there, a deleted one is not), its folder resolved.
+fn resolve(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -133,4 +153,118 @@ pub fn tail(log: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder of its own under the temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("cutover-proc-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A copy of `sleep` at `dir/bin/sleeper`, started through `via` (the same folder
+    /// reached another way), as the cluster starts its binaries.
+    fn start_sleeper(dir: &TempDir, via: &Path) -> Spawned {
+        let bin = dir.0.join("bin");
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sleep is installed");
+        std::fs::copy(sleep, bin.join("sleeper")).expect("copy sleep");
+        spawn(
+            "sleeper",
+            &via.join("sleeper"),
+            &["600".to_string()],
+            &[],
+            &dir.0.join("sleeper.log"),
+        )
+        .expect("spawn")
+    }
+
+    #[test]
+    fn a_binary_started_through_a_symlinked_folder_is_recognised_and_stopped() {
+        // Found by an acceptance run: with `target/` reached through a symlink, the
+        // process node was never stopped, because /proc/<pid>/exe shows the resolved path.
+        let dir = TempDir::new("link");
+        let link = dir.0.join("target-link");
+        std::os::unix::fs::symlink(dir.0.join("bin"), &link).expect("symlink");
+        std::fs::create_dir_all(dir.0.join("bin")).expect("bin dir");
+        let mut sleeper = start_sleeper(&dir, &link);
+        assert!(
+            sleeper.record.exe.starts_with(&link),
+            "recorded as started, unresolved"
+        );
+        assert!(is_running(&sleeper.record), "a live process of ours");
+        stop_all(
+            std::slice::from_ref(&sleeper.record),
+            Duration::from_secs(5),
+        );
+        let status = sleeper.child.wait().expect("wait");
+        assert!(
+            !status.success(),
+            "stopped by a signal, not exited: {status}"
+        );
+        assert!(!is_running(&sleeper.record));
+    }
+
+    #[test]
+    fn a_pid_that_runs_another_binary_is_never_signalled() {
+        let dir = TempDir::new("foreign");
+        let mut sleeper = start_sleeper(&dir, &dir.0.join("bin"));
+        let foreign = ProcessRecord {
+            exe: dir.0.join("bin").join("something-else"),
+            ..sleeper.record.clone()
+        };
+        assert!(!is_running(&foreign));
+        stop_all(std::slice::from_ref(&foreign), Duration::from_secs(1));
+        assert!(
+            sleeper.exited().is_none(),
+            "the process running another binary is left alone"
+        );
+        // A name that only starts like the recorded one is another binary too.
+        let prefix = ProcessRecord {
+            exe: dir.0.join("bin").join("sleep"),
+            ..sleeper.record.clone()
+        };
+        assert!(!is_running(&prefix));
+        stop_all(
+            std::slice::from_ref(&sleeper.record),
+            Duration::from_secs(5),
+        );
+        sleeper.child.wait().expect("wait");
+    }
+
+    #[test]
+    fn a_rebuilt_binary_still_counts_as_the_one_recorded() {
+        let dir = TempDir::new("rebuilt");
+        let mut sleeper = start_sleeper(&dir, &dir.0.join("bin"));
+        // cargo replaces a rebuilt binary: the old inode shows as "(deleted)".
+        let exe = dir.0.join("bin").join("sleeper");
+        std::fs::remove_file(&exe).expect("remove");
+        std::fs::copy("/proc/self/exe", &exe).expect("a new file at the same path");
+        assert!(is_running(&sleeper.record));
+        stop_all(
+            std::slice::from_ref(&sleeper.record),
+            Duration::from_secs(5),
+        );
+        sleeper.child.wait().expect("wait");
+        assert!(!is_running(&sleeper.record));
+    }
 }
