@@ -3,6 +3,7 @@
 # cache folder keyed by version. Called by `cargo xtask cluster up`; safe to run by hand.
 #
 #   tools/control-plane/build.sh            # prints the bin folder as its last line
+#   tools/control-plane/build.sh node       # kubelet and kube-proxy for a real node (own folder)
 #
 # Nothing upstream is vendored here: the `go` client fetches the modules from the Go module
 # proxy into a module cache under the same cache root.
@@ -28,6 +29,16 @@ command -v go >/dev/null 2>&1 || {
   exit 3
 }
 
+# The version Kubernetes binaries report (as a release build would stamp it).
+version_ldflags() {
+  local ldf="-s -w" k
+  for k in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $k.gitVersion=v$K8S_VERSION -X $k.gitMajor=1 -X $k.gitMinor=$MINOR"
+    ldf+=" -X $k.gitTreeState=clean -X $k.buildDate=1970-01-01T00:00:00Z"
+  done
+  printf '%s' "$ldf"
+}
+
 build_k8s() {
   local d="$CUTOVER_CACHE/src/k8s-$K8S_VERSION"
   mkdir -p "$d"; cd "$d"
@@ -46,12 +57,7 @@ build_k8s() {
     done
     go mod tidy
   fi
-  local ldf="-s -w" k
-  for k in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf+=" -X $k.gitVersion=v$K8S_VERSION -X $k.gitMajor=1 -X $k.gitMinor=$MINOR"
-    ldf+=" -X $k.gitTreeState=clean -X $k.buildDate=1970-01-01T00:00:00Z"
-  done
-  go build -trimpath -tags selinux,notest -ldflags "$ldf" -o "$BIN.tmp/" \
+  go build -trimpath -tags selinux,notest -ldflags "$(version_ldflags)" -o "$BIN.tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
 }
@@ -86,6 +92,45 @@ build_kwok() {
     done
   } > "$BIN.tmp/kwok-stages.yaml"
 }
+
+# kubelet and kube-proxy, from the same k8s.io/kubernetes module and version as the control
+# plane, in a module of their own (they pull in modules the control plane does not need, so
+# the control plane's go.sum and cache key stay as they are).
+build_node() {
+  local d="$CUTOVER_CACHE/src/k8s-node-$K8S_VERSION" out="$1"
+  mkdir -p "$d"; cd "$d"
+  if [[ ! -f go.sum ]]; then
+    printf 'module local.invalid/cutover-k8s-node-bin\n\ngo 1.26.0\n' > go.mod
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+    awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u | while read -r m; do
+      go mod edit -replace="$m=$m@$STAGING"
+    done
+    go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
+    for c in kubelet kube-proxy; do
+      go mod edit -tool="k8s.io/kubernetes/cmd/$c"
+    done
+    go mod tidy
+  fi
+  go build -trimpath -tags selinux,notest -ldflags "$(version_ldflags)" -o "$out/" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+}
+
+if [[ "${1:-}" == node ]]; then
+  NODE_BIN="$CUTOVER_CACHE/k8s-node-${K8S_VERSION}_$(uname -m)"
+  if [[ ! -f "$NODE_BIN/.complete" ]]; then
+    start=$(date +%s)
+    log "building kubelet and kube-proxy v$K8S_VERSION (about 1 min with the control plane's Go cache warm)"
+    mkdir -p "$NODE_BIN.tmp"
+    ( build_node "$NODE_BIN.tmp" )
+    rm -rf "$NODE_BIN"
+    mv "$NODE_BIN.tmp" "$NODE_BIN"
+    date +%s > "$NODE_BIN/.complete"
+    log "built in $(( $(date +%s) - start ))s"
+  fi
+  echo "$NODE_BIN"
+  exit 0
+fi
 
 if [[ -f "$BIN/.complete" ]]; then
   echo "$BIN"

@@ -130,6 +130,7 @@ pub async fn prepare(nodes: u32) -> anyhow::Result<(PathBuf, local::ClusterState
         name: CLUSTER.into(),
         nodes,
         process_node: None,
+        real_node: None,
     })
     .await?;
     let client = local::client_for(&state.kubeconfig).await?;

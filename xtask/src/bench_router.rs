@@ -298,6 +298,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         name: CLUSTER.into(),
         nodes: 1,
         process_node: Some(release.clone()),
+        real_node: None,
     })
     .await?;
     let client = local::client_for(&state.kubeconfig).await?;

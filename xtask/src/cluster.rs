@@ -27,6 +27,12 @@ pub enum ClusterCommand {
         /// tolerate `cutover.dev/process-node` as local processes; needs root).
         #[arg(long)]
         no_process_node: bool,
+        /// Also start a real node, `real-0`: containerd, kubelet and kube-proxy running
+        /// real containers of locally built images (needs root; installs nothing: run
+        /// `cargo xtask test` once, or apt-get install containerd runc
+        /// containernetworking-plugins nftables buildah).
+        #[arg(long)]
+        real_node: bool,
     },
     /// Stop every process the cluster started and remove its state.
     Down {
@@ -48,6 +54,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             name,
             nodes,
             no_process_node,
+            real_node,
         } => {
             let started = Instant::now();
             let process_node = if no_process_node {
@@ -55,10 +62,16 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             } else {
                 process_node_binaries()?
             };
+            let real_node = if real_node {
+                Some(real_node_options()?)
+            } else {
+                None
+            };
             let state = local::up(&local::UpOptions {
                 name: name.name.clone(),
                 nodes,
                 process_node,
+                real_node,
             })
             .await
             .with_context(|| format!("starting cluster {}", name.name))?;
@@ -94,6 +107,25 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// kubelet and kube-proxy (built once, cached) and the pause image every pod sandbox runs.
+pub fn real_node_options() -> anyhow::Result<local::RealNodeOptions> {
+    if let Some(why) = local::host::unsupported() {
+        anyhow::bail!("cannot start a real node: {why}");
+    }
+    let bin_dir = local::ensure_node_binaries()?;
+    let pause = local::image::project_images(std::path::Path::new("."), "", "", "")
+        .into_iter()
+        .find(|s| s.binary.is_none())
+        .context("the pause image spec")?;
+    let out = crate::image::out_dir();
+    std::fs::create_dir_all(&out)?;
+    let built = local::image::build(&pause, &out, &local::workspace_root())?;
+    Ok(local::RealNodeOptions {
+        bin_dir,
+        images: vec![built.archive],
+    })
 }
 
 /// Build the process node and the binaries its pods run (the demo app, the router), and

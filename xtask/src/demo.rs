@@ -450,6 +450,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         name: CLUSTER.into(),
         nodes: 1,
         process_node: Some(local::workspace_root().join("target").join("debug")),
+        real_node: None,
     };
     let up = local::up(&options);
     let state = tokio::select! {

@@ -7,6 +7,7 @@ mod bench_test;
 mod cluster;
 mod demo;
 mod generated;
+mod image;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write the generated files (CRD YAML under deploy/crds/).
     Generate,
+    /// Build the OCI images (pause, controller, router, demo app) into target/images/ with
+    /// buildah, reproducibly; `--load CLUSTER` imports them into a local real node.
+    Image(image::ImageArgs),
     /// Benchmarks against a local cluster of their own.
     Bench {
         #[command(subcommand)]
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => runtime.block_on(test::run(args)),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Generate => generated::write(),
+        Command::Image(args) => image::run(args),
         Command::Bench {
             which: BenchCommand::Scale(args),
         } => runtime.block_on(bench::run(args)),

@@ -38,7 +38,70 @@ pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the tests run, by the command that shows it is there and the Debian package that
+/// brings it: a real Prometheus, PostgreSQL, iproute2 (process-node pods), tmux (the CLI as
+/// a person sees it), and for the real node containerd, runc, the CNI plugins, nftables,
+/// buildah (images) and a static busybox (the guard test's pods).
+const PACKAGES: &[(&str, &str)] = &[
+    ("prometheus", "prometheus"),
+    ("/usr/lib/postgresql", "postgresql"),
+    ("ip", "iproute2"),
+    ("tmux", "tmux"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    ("nft", "nftables"),
+    ("buildah", "buildah"),
+    ("/bin/busybox", "busybox-static"),
+    ("cc", "gcc"),
+    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+];
+
+fn present(what: &str) -> bool {
+    if what.starts_with('/') {
+        return std::path::Path::new(what).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|p| p.join(what).is_file())
+    })
+}
+
+/// Install with apt whatever of [`PACKAGES`] is missing (the tests' machines are Debian,
+/// and the tests run as root).
+pub fn install_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(what, _)| !present(what))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> installing what the tests need with apt-get: {}",
+        missing.join(" ")
+    );
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get (the tests need root on Debian)")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install)
+}
+
 pub async fn run(args: TestArgs) -> anyhow::Result<()> {
+    install_packages()?;
     if !args.no_lint {
         cargo(&["fmt", "--all", "--", "--check"], &[])?;
         cargo(
@@ -60,6 +123,7 @@ pub async fn run(args: TestArgs) -> anyhow::Result<()> {
         name: TEST_CLUSTER.to_string(),
         nodes: 2,
         process_node: None,
+        real_node: None,
     })
     .await
     .context("starting the test cluster")?;

@@ -58,6 +58,7 @@ async fn west() -> West {
         name: name.clone(),
         nodes: 1,
         process_node: None,
+        real_node: None,
     })
     .await
     .unwrap_or_else(|e| panic!("second local cluster {name}: {e}"));

@@ -52,6 +52,7 @@ pub async fn kubeconfig() -> PathBuf {
                 name: name.clone(),
                 nodes: 2,
                 process_node: None,
+                real_node: None,
             })
             .await
             .unwrap_or_else(|e| panic!("local cluster {name} is not available: {e}"));

@@ -253,6 +253,7 @@ async fn clear_errors_without_a_cluster_or_without_the_crds() {
             name: "cli-bare".into(),
             nodes: 1,
             process_node: None,
+            real_node: None,
         })
         .await
         .expect("a bare cluster");

@@ -59,12 +59,16 @@ pub fn etcd(data_dir: &Path, p: &Ports) -> Vec<String> {
     ]
 }
 
-pub fn apiserver(pki: &Pki, p: &Ports) -> Vec<String> {
-    vec![
+/// The API server. `serve_pods` (a real node's bridge address): it binds there instead of
+/// loopback, so pods reach it at the `kubernetes` Service, whose endpoints its lease
+/// reconciler then keeps; it calls kubelets with the admin identity.
+pub fn apiserver(pki: &Pki, p: &Ports, serve_pods: Option<&str>) -> Vec<String> {
+    let bind = serve_pods.unwrap_or(HOST);
+    let mut args = vec![
         format!("--etcd-servers=http://{HOST}:{}", p.etcd_client),
-        format!("--bind-address={HOST}"),
+        format!("--bind-address={bind}"),
         // Without it the apiserver looks for a default route, which a sandbox may lack.
-        format!("--advertise-address={HOST}"),
+        format!("--advertise-address={bind}"),
         format!("--secure-port={}", p.apiserver),
         format!("--cert-dir={}", pki.dir.display()),
         format!("--tls-cert-file={}", pki.apiserver_cert.display()),
@@ -82,10 +86,20 @@ pub fn apiserver(pki: &Pki, p: &Ports) -> Vec<String> {
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         s("--authorization-mode=Node,RBAC"),
         s("--allow-privileged=true"),
-        // A loopback advertise address cannot be written into the `kubernetes` Endpoints.
-        s("--endpoint-reconciler-type=none"),
+        // Kubelets by address, never by a host name only a resolver would know.
+        s("--kubelet-preferred-address-types=InternalIP"),
         s("--profiling=false"),
-    ]
+    ];
+    match serve_pods {
+        Some(_) => args.extend([
+            s("--endpoint-reconciler-type=lease"),
+            format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+            format!("--kubelet-client-key={}", pki.admin_key.display()),
+        ]),
+        // A loopback advertise address cannot be written into the `kubernetes` Endpoints.
+        None => args.push(s("--endpoint-reconciler-type=none")),
+    }
+    args
 }
 
 pub fn controller_manager(kubeconfig: &Path, pki: &Pki, p: &Ports) -> Vec<String> {

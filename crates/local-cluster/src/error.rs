@@ -57,6 +57,18 @@ pub enum Error {
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("invalid cluster name {0:?}: use lowercase letters, digits and '-'")]
     InvalidName(String),
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("this machine cannot run a real node: {0}")]
+    RealNodeUnsupported(String),
+    #[error(
+        "cluster {0} already runs the real node (one at a time: it owns the bridge and the node name); stop it with `cargo xtask cluster down --name {0}`"
+    )]
+    RealNodeBusy(String),
 }
 
 /// Attach a path to an I/O error.

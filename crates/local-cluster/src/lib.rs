@@ -9,8 +9,11 @@
 
 mod components;
 mod error;
+pub mod host;
+pub mod image;
 mod pki;
 mod process;
+pub mod real_node;
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +29,7 @@ pub use components::{Binaries, HOST, Ports};
 pub use error::Error;
 use error::IoContext as _;
 use process::{ProcessRecord, Spawned};
+pub use real_node::{NODE_NAME as REAL_NODE, RealNodeOptions};
 
 /// The cluster name used when none is given.
 pub const DEFAULT_NAME: &str = "dev";
@@ -39,6 +43,8 @@ pub struct UpOptions {
     /// Also run a process-backed node (`cutover-process-node`, a development tool) from this
     /// folder, which holds it and the binaries pod images name.
     pub process_node: Option<PathBuf>,
+    /// Also run a real node (containerd, kubelet, kube-proxy): `real_node::NODE_NAME`.
+    pub real_node: Option<RealNodeOptions>,
 }
 
 /// Why this machine cannot run the process-backed node (it creates network namespaces:
@@ -78,6 +84,7 @@ impl Default for UpOptions {
             name: DEFAULT_NAME.to_string(),
             nodes: 1,
             process_node: None,
+            real_node: None,
         }
     }
 }
@@ -192,6 +199,10 @@ fn write_state(state: &ClusterState) -> Result<(), Error> {
 /// Build the control-plane binaries if the cache lacks them; returns their folder.
 /// Progress goes to stderr.
 pub fn ensure_binaries() -> Result<Binaries, Error> {
+    ensure_binaries_with(&[])
+}
+
+fn ensure_binaries_with(args: &[&str]) -> Result<Binaries, Error> {
     if which("go").is_none() && std::env::var_os("CUTOVER_CACHE").is_none() {
         // The script would say the same; checking here gives the typed error.
         return Err(Error::GoMissing);
@@ -202,6 +213,7 @@ pub fn ensure_binaries() -> Result<Binaries, Error> {
         .join("build.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|source| Error::Spawn {
@@ -228,7 +240,13 @@ pub fn ensure_binaries() -> Result<Binaries, Error> {
     })
 }
 
-fn which(cmd: &str) -> Option<PathBuf> {
+/// Build kubelet and kube-proxy if the cache lacks them (`build.sh node`); returns their
+/// folder.
+pub fn ensure_node_binaries() -> Result<PathBuf, Error> {
+    ensure_binaries_with(&["node"]).map(|b| b.dir)
+}
+
+pub(crate) fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(cmd))
@@ -310,8 +328,13 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterState, Error> {
         Ok(state) => Ok(state),
         Err(e) => {
             // Leave no process behind; keep the logs for the user.
-            if let Ok(Some(state)) = read_state(&opts.name) {
-                process::stop_all(&reversed(&state.processes), Duration::from_secs(10));
+            let processes = read_state(&opts.name)
+                .ok()
+                .flatten()
+                .map(|s| s.processes)
+                .unwrap_or_default();
+            if let Err(t) = teardown(&dir, &processes) {
+                tracing::warn!(error = %t, "undoing a failed start");
             }
             Err(e)
         }
@@ -391,14 +414,21 @@ impl Starter<'_> {
 }
 
 async fn start(opts: &UpOptions, bins: &Binaries, dir: &Path) -> Result<ClusterState, Error> {
-    let pki = pki::generate(&dir.join("pki"))?;
+    // A real node's guard and bridge come first: the API server binds on the bridge.
+    let serve_pods = match &opts.real_node {
+        Some(_) => {
+            prepare_real_node(&opts.name, dir)?;
+            Some(host::BRIDGE_IP)
+        }
+        None => None,
+    };
+    let extra_ips: Vec<String> = serve_pods.iter().map(|ip| ip.to_string()).collect();
+    let pki = pki::generate(&dir.join("pki"), &extra_ips)?;
     let ports = pick_ports()?;
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        pki::kubeconfig(&pki, &format!("cutover-{}", opts.name), ports.apiserver)?,
-    )
-    .at(&kubeconfig)?;
+    let cluster = format!("cutover-{}", opts.name);
+    let server = format!("https://{}:{}", serve_pods.unwrap_or(HOST), ports.apiserver);
+    std::fs::write(&kubeconfig, pki::kubeconfig(&pki, &cluster, &server)?).at(&kubeconfig)?;
     let mut s = Starter {
         bins,
         dir,
@@ -414,7 +444,11 @@ async fn start(opts: &UpOptions, bins: &Binaries, dir: &Path) -> Result<ClusterS
     };
 
     s.launch("etcd", components::etcd(&dir.join("etcd"), &ports), &[])?;
-    s.launch("kube-apiserver", components::apiserver(&pki, &ports), &[])?;
+    s.launch(
+        "kube-apiserver",
+        components::apiserver(&pki, &ports, serve_pods),
+        &[],
+    )?;
     let client = client_for(&kubeconfig).await?;
     s.wait_until("the API server answering /readyz", 180, || readyz(&client))
         .await?;
@@ -498,7 +532,113 @@ async fn start(opts: &UpOptions, bins: &Binaries, dir: &Path) -> Result<ClusterS
         })
         .await?;
     }
+    if let Some(real) = &opts.real_node {
+        start_real_node(&mut s, real, &pki, &cluster, &server, &nodes).await?;
+    }
     Ok(s.state)
+}
+
+/// Check the machine, make sure no other cluster has the real node, record the host as it
+/// is, then install the network guard and the bridge.
+fn prepare_real_node(name: &str, dir: &Path) -> Result<(), Error> {
+    if let Some(why) = host::unsupported() {
+        return Err(Error::RealNodeUnsupported(why));
+    }
+    for other in list() {
+        if other != name && real_node::read_state(&state_dir(&other))?.is_some() {
+            return Err(Error::RealNodeBusy(other));
+        }
+    }
+    let layout = real_node::Layout {
+        dir: dir.to_path_buf(),
+    };
+    real_node::write_state(
+        dir,
+        &real_node::RealNodeState {
+            before: host::HostSnapshot::take(),
+            containerd_socket: layout.socket(),
+        },
+    )?;
+    host::install_network()
+}
+
+/// containerd (and the images), kubelet and kube-proxy; waits for the node to be Ready.
+async fn start_real_node(
+    s: &mut Starter<'_>,
+    real: &RealNodeOptions,
+    pki: &pki::Pki,
+    cluster: &str,
+    server: &str,
+    nodes: &Api<Node>,
+) -> Result<(), Error> {
+    let layout = real_node::Layout {
+        dir: s.dir.to_path_buf(),
+    };
+    let ports = real_node::NodePorts {
+        kubelet: free_port()?,
+        kubelet_healthz: free_port()?,
+        proxy_metrics: free_port()?,
+        proxy_healthz: free_port()?,
+    };
+    let (kubelet_kc, proxy_kc) = real_node::write_configs(&layout, pki, cluster, server, ports)?;
+    let containerd = which("containerd").unwrap_or_else(|| PathBuf::from("/usr/bin/containerd"));
+    s.launch_exe(
+        "containerd",
+        &containerd,
+        real_node::containerd_args(&layout),
+        &[],
+    )?;
+    let socket = layout.socket();
+    s.wait_until("containerd answering", 30, || {
+        let socket = socket.clone();
+        async move { real_node::ctr(&socket, &["version"]).is_ok() }
+    })
+    .await?;
+    real_node::import_images(&socket, &real.images)?;
+    s.launch_exe(
+        "kubelet",
+        &real.bin_dir.join("kubelet"),
+        real_node::kubelet_args(&layout, &kubelet_kc),
+        &[],
+    )?;
+    s.launch_exe(
+        "kube-proxy",
+        &real.bin_dir.join("kube-proxy"),
+        real_node::kube_proxy_args(&proxy_kc, ports),
+        &[],
+    )?;
+    s.state.nodes.push(real_node::NODE_NAME.to_string());
+    write_state(&s.state)?;
+    s.wait_until(&format!("node {} Ready", real_node::NODE_NAME), 120, || {
+        let nodes = nodes.clone();
+        async move {
+            matches!(nodes.get_opt(real_node::NODE_NAME).await, Ok(Some(n)) if node_schedulable(&n))
+        }
+    })
+    .await
+}
+
+/// Stop a real node's parts and give the machine back as it was: kubelet and kube-proxy
+/// first, then every container (while containerd still runs), then the other processes;
+/// then mounts, network, netfilter, sysctls, cgroups and host folders.
+fn teardown(dir: &Path, processes: &[ProcessRecord]) -> Result<(), Error> {
+    let real = real_node::read_state(dir)?;
+    if let Some(real) = &real {
+        let agents: Vec<ProcessRecord> = processes
+            .iter()
+            .rev()
+            .filter(|p| p.component == "kube-proxy" || p.component == "kubelet")
+            .cloned()
+            .collect();
+        process::stop_all(&agents, Duration::from_secs(10));
+        real_node::remove_containers(&real.containerd_socket);
+    }
+    process::stop_all(&reversed(processes), Duration::from_secs(10));
+    if let Some(real) = real {
+        host::unmount_below(dir);
+        host::restore(&real.before)?;
+    }
+    Ok(())
 }
 
 /// A Node that kwok manages. kwok's `node-initialize` stage fills in its status.
@@ -562,8 +702,8 @@ fn component_failure(record: &ProcessRecord, reason: String) -> Error {
 }
 
 fn stop_and_remove(name: &str, processes: &[ProcessRecord]) -> Result<(), Error> {
-    process::stop_all(&reversed(processes), Duration::from_secs(10));
     let dir = state_dir(name);
+    teardown(&dir, processes)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).at(&dir)?;
     }

@@ -22,6 +22,7 @@ async fn two_named_clusters_run_side_by_side_and_stop_cleanly() {
         name: "it-side-a".into(),
         nodes: 1,
         process_node: None,
+        real_node: None,
     })
     .await
     .expect("cluster a starts");
@@ -29,6 +30,7 @@ async fn two_named_clusters_run_side_by_side_and_stop_cleanly() {
         name: "it-side-b".into(),
         nodes: 1,
         process_node: None,
+        real_node: None,
     })
     .await
     .expect("cluster b starts");
@@ -39,6 +41,7 @@ async fn two_named_clusters_run_side_by_side_and_stop_cleanly() {
         name: "it-side-a".into(),
         nodes: 1,
         process_node: None,
+        real_node: None,
     })
     .await
     .expect("up is idempotent");
