@@ -4,6 +4,7 @@
 #
 #   tools/control-plane/build.sh            # prints the bin folder as its last line
 #   tools/control-plane/build.sh node       # kubelet and kube-proxy for a real node (own folder)
+#   tools/control-plane/build.sh helm       # helm, for the chart's tests (own folder)
 #
 # Nothing upstream is vendored here: the `go` client fetches the modules from the Go module
 # proxy into a module cache under the same cache root.
@@ -12,6 +13,7 @@ set -euo pipefail
 : "${K8S_VERSION:=1.36.3}"
 : "${ETCD_VERSION:=3.6.16}"
 : "${KWOK_VERSION:=0.8.0}"
+: "${HELM_VERSION:=4.3.1}"
 : "${CUTOVER_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/cutover}"
 
 MINOR=${K8S_VERSION#*.}; MINOR=${MINOR%%.*}; PATCH=${K8S_VERSION##*.}
@@ -115,6 +117,35 @@ build_node() {
   go build -trimpath -tags selinux,notest -ldflags "$(version_ldflags)" -o "$out/" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
+
+# helm from its Go module (helm.sh/helm/v4), stamped with its version.
+build_helm() {
+  local d="$CUTOVER_CACHE/src/helm-$HELM_VERSION" out="$1"
+  mkdir -p "$d"; cd "$d"
+  if [[ ! -f go.sum ]]; then
+    printf 'module local.invalid/cutover-helm-bin\n\ngo 1.26.0\n' > go.mod
+    go mod edit -require="helm.sh/helm/v4@v$HELM_VERSION" -tool=helm.sh/helm/v4/cmd/helm
+    go mod tidy
+  fi
+  go build -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" \
+    -o "$out/helm" helm.sh/helm/v4/cmd/helm
+}
+
+if [[ "${1:-}" == helm ]]; then
+  HELM_BIN="$CUTOVER_CACHE/helm-${HELM_VERSION}_$(uname -m)"
+  if [[ ! -f "$HELM_BIN/.complete" ]]; then
+    start=$(date +%s)
+    log "building helm v$HELM_VERSION"
+    mkdir -p "$HELM_BIN.tmp"
+    ( build_helm "$HELM_BIN.tmp" )
+    rm -rf "$HELM_BIN"
+    mv "$HELM_BIN.tmp" "$HELM_BIN"
+    date +%s > "$HELM_BIN/.complete"
+    log "built in $(( $(date +%s) - start ))s"
+  fi
+  echo "$HELM_BIN"
+  exit 0
+fi
 
 if [[ "${1:-}" == node ]]; then
   NODE_BIN="$CUTOVER_CACHE/k8s-node-${K8S_VERSION}_$(uname -m)"

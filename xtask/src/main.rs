@@ -34,6 +34,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write the generated files (CRD YAML under deploy/crds/).
     Generate,
+    /// Print the path of a cached tool binary (built from its Go module if needed).
+    ToolPath {
+        /// helm or kubectl.
+        #[arg(value_enum)]
+        tool: Tool,
+    },
     /// Build the OCI images (pause, controller, router, demo app) into target/images/ with
     /// buildah, reproducibly; `--load CLUSTER` imports them into a local real node.
     Image(image::ImageArgs),
@@ -42,6 +48,14 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Tool {
+    /// helm (helm.sh/helm/v4), for the chart.
+    Helm,
+    /// kubectl of the local cluster's Kubernetes version.
+    Kubectl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +88,14 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Generate => generated::write(),
         Command::Image(args) => image::run(args),
+        Command::ToolPath { tool } => {
+            let path = match tool {
+                Tool::Helm => cutover_local_cluster::ensure_helm()?,
+                Tool::Kubectl => cutover_local_cluster::ensure_binaries()?.get("kubectl"),
+            };
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Bench {
             which: BenchCommand::Scale(args),
         } => runtime.block_on(bench::run(args)),

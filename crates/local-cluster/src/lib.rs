@@ -246,6 +246,11 @@ pub fn ensure_node_binaries() -> Result<PathBuf, Error> {
     ensure_binaries_with(&["node"]).map(|b| b.dir)
 }
 
+/// Build helm if the cache lacks it (`build.sh helm`); returns the binary's path.
+pub fn ensure_helm() -> Result<PathBuf, Error> {
+    ensure_binaries_with(&["helm"]).map(|b| b.dir.join("helm"))
+}
+
 pub(crate) fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
