@@ -183,19 +183,61 @@ pub fn conditions_for(phase: Phase, cause: Cause, message: &str) -> Vec<Wanted> 
         degraded,
         want("InvalidSpec", false, "SpecAccepted", "the spec is valid"),
     ]
+    .into_iter()
+    .chain(readiness(phase, message))
+    .collect()
+}
+
+/// `Ready` (for `kubectl wait --for=condition=Ready`), and kstatus' `Reconciling` and
+/// `Stalled` (Flux, kpt, `kubectl` status readers): Ready once all traffic is on a fully
+/// available live color with no release under way; Reconciling while a release (or a
+/// paused one) is under way; Stalled when it is degraded and waits for a person.
+fn readiness(phase: Phase, message: &str) -> [Wanted; 3] {
+    let (ready, reconciling, stalled) = match phase {
+        Phase::Healthy => (
+            want("Ready", true, "Healthy", message),
+            want("Reconciling", false, "Healthy", "no release under way"),
+            want("Stalled", false, "Healthy", "nothing is wrong"),
+        ),
+        Phase::Progressing | Phase::Paused => {
+            let reason = if phase == Phase::Paused {
+                "Paused"
+            } else {
+                "Progressing"
+            };
+            (
+                want("Ready", false, reason, message),
+                want("Reconciling", true, reason, message),
+                want("Stalled", false, reason, "nothing is wrong"),
+            )
+        }
+        Phase::Degraded => (
+            want("Ready", false, "Degraded", message),
+            want("Reconciling", false, "Degraded", message),
+            want("Stalled", true, "Degraded", message),
+        ),
+    };
+    [ready, reconciling, stalled]
 }
 
 /// Conditions for a spec (or environment) the controller cannot act on.
 pub fn invalid_spec_conditions(reason: &'static str, message: &str) -> Vec<Wanted> {
-    vec![
+    let mut wanted = vec![
         want("Degraded", true, reason, message),
         want("InvalidSpec", true, reason, message),
-    ]
+    ];
+    wanted.extend(readiness(Phase::Degraded, message));
+    wanted
 }
 
 /// Conditions while a color's place cannot be reached: the release waits.
 pub fn unreachable_conditions(message: &str) -> Vec<Wanted> {
-    vec![want("Degraded", true, "ClusterUnreachable", message)]
+    vec![
+        want("Degraded", true, "ClusterUnreachable", message),
+        want("Ready", false, "ClusterUnreachable", message),
+        // Transient: the release resumes when the place answers again.
+        want("Reconciling", true, "ClusterUnreachable", message),
+    ]
 }
 
 /// Merge `wanted` into `old`: unchanged statuses keep their `lastTransitionTime`; types not
@@ -233,6 +275,33 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status_of(wanted: &[Wanted], type_: &str) -> Option<bool> {
+        wanted.iter().find(|w| w.type_ == type_).map(|w| w.status)
+    }
+
+    #[test]
+    fn ready_reconciling_and_stalled_follow_the_phase_for_kubectl_wait_and_kstatus() {
+        let cases = [
+            (Phase::Healthy, Cause::Steady, (true, false, false)),
+            (Phase::Progressing, Cause::Stepping, (false, true, false)),
+            (Phase::Paused, Cause::PausedByStep, (false, true, false)),
+            (Phase::Degraded, Cause::Aborted, (false, false, true)),
+            (Phase::Degraded, Cause::LiveNotReady, (false, false, true)),
+        ];
+        for (phase, cause, (ready, reconciling, stalled)) in cases {
+            let w = conditions_for(phase, cause, "m");
+            assert_eq!(status_of(&w, "Ready"), Some(ready), "{phase:?}");
+            assert_eq!(status_of(&w, "Reconciling"), Some(reconciling), "{phase:?}");
+            assert_eq!(status_of(&w, "Stalled"), Some(stalled), "{phase:?}");
+        }
+        let invalid = invalid_spec_conditions("MissingRoute", "m");
+        assert_eq!(status_of(&invalid, "Ready"), Some(false));
+        assert_eq!(status_of(&invalid, "Stalled"), Some(true));
+        let away = unreachable_conditions("m");
+        assert_eq!(status_of(&away, "Ready"), Some(false));
+        assert_eq!(status_of(&away, "Reconciling"), Some(true));
+    }
 
     fn time(s: &str) -> Time {
         Time(s.parse().expect("time"))
