@@ -41,7 +41,8 @@ pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
 /// What the tests run, by the command that shows it is there and the Debian package that
 /// brings it: a real Prometheus, PostgreSQL, iproute2 (process-node pods), tmux (the CLI as
 /// a person sees it), and for the real node containerd, runc, the CNI plugins, nftables,
-/// buildah (images) and a static busybox (the guard test's pods).
+/// buildah (images), a static busybox (the guard test's pods), gcc and libc6-dev (the pause
+/// image) and Lua 5.4 (the Argo CD health checks).
 const PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     ("/usr/lib/postgresql", "postgresql"),
@@ -54,6 +55,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("buildah", "buildah"),
     ("/bin/busybox", "busybox-static"),
     ("cc", "gcc"),
+    ("lua5.4", "lua5.4"),
     ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
 ];
 
