@@ -32,6 +32,9 @@ pub const COLOR_LABEL: &str = "cutover.dev/color";
 pub const TEMPLATE_HASH_ANNOTATION: &str = "cutover.dev/template-hash";
 /// Annotation on a color's Deployment: revision number it runs.
 pub const REVISION_ANNOTATION: &str = "cutover.dev/revision";
+/// Annotation on the leader-election Lease: the version of the controller that holds it
+/// (what `kubectl cutover version` reports).
+pub const CONTROLLER_VERSION_ANNOTATION: &str = "cutover.dev/controller-version";
 
 /// Requests to the controller, as annotations on the BlueGreenDeployment. The value is a
 /// token (the CLI writes the current time); the controller acts once per new token and

@@ -100,6 +100,15 @@ impl Error {
     }
 }
 
+/// The holder's version, written on the Lease when it takes it (`kubectl cutover version`).
+fn version_annotation() -> std::collections::BTreeMap<String, String> {
+    [(
+        cutover_api::CONTROLLER_VERSION_ANNOTATION.to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    )]
+    .into()
+}
+
 fn is_transient(error: &kube::Error) -> bool {
     match error {
         kube::Error::Api(status) => status.code == 429 || status.code >= 500,
@@ -336,6 +345,7 @@ impl LeaderElector {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
                     namespace: Some(namespace.clone()),
+                    annotations: Some(version_annotation()),
                     ..ObjectMeta::default()
                 },
                 spec: Some(self.claimed_spec(None, now)),
@@ -365,6 +375,11 @@ impl LeaderElector {
             });
         }
         lease.spec = Some(self.claimed_spec(lease.spec.take(), now));
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .extend(version_annotation());
         // `lease` still carries the resourceVersion we read: the write fails with 409 if any
         // other write came in between, so two candidates never both take it.
         match self.api.replace(name, &post_params(), &lease).await {

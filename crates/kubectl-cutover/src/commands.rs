@@ -67,6 +67,21 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
+/// What `version` reports.
+#[derive(Debug, Serialize)]
+struct VersionReport {
+    plugin: String,
+    controllers: Vec<ControllerVersion>,
+}
+
+/// A controller that leads, as its Lease says.
+#[derive(Debug, Serialize)]
+struct ControllerVersion {
+    version: String,
+    lease: String,
+    leader: String,
+}
+
 pub(crate) fn print_as<T: Serialize>(value: &T, output: Output) -> Result<()> {
     let text = match output {
         Output::Json => {
@@ -291,6 +306,62 @@ impl Ctx {
     }
 
     /// `list [-A]`.
+    /// `version`: the plugin's, and the leading controller's from its Lease.
+    pub async fn version(&self) -> Result<ExitCode> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        let leases = match Api::<Lease>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => l.items,
+            // Not allowed to list Leases everywhere: the current namespace's.
+            Err(_) => Api::<Lease>::namespaced(self.client.clone(), &self.namespace)
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default(),
+        };
+        let controllers: Vec<ControllerVersion> = leases
+            .iter()
+            .filter_map(|l| {
+                let version = l
+                    .annotations()
+                    .get(cutover_api::CONTROLLER_VERSION_ANNOTATION)?;
+                Some(ControllerVersion {
+                    version: version.clone(),
+                    lease: format!("{}/{}", l.namespace().unwrap_or_default(), l.name_any()),
+                    leader: l
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.clone())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        let report = VersionReport {
+            plugin: env!("CARGO_PKG_VERSION").to_string(),
+            controllers,
+        };
+        if let Some(o) = self.output {
+            print_as(&report, o)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("kubectl-cutover     {}", report.plugin);
+        if report.controllers.is_empty() {
+            println!(
+                "cutover-controller  not found (no Lease carries {})",
+                cutover_api::CONTROLLER_VERSION_ANNOTATION
+            );
+        }
+        for c in &report.controllers {
+            println!(
+                "cutover-controller  {} (lease {}, leader {})",
+                c.version, c.lease, c.leader
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn list(&self, all: bool) -> Result<ExitCode> {
         let api: Api<BlueGreenDeployment> = if all {
             Api::all(self.client.clone())

@@ -54,6 +54,9 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print this plugin's version and the version of the controller that leads (read
+    /// from its leader-election Lease).
+    Version,
     /// Show a BlueGreenDeployment as a tree: colors, revisions, images, ready pods, weight,
     /// step, analysis, recent events.
     Get {
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Get { name, watch } => ctx.get(&name, watch).await,
             Command::List { all_namespaces } => ctx.list(all_namespaces).await,
+            Command::Version => ctx.version().await,
             Command::Promote { name, full } => {
                 let key = if full {
                     cutover_api::requests::PROMOTE_FULL

@@ -55,6 +55,24 @@ async fn get_list_set_image_status_promote_undo_and_errors() {
     let steps = json!([{ "setWeight": 20 }, { "pause": {} }]);
     let (ns, _ctrl, kc) = setup("cli-main", steps).await;
 
+    // `version`: the plugin's, and the leading controller's from its Lease.
+    let version = cli(&kc, &ns.name, &["version"]);
+    assert_eq!(version.code, 0, "{}", version.stderr);
+    let plugin = format!("kubectl-cutover     {}", env!("CARGO_PKG_VERSION"));
+    assert!(version.stdout.contains(&plugin), "{}", version.stdout);
+    let ours = format!("lease {}/cutover-controller, leader c1", ns.name);
+    assert!(
+        version.stdout.lines().any(|l| l.starts_with(&format!(
+            "cutover-controller  {} ",
+            env!("CARGO_PKG_VERSION")
+        )) && l.contains(&ours)),
+        "{}",
+        version.stdout
+    );
+    let json = cli(&kc, &ns.name, &["version", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(json["plugin"], env!("CARGO_PKG_VERSION"));
+
     let list = cli(&kc, &ns.name, &["list"]);
     assert_eq!(list.code, 0, "{}", list.stderr);
     assert!(
