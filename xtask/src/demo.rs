@@ -12,6 +12,10 @@
 //!
 //! Exits 0 when v1→v2 failed no request and v3 was rolled back on its own; stops every
 //! process it started (also on Ctrl-C) unless `--keep`.
+//!
+//! With `--real-node` the same story runs as production would: the pods are containers of
+//! the locally built images on the real node, and the controller and the router are the
+//! Helm chart's, in their pods, reached through their Services.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -37,9 +41,15 @@ pub struct DemoArgs {
     /// Shorter pauses and analysis windows (for the integration test).
     #[arg(long)]
     pub fast: bool,
+    /// Run on a real node (containerd, kubelet), with the controller and the router
+    /// installed by the Helm chart from the locally built images.
+    #[arg(long)]
+    pub real_node: bool,
 }
 
 pub const CLUSTER: &str = "demo";
+/// The cluster of `--real-node`.
+pub const REAL_CLUSTER: &str = "demo-real";
 const NS: &str = "default";
 
 /// A child process stopped (SIGTERM, then SIGKILL) when dropped.
@@ -89,10 +99,20 @@ fn ensure_prometheus() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pods of the demo app `version`: processes on the process node, or containers on
+/// the real node.
+fn pod_spec(real_node: bool, version: &str) -> serde_json::Value {
+    if real_node {
+        e2e::real_node_demo_pod_spec(version)
+    } else {
+        e2e::demo_pod_spec(local::PROCESS_NODE, version)
+    }
+}
+
 /// The BlueGreenDeployment, its steps and analysis.
-fn shop(version: &str, error_rate: f64, fast: bool) -> serde_json::Value {
-    let pause = if fast { "2s" } else { "10s" };
-    let mut spec = e2e::demo_pod_spec(local::PROCESS_NODE, version);
+fn shop(version: &str, error_rate: f64, args: &DemoArgs) -> serde_json::Value {
+    let pause = if args.fast { "2s" } else { "10s" };
+    let mut spec = pod_spec(args.real_node, version);
     if let Some(env) = spec["containers"][0]["env"].as_array_mut() {
         env.push(json!({ "name": "CUTOVER_DEMO_ERROR_RATE", "value": error_rate.to_string() }));
     }
@@ -191,9 +211,9 @@ async fn release(
     api: &Api<BlueGreenDeployment>,
     version: &str,
     error_rate: f64,
-    fast: bool,
+    args: &DemoArgs,
 ) -> anyhow::Result<()> {
-    let spec = shop(version, error_rate, fast);
+    let spec = shop(version, error_rate, args);
     api.patch(
         "shop",
         &PatchParams::default(),
@@ -209,12 +229,177 @@ async fn scenario(
     guards: &mut Vec<Child>,
     kept: &mut Vec<u32>,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let bins = local::workspace_root().join("target").join("debug");
     let client = local::client_for(&state.kubeconfig).await?;
     eprintln!("==> installing the Cutover CRDs and Gateway API v1.6 (from its Go module)");
     cutover_test_support::controller::install_crds(&client).await;
     upstream::install_crds(&client, GATEWAY_API).await;
 
+    let stack = if args.real_node {
+        in_cluster(&client, state).await?
+    } else {
+        local_processes(state, guards).await?
+    };
+    let prometheus = &stack.prometheus;
+    // Start from nothing the demo made before.
+    let api: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), NS);
+    if api.get_opt("shop").await?.is_some() {
+        api.delete("shop", &DeleteParams::default()).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while api.get_opt("shop").await?.is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    e2e::gateway(&client, NS, stack.gateway_port).await;
+    e2e::blue_route(&client, NS, "shop").await;
+    let templates: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "cutover.dev",
+            "v1alpha1",
+            "AnalysisTemplate",
+        )),
+    );
+    templates
+        .patch(
+            "error-ratio",
+            &PatchParams::apply("cutover-demo").force(),
+            &Patch::Apply(template(&prometheus.url(), args.fast)),
+        )
+        .await?;
+    let bgd: BlueGreenDeployment = serde_json::from_value(shop("v1", 0.0, args))?;
+    eprintln!(
+        "==> v1: BlueGreenDeployment `shop`, 2 pods of cutover-demo-app {}",
+        if args.real_node {
+            format!("as containers on {}", local::REAL_NODE)
+        } else {
+            format!("as processes on {}", local::PROCESS_NODE)
+        }
+    );
+    api.create(&PostParams::default(), &bgd).await?;
+    wait_phase(&api, "v1 Healthy on blue", Duration::from_secs(120), |b| {
+        phase_is(b, Phase::Healthy, Color::Blue)
+    })
+    .await?;
+    e2e::wait_routes_at(
+        &stack.routers,
+        "v1's endpoints",
+        Duration::from_secs(60),
+        |r| {
+            table_backends(r)
+                .iter()
+                .any(|(n, _, eps)| n.ends_with("/shop-blue:80") && eps.len() == 2)
+        },
+    )
+    .await;
+
+    let url = stack.url.clone();
+    eprintln!("==> load: 4 clients on {url} the whole time");
+    eprintln!(
+        "==> watch along in another terminal (or `kubectl cutover get shop -w` with target/debug on PATH):\n    target/debug/kubectl-cutover get shop -w --kubeconfig {} -n {NS}",
+        state.kubeconfig.display()
+    );
+    let load = Load::start(&url, 4, Duration::from_secs(5), Duration::from_secs(1800));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut outcomes = Vec::new();
+    eprintln!("==> v2 (good): 20 % → analysis → 50 % → analysis → 100 %");
+    let before = load.snapshot().await;
+    let started = Instant::now();
+    release(&api, "v2", 0.0, args).await?;
+    wait_phase(&api, "v2 Healthy on green", Duration::from_secs(300), |b| {
+        phase_is(b, Phase::Healthy, Color::Green)
+    })
+    .await?;
+    outcomes.push(Outcome {
+        name: "v1 → v2 (good)",
+        seconds: started.elapsed().as_secs_f64(),
+        report: load.snapshot().await.since(&before),
+        rollback_seconds: None,
+    });
+
+    eprintln!("==> v3 (20 % errors): the analysis must catch it and send traffic back to v2");
+    let before = load.snapshot().await;
+    let started = Instant::now();
+    release(&api, "v3", 0.2, args).await?;
+    // The first error a client sees from v3, then the rollback: all traffic on green again.
+    let mut first_error: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last = String::new();
+    let rolled_back = loop {
+        let now = load.snapshot().await.since(&before);
+        if first_error.is_none() && now.failed() > 0 {
+            first_error = Some(Instant::now());
+            eprintln!(
+                "    {:>5.1}s  first failed request from v3",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let b = api.get("shop").await?;
+        let st = b.status.clone().unwrap_or_default();
+        let msg = st.message.clone().unwrap_or_default();
+        if msg != last {
+            eprintln!("    {:>5.1}s  {msg}", started.elapsed().as_secs_f64());
+            last = msg;
+        }
+        if st.phase == Some(Phase::Degraded) && st.abort && st.active_color == Some(Color::Green) {
+            break Instant::now();
+        }
+        if Instant::now() > deadline {
+            bail!("v3 was not rolled back within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Traffic is back when the router no longer sends to v3's color.
+    e2e::wait_routes_at(
+        &stack.routers,
+        "all traffic back on v2",
+        Duration::from_secs(30),
+        |r| {
+            table_backends(r)
+                .iter()
+                .all(|(n, w, _)| !n.ends_with("/shop-blue:80") || *w == 0)
+        },
+    )
+    .await;
+    let back = Instant::now().max(rolled_back);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    outcomes.push(Outcome {
+        name: "v2 → v3 (20 % errors)",
+        seconds: started.elapsed().as_secs_f64(),
+        report: load.snapshot().await.since(&before),
+        rollback_seconds: first_error.map(|f| back.duration_since(f).as_secs_f64()),
+    });
+    let total = load.stop().await;
+    eprintln!("==> load stopped: {} requests in all", total.total);
+    if args.keep {
+        kept.extend(stack.prometheus.pid());
+        kept.extend(stack.router.as_ref().map(RouterProcess::pid));
+        std::mem::forget(stack);
+    }
+    Ok(outcomes)
+}
+
+/// What the scenario talks to, wherever Cutover runs.
+struct Stack {
+    /// Prometheus scraping the routers (queried by the analysis).
+    prometheus: Prometheus,
+    /// The routers' admin addresses (their tables).
+    routers: Vec<std::net::SocketAddr>,
+    /// The router as a local process, if it is one.
+    router: Option<RouterProcess>,
+    /// The Gateway's listener port.
+    gateway_port: u16,
+    /// Where the clients send their requests.
+    url: String,
+}
+
+/// The router, the controller and Prometheus as local processes; pods on the process node.
+async fn local_processes(
+    state: &local::ClusterState,
+    guards: &mut Vec<Child>,
+) -> anyhow::Result<Stack> {
+    let bins = local::workspace_root().join("target").join("debug");
     let logs = local::state_dir(CLUSTER).join("logs");
     let spawn = |bin: &str, args: &[&str], log: &str| -> anyhow::Result<std::process::Child> {
         let out = std::fs::File::create(logs.join(log))?;
@@ -256,135 +441,78 @@ async fn scenario(
         "==> Prometheus running at {} (scraping the router every second)",
         prometheus.url()
     );
-
-    // Start from nothing the demo made before.
-    let api: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), NS);
-    if api.get_opt("shop").await?.is_some() {
-        api.delete("shop", &DeleteParams::default()).await?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while api.get_opt("shop").await?.is_some() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let port = e2e::free_port();
-    e2e::gateway(&client, NS, port).await;
-    e2e::blue_route(&client, NS, "shop").await;
-    let templates: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NS,
-        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-            "cutover.dev",
-            "v1alpha1",
-            "AnalysisTemplate",
-        )),
-    );
-    templates
-        .patch(
-            "error-ratio",
-            &PatchParams::apply("cutover-demo").force(),
-            &Patch::Apply(template(&prometheus.url(), args.fast)),
-        )
-        .await?;
-    let bgd: BlueGreenDeployment = serde_json::from_value(shop("v1", 0.0, args.fast))?;
-    eprintln!(
-        "==> v1: BlueGreenDeployment `shop`, 2 pods of cutover-demo-app as processes on {}",
-        local::PROCESS_NODE
-    );
-    api.create(&PostParams::default(), &bgd).await?;
-    wait_phase(&api, "v1 Healthy on blue", Duration::from_secs(120), |b| {
-        phase_is(b, Phase::Healthy, Color::Blue)
+    let gateway_port = e2e::free_port();
+    Ok(Stack {
+        prometheus,
+        routers: vec![admin],
+        router: Some(router),
+        gateway_port,
+        url: format!("http://127.0.0.1:{gateway_port}/"),
     })
-    .await?;
-    router
-        .wait_routes("v1's endpoints", Duration::from_secs(60), |r| {
-            table_backends(r)
-                .iter()
-                .any(|(n, _, eps)| n.ends_with("/shop-blue:80") && eps.len() == 2)
-        })
-        .await;
+}
 
-    let url = format!("http://127.0.0.1:{port}/");
-    eprintln!("==> load: 4 clients on {url} the whole time");
-    eprintln!(
-        "==> watch along in another terminal (or `kubectl cutover get shop -w` with target/debug on PATH):\n    target/debug/kubectl-cutover get shop -w --kubeconfig {} -n {NS}",
-        state.kubeconfig.display()
-    );
-    let load = Load::start(&url, 4, Duration::from_secs(5), Duration::from_secs(1800));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let mut outcomes = Vec::new();
-    eprintln!("==> v2 (good): 20 % → analysis → 50 % → analysis → 100 %");
-    let before = load.snapshot().await;
-    let started = Instant::now();
-    release(&api, "v2", 0.0, args.fast).await?;
-    wait_phase(&api, "v2 Healthy on green", Duration::from_secs(300), |b| {
-        phase_is(b, Phase::Healthy, Color::Green)
-    })
-    .await?;
-    outcomes.push(Outcome {
-        name: "v1 → v2 (good)",
-        seconds: started.elapsed().as_secs_f64(),
-        report: load.snapshot().await.since(&before),
-        rollback_seconds: None,
-    });
-
-    eprintln!("==> v3 (20 % errors): the analysis must catch it and send traffic back to v2");
-    let before = load.snapshot().await;
-    let started = Instant::now();
-    release(&api, "v3", 0.2, args.fast).await?;
-    // The first error a client sees from v3, then the rollback: all traffic on green again.
-    let mut first_error: Option<Instant> = None;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut last = String::new();
-    let rolled_back = loop {
-        let now = load.snapshot().await.since(&before);
-        if first_error.is_none() && now.failed() > 0 {
-            first_error = Some(Instant::now());
-            eprintln!(
-                "    {:>5.1}s  first failed request from v3",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        let b = api.get("shop").await?;
-        let st = b.status.clone().unwrap_or_default();
-        let msg = st.message.clone().unwrap_or_default();
-        if msg != last {
-            eprintln!("    {:>5.1}s  {msg}", started.elapsed().as_secs_f64());
-            last = msg;
-        }
-        if st.phase == Some(Phase::Degraded) && st.abort && st.active_color == Some(Color::Green) {
-            break Instant::now();
-        }
-        if Instant::now() > deadline {
-            bail!("v3 was not rolled back within 300 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Traffic is back when the router no longer sends to v3's color.
-    router
-        .wait_routes("all traffic back on v2", Duration::from_secs(30), |r| {
-            table_backends(r)
-                .iter()
-                .all(|(n, w, _)| !n.ends_with("/shop-blue:80") || *w == 0)
-        })
-        .await;
-    let back = Instant::now().max(rolled_back);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    outcomes.push(Outcome {
-        name: "v2 → v3 (20 % errors)",
-        seconds: started.elapsed().as_secs_f64(),
-        report: load.snapshot().await.since(&before),
-        rollback_seconds: first_error.map(|f| back.duration_since(f).as_secs_f64()),
-    });
-    let total = load.stop().await;
-    eprintln!("==> load stopped: {} requests in all", total.total);
-    if args.keep {
-        kept.extend(prometheus.pid());
-        kept.push(router.pid());
-        std::mem::forget(prometheus);
-        std::mem::forget(router);
+/// The Helm chart (controller and router from the locally built images) on the real node;
+/// Prometheus on the bridge address, where the controller's pods reach it.
+async fn in_cluster(client: &kube::Client, state: &local::ClusterState) -> anyhow::Result<Stack> {
+    let helm = local::ensure_helm()?;
+    let chart = local::workspace_root()
+        .join("deploy")
+        .join("helm")
+        .join("cutover");
+    eprintln!("==> helm install cutover (controller and router, the images just built)");
+    let out = Command::new(&helm)
+        .args(["upgrade", "--install", "cutover"])
+        .arg(&chart)
+        .args([
+            "-n",
+            "cutover-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "300s",
+        ])
+        .env("KUBECONFIG", &state.kubeconfig)
+        .output()
+        .context("running helm")?;
+    if !out.status.success() {
+        bail!(
+            "helm install failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(outcomes)
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), "cutover-system");
+    let routers: Vec<std::net::SocketAddr> = pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=cutover-router"))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.status?.pod_ip)
+        .map(|ip| format!("{ip}:9091").parse())
+        .collect::<Result<_, _>>()?;
+    let bridge: std::net::IpAddr = local::host::BRIDGE_IP.parse()?;
+    let prometheus = Prometheus::start_on(bridge, &routers).await;
+    eprintln!(
+        "==> Prometheus running at {} (scraping {} router pods every second)",
+        prometheus.url(),
+        routers.len()
+    );
+    let service: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "cutover-system");
+    let ip = service
+        .get("cutover-router")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the router Service's ClusterIP")?;
+    Ok(Stack {
+        prometheus,
+        routers,
+        router: None,
+        // The chart's router Service sends port 80 to the pods' 8080.
+        gateway_port: 8080,
+        url: format!("http://{ip}/"),
+    })
 }
 
 fn summary(outcomes: &[Outcome]) -> bool {
@@ -420,10 +548,17 @@ fn summary(outcomes: &[Outcome]) -> bool {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if let Some(why) = local::process_node_unsupported() {
+    if args.real_node {
+        crate::test::install_packages()?;
+    } else if let Some(why) = local::process_node_unsupported() {
         bail!("the demo runs pods as local processes and {why}");
     }
     ensure_prometheus()?;
+    let cluster = if args.real_node {
+        REAL_CLUSTER
+    } else {
+        CLUSTER
+    };
     eprintln!(
         "==> building the binaries (cutover-controller, cutover-router, cutover-process-node, cutover-demo-app, kubectl-cutover)"
     );
@@ -444,20 +579,37 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &[],
     )?;
     eprintln!(
-        "==> starting the local cluster `{CLUSTER}` (the first run builds Kubernetes from its Go modules: 10-30 min)"
+        "==> starting the local cluster `{cluster}` (the first run builds Kubernetes from its Go modules: 10-30 min)"
     );
-    let options = local::UpOptions {
-        name: CLUSTER.into(),
-        nodes: 1,
-        process_node: Some(local::workspace_root().join("target").join("debug")),
-        real_node: None,
+    let options = if args.real_node {
+        eprintln!("==> building the images (buildah) for the real node");
+        let images = crate::image::build_all(true)?
+            .into_iter()
+            .map(|b| b.archive)
+            .collect();
+        local::UpOptions {
+            name: cluster.into(),
+            nodes: 0,
+            process_node: None,
+            real_node: Some(local::RealNodeOptions {
+                bin_dir: local::ensure_node_binaries()?,
+                images,
+            }),
+        }
+    } else {
+        local::UpOptions {
+            name: cluster.into(),
+            nodes: 1,
+            process_node: Some(local::workspace_root().join("target").join("debug")),
+            real_node: None,
+        }
     };
     let up = local::up(&options);
     let state = tokio::select! {
         r = up => r.context("starting the demo cluster")?,
         _ = tokio::signal::ctrl_c() => {
             // Whatever had started is in the cluster's state file.
-            let _ = local::down(CLUSTER);
+            let _ = local::down(cluster);
             bail!("interrupted; stopped what had started");
         }
     };
@@ -479,13 +631,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         guards.into_iter().for_each(std::mem::forget);
         let pids: Vec<String> = kept.iter().map(ToString::to_string).collect();
         println!(
-            "everything keeps running; explore with:\n  export KUBECONFIG={}\n  target/debug/kubectl-cutover get shop -w\nstop it all with:\n  kill {}; cargo xtask cluster down --name {CLUSTER}",
+            "everything keeps running; explore with:\n  export KUBECONFIG={}\n  target/debug/kubectl-cutover get shop -w\nstop it all with:\n  kill {}; cargo xtask cluster down --name {cluster}",
             state.kubeconfig.display(),
             pids.join(" ")
         );
     } else {
         drop(guards);
-        local::down(CLUSTER)?;
+        local::down(cluster)?;
         let _ = writeln!(std::io::stderr(), "==> stopped everything the demo started");
     }
     result?;

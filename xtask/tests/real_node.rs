@@ -31,7 +31,15 @@ fn node_processes() -> Vec<(u32, String)> {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
             let comm = comm.trim().to_string();
-            names.contains(&comm.as_str()).then_some((pid, comm))
+            // A zombie has stopped; it waits only for its parent (here PID 1) to reap it.
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            (names.contains(&comm.as_str()) && state != "Z").then_some((pid, comm))
         })
         .collect()
 }

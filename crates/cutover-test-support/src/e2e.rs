@@ -69,9 +69,15 @@ pub fn free_port() -> u16 {
 
 /// GET `path` from 127.0.0.1:`port`; the whole response (status line, headers, body).
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).await
+}
+
+/// GET `path` from `addr` (on this machine); the whole response.
+pub async fn http_get_at(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
+        .ok()?
         .ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
@@ -196,6 +202,30 @@ impl Drop for ProcessNode {
     }
 }
 
+/// A pod spec running the demo app `version` as a container of its locally built image on
+/// the real node (`cargo xtask image --load`), with a restricted security context.
+pub fn real_node_demo_pod_spec(version: &str) -> Value {
+    json!({
+        "nodeSelector": { "kubernetes.io/hostname": cutover_local_cluster::REAL_NODE },
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": { "runAsNonRoot": true, "seccompProfile": { "type": "RuntimeDefault" } },
+        "containers": [{
+            "name": "app",
+            "image": format!("{}/cutover-demo-app:{}", cutover_local_cluster::image::REGISTRY, env!("CARGO_PKG_VERSION")),
+            "ports": [{ "name": "http", "containerPort": 8080 }],
+            "env": [
+                { "name": "CUTOVER_DEMO_LISTEN", "value": "0.0.0.0:8080" },
+                { "name": "CUTOVER_DEMO_VERSION", "value": version }
+            ],
+            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 },
+            "securityContext": {
+                "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                "capabilities": { "drop": ["ALL"] }
+            }
+        }]
+    })
+}
+
 /// A pod spec running the demo app `version` on process node `node`: listening on the
 /// pod IP, port 8080 (`http`), ready when `/healthz` answers.
 pub fn demo_pod_spec(node: &str, version: &str) -> Value {
@@ -276,12 +306,11 @@ impl RouterProcess {
 
     /// The table in use (`/debug/routes`).
     pub async fn routes(&self) -> Value {
-        let text = http_get(self.admin_port, "/debug/routes")
-            .await
-            .unwrap_or_default();
-        text.split_once("\r\n\r\n")
-            .and_then(|(_, body)| serde_json::from_str(body).ok())
-            .unwrap_or(Value::Null)
+        routes_at(self.admin()).await
+    }
+
+    fn admin(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }
 
     /// The `/metrics` text.
@@ -299,18 +328,44 @@ impl RouterProcess {
         timeout: Duration,
         predicate: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let routes = self.routes().await;
-            if predicate(&routes) {
-                return routes;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for the router to show {what}; table: {routes:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_routes_at(&[self.admin()], what, timeout, predicate).await
+    }
+}
+
+/// The table a router serves (`/debug/routes` on its admin address).
+pub async fn routes_at(admin: std::net::SocketAddr) -> Value {
+    let text = http_get_at(admin, "/debug/routes")
+        .await
+        .unwrap_or_default();
+    text.split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Poll the tables of the routers at `admins` (not API objects to watch) until `predicate`
+/// holds for every one; returns the last router's; panics after `timeout` naming `what`.
+pub async fn wait_routes_at(
+    admins: &[std::net::SocketAddr],
+    what: &str,
+    timeout: Duration,
+    predicate: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut all = true;
+        let mut last = Value::Null;
+        for admin in admins {
+            last = routes_at(*admin).await;
+            all &= predicate(&last);
         }
+        if all {
+            return last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for the router to show {what}; table: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

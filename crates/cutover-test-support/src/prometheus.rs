@@ -368,6 +368,7 @@ fn log_tail(log: &Path) -> String {
 #[derive(Debug)]
 pub struct Prometheus {
     child: Option<Child>,
+    host: std::net::IpAddr,
     port: u16,
     dir: PathBuf,
     log: PathBuf,
@@ -383,6 +384,12 @@ impl Prometheus {
     /// Start Prometheus scraping `targets` (job `cutover-test`, every second) and wait
     /// until it is ready and has scraped each target once (`up == 1`).
     pub async fn start(targets: &[SocketAddr]) -> Prometheus {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), targets).await
+    }
+
+    /// The same, listening on `host` (an address of this machine: loopback, or a bridge
+    /// the caller made, so that pods can query it).
+    pub async fn start_on(host: std::net::IpAddr, targets: &[SocketAddr]) -> Prometheus {
         let bin = prometheus_bin();
         let dir = fresh_dir();
         let config = dir.join("prometheus.yml");
@@ -421,13 +428,16 @@ impl Prometheus {
                     "--storage.tsdb.path={}",
                     dir.join("data").display()
                 ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg(format!(
+                    "--web.listen-address={}",
+                    SocketAddr::new(host, port)
+                ))
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-            let ready_url = format!("http://127.0.0.1:{port}/-/ready");
+            let ready_url = format!("http://{}/-/ready", SocketAddr::new(host, port));
             match wait_ready(&client, &ready_url, &mut child, Duration::from_secs(60)).await {
                 Ok(()) => break (child, port),
                 Err(why) => {
@@ -450,6 +460,7 @@ impl Prometheus {
         };
         let prometheus = Prometheus {
             child: Some(child),
+            host,
             port,
             dir,
             log,
@@ -469,7 +480,7 @@ impl Prometheus {
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}", SocketAddr::new(self.host, self.port))
     }
 
     /// Where Prometheus writes its log.
