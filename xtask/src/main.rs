@@ -1,6 +1,7 @@
 //! `cargo xtask` — developer tasks (the cargo-xtask pattern): no tools to install but cargo.
 
 mod bench;
+mod bench_real_node;
 mod bench_rollback;
 mod bench_router;
 mod bench_test;
@@ -70,6 +71,9 @@ enum BenchCommand {
     Failover(bench_test::TestBenchArgs),
     /// The live switch with colors in namespaces of their own against both at home.
     Environments(bench_test::TestBenchArgs),
+    /// Release latency of one BlueGreenDeployment on kwok pods against the real node's
+    /// containers, in the same run.
+    RealNode(bench_real_node::RealNodeBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,5 +115,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Environments(args),
         } => bench_test::run(&bench_test::ENVIRONMENTS, &args),
+        Command::Bench {
+            which: BenchCommand::RealNode(args),
+        } => runtime.block_on(bench_real_node::run(args)),
     }
 }
