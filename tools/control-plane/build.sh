@@ -131,37 +131,33 @@ build_helm() {
     -o "$out/helm" helm.sh/helm/v4/cmd/helm
 }
 
-if [[ "${1:-}" == helm ]]; then
-  HELM_BIN="$CUTOVER_CACHE/helm-${HELM_VERSION}_$(uname -m)"
-  if [[ ! -f "$HELM_BIN/.complete" ]]; then
+# Build into cache folder $1 (described as $2) once, by running the rest of the arguments
+# with a temporary folder appended; print the folder.
+cached() {
+  local dir="$1" what="$2" start
+  shift 2
+  if [[ ! -f "$dir/.complete" ]]; then
     start=$(date +%s)
-    log "building helm v$HELM_VERSION"
-    mkdir -p "$HELM_BIN.tmp"
-    ( build_helm "$HELM_BIN.tmp" )
-    rm -rf "$HELM_BIN"
-    mv "$HELM_BIN.tmp" "$HELM_BIN"
-    date +%s > "$HELM_BIN/.complete"
+    log "building $what"
+    mkdir -p "$dir.tmp"
+    ( "$@" "$dir.tmp" )
+    rm -rf "$dir"
+    mv "$dir.tmp" "$dir"
+    date +%s > "$dir/.complete"
     log "built in $(( $(date +%s) - start ))s"
   fi
-  echo "$HELM_BIN"
-  exit 0
-fi
+  echo "$dir"
+}
 
-if [[ "${1:-}" == node ]]; then
-  NODE_BIN="$CUTOVER_CACHE/k8s-node-${K8S_VERSION}_$(uname -m)"
-  if [[ ! -f "$NODE_BIN/.complete" ]]; then
-    start=$(date +%s)
-    log "building kubelet and kube-proxy v$K8S_VERSION (about 1 min with the control plane's Go cache warm)"
-    mkdir -p "$NODE_BIN.tmp"
-    ( build_node "$NODE_BIN.tmp" )
-    rm -rf "$NODE_BIN"
-    mv "$NODE_BIN.tmp" "$NODE_BIN"
-    date +%s > "$NODE_BIN/.complete"
-    log "built in $(( $(date +%s) - start ))s"
-  fi
-  echo "$NODE_BIN"
-  exit 0
-fi
+case "${1:-}" in
+  helm)
+    cached "$CUTOVER_CACHE/helm-${HELM_VERSION}_$(uname -m)" "helm v$HELM_VERSION" build_helm
+    exit 0 ;;
+  node)
+    cached "$CUTOVER_CACHE/k8s-node-${K8S_VERSION}_$(uname -m)" \
+      "kubelet and kube-proxy v$K8S_VERSION (about 30 s with the control plane's Go cache warm)" build_node
+    exit 0 ;;
+esac
 
 if [[ -f "$BIN/.complete" ]]; then
   echo "$BIN"

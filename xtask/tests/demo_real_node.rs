@@ -7,9 +7,7 @@ mod common;
 
 #[test]
 fn the_demo_on_the_real_node_releases_a_good_version_and_rolls_back_a_bad_one() {
-    for name in ["realnode-test", "realnode-e2e"] {
-        let _ = common::xtask(&["cluster", "down", "--name", name]);
-    }
+    common::stop_real_nodes();
     let stdout = common::xtask(&["demo", "--real-node", "--fast"]);
     assert!(
         stdout.contains("v1 → v2 without a failed request: yes"),

@@ -2,27 +2,17 @@
 //! and each program image is non-root, carries the CA bundle and the OCI labels, and has no
 //! shell. The archives are read with `tar`, as any OCI tool would read them.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use cutover_test_support::local_cluster as local;
 use serde_json::Value;
 
 /// `cargo xtask image --debug`: reference → (digest, archive).
 fn build() -> BTreeMap<String, (String, String)> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.args(["image", "--debug"])
-        .current_dir(local::workspace_root());
-    cutover_test_support::e2e::without_test_cargo_env(&mut cmd);
-    let out = cmd.output().expect("run cargo xtask image");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "cargo xtask image failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::xtask(&["image", "--debug"])
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace();

@@ -188,30 +188,30 @@ async fn allowed(
     done.status.is_some_and(|s| s.allowed)
 }
 
+/// `kubectl cutover set image` to the demo app `version`; wait for the pause at 50 %.
+async fn release_to_the_pause(
+    plugin: &Path,
+    kubeconfig: &Path,
+    bgds: &Api<BlueGreenDeployment>,
+    version: &str,
+) {
+    let image = format!("app={}/cutover-demo-app:{version}", image::REGISTRY);
+    cutover(plugin, kubeconfig, &["set", "image", "shop", &image]);
+    eventually(&format!("{version} paused at 50 %"), || async {
+        phase_of(bgds)
+            .await
+            .filter(|(p, _, step)| p == "Paused" && *step == Some(1))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
-    // A real node left by an interrupted run of either real-node test would hold the bridge.
-    for name in ["realnode-test", CLUSTER] {
-        let _ = xtask(&["cluster", "down", "--name", name]);
-    }
-    let up = xtask(&[
-        "cluster",
-        "up",
-        "--name",
-        CLUSTER,
-        "--real-node",
-        "--nodes",
-        "0",
-        "--no-process-node",
-    ]);
-    let kubeconfig = PathBuf::from(up.lines().last().expect("kubeconfig").trim());
-    xtask(&["image", "--debug", "--load", CLUSTER]);
-    let socket = local::real_node::read_state(&local::state_dir(CLUSTER))
-        .expect("state")
-        .expect("a real node")
-        .containerd_socket;
+    common::stop_real_nodes();
+    let (kubeconfig, socket) = common::start_real_node(CLUSTER);
     demo_versions(&socket);
     let helm = PathBuf::from(xtask(&["tool-path", "helm"]).trim());
+    let kubectl = PathBuf::from(xtask(&["tool-path", "kubectl"]).trim());
     let plugin = cutover_test_support::e2e::build(&["kubectl-cutover"]).join("kubectl-cutover");
 
     let client = local::client_for(&kubeconfig).await.expect("client");
@@ -327,22 +327,7 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
     );
 
     // Release v2: to 50 %, where the pause waits.
-    cutover(
-        &plugin,
-        &kubeconfig,
-        &[
-            "set",
-            "image",
-            "shop",
-            &format!("app={}/cutover-demo-app:v2", image::REGISTRY),
-        ],
-    );
-    eventually("the pause at 50 %", || async {
-        phase_of(&bgds)
-            .await
-            .filter(|(p, _, step)| p == "Paused" && *step == Some(1))
-    })
-    .await;
+    release_to_the_pause(&plugin, &kubeconfig, &bgds, "v2").await;
 
     // Kill the leader pod; the other replica takes the Lease and finishes the release.
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
@@ -399,22 +384,7 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
     assert_eq!(after, before, "undo to the warm standby creates no pod");
 
     // Release v3 and abort it at 50 %: all traffic back on blue in one write.
-    cutover(
-        &plugin,
-        &kubeconfig,
-        &[
-            "set",
-            "image",
-            "shop",
-            &format!("app={}/cutover-demo-app:v3", image::REGISTRY),
-        ],
-    );
-    eventually("v3 at 50 %", || async {
-        phase_of(&bgds)
-            .await
-            .filter(|(p, _, step)| p == "Paused" && *step == Some(1))
-    })
-    .await;
+    release_to_the_pause(&plugin, &kubeconfig, &bgds, "v3").await;
     cutover(&plugin, &kubeconfig, &["abort", "shop"]);
     eventually("aborted", || async {
         phase_of(&bgds)
@@ -493,7 +463,7 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
     );
     assert_eq!(code, 0, "helm uninstall: {out}{err}");
     let (_, left, _) = run(
-        &PathBuf::from(xtask(&["tool-path", "kubectl"]).trim()),
+        &kubectl,
         &[
             "get",
             "all,sa,role,rolebinding,pdb,lease,cm",
@@ -508,7 +478,7 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
     );
     assert_eq!(left.trim(), "", "namespaced objects left by uninstall");
     let (_, cluster_left, _) = run(
-        &PathBuf::from(xtask(&["tool-path", "kubectl"]).trim()),
+        &kubectl,
         &[
             "get",
             "clusterrole,clusterrolebinding,gatewayclass",
@@ -520,11 +490,7 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
         &kubeconfig,
     );
     assert_eq!(cluster_left.trim(), "", "cluster objects left by uninstall");
-    let (_, crds, _) = run(
-        &PathBuf::from(xtask(&["tool-path", "kubectl"]).trim()),
-        &["get", "crd", "-o", "name"],
-        &kubeconfig,
-    );
+    let (_, crds, _) = run(&kubectl, &["get", "crd", "-o", "name"], &kubeconfig);
     assert!(
         crds.contains("bluegreendeployments.cutover.dev"),
         "the CRDs stay: {crds}"

@@ -114,26 +114,10 @@ fn counter(name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_real_node_runs_local_images_behind_the_guard_and_down_leaves_nothing() {
-    let _ = xtask(&["cluster", "down", "--name", CLUSTER]);
+    common::stop_real_nodes();
     let before = host::HostSnapshot::take();
     let processes_before = node_processes();
-
-    let up = xtask(&[
-        "cluster",
-        "up",
-        "--name",
-        CLUSTER,
-        "--real-node",
-        "--nodes",
-        "0",
-        "--no-process-node",
-    ]);
-    let kubeconfig = PathBuf::from(up.lines().last().expect("the kubeconfig path").trim());
-    xtask(&["image", "--debug", "--load", CLUSTER]);
-    let socket = local::real_node::read_state(&local::state_dir(CLUSTER))
-        .expect("state")
-        .expect("a real node")
-        .containerd_socket;
+    let (kubeconfig, socket) = common::start_real_node(CLUSTER);
     let busybox = busybox_image(&local::workspace_root().join("target").join("images"));
     local::real_node::import_images(&socket, &[busybox]).expect("import busybox");
 

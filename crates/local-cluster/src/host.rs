@@ -201,13 +201,7 @@ impl HostSnapshot {
 
 /// Why this machine cannot run a real node, or None.
 pub fn unsupported() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0");
-    if !root {
+    if !crate::is_root() {
         return Some("it configures networking and cgroups, which needs root".into());
     }
     for (tool, package) in [

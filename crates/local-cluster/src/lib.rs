@@ -47,16 +47,20 @@ pub struct UpOptions {
     pub real_node: Option<RealNodeOptions>,
 }
 
-/// Why this machine cannot run the process-backed node (it creates network namespaces:
-/// root and iproute2's `ip`), or None when it can.
-pub fn process_node_unsupported() -> Option<String> {
+/// Whether this process runs as root (effective uid 0).
+pub(crate) fn is_root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    if euid != "0" {
+        == Some("0")
+}
+
+/// Why this machine cannot run the process-backed node (it creates network namespaces:
+/// root and iproute2's `ip`), or None when it can.
+pub fn process_node_unsupported() -> Option<String> {
+    if !is_root() {
         return Some("it creates a network namespace per pod, which needs root".into());
     }
     let has_ip = std::process::Command::new("ip")
@@ -175,25 +179,39 @@ impl Drop for NameLock {
 
 /// Read the state of cluster `name`, if it was started.
 pub fn read_state(name: &str) -> Result<Option<ClusterState>, Error> {
-    let path = state_dir(name).join("state.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| Error::State { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path, source }),
-    }
+    read_json(&state_dir(name).join("state.json"))
 }
 
 fn write_state(state: &ClusterState) -> Result<(), Error> {
-    let path = state_dir(&state.name).join("state.json");
+    write_json(&state_dir(&state.name).join("state.json"), state)
+}
+
+/// A JSON state file, or None when there is none.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::State {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Write a JSON state file whole (through a temporary file and a rename).
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
     let tmp = path.with_extension("json.tmp");
-    let json = serde_json::to_vec_pretty(state).map_err(|source| Error::State {
-        path: path.clone(),
+    let json = serde_json::to_vec_pretty(value).map_err(|source| Error::State {
+        path: path.to_path_buf(),
         source,
     })?;
     std::fs::write(&tmp, json).at(&tmp)?;
-    std::fs::rename(&tmp, &path).at(&path)
+    std::fs::rename(&tmp, path).at(path)
 }
 
 /// Build the control-plane binaries if the cache lacks them; returns their folder.

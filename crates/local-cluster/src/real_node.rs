@@ -321,30 +321,19 @@ pub fn remove_containers(socket: &Path) {
 
 /// Read the real node's state from the cluster's folder, if it has one.
 pub fn read_state(dir: &Path) -> Result<Option<RealNodeState>, Error> {
-    let path = Layout {
-        dir: dir.to_path_buf(),
-    }
-    .state_file();
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| Error::State { path, source }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path, source }),
-    }
+    crate::read_json(&state_file(dir))
 }
 
 /// Write the real node's state.
 pub fn write_state(dir: &Path, state: &RealNodeState) -> Result<(), Error> {
-    let path = Layout {
+    crate::write_json(&state_file(dir), state)
+}
+
+fn state_file(dir: &Path) -> PathBuf {
+    Layout {
         dir: dir.to_path_buf(),
     }
-    .state_file();
-    let json = serde_json::to_vec_pretty(state).map_err(|source| Error::State {
-        path: path.clone(),
-        source,
-    })?;
-    std::fs::write(&path, json).at(&path)
+    .state_file()
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! a condition with a timeout, GET over plain HTTP.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -43,22 +44,40 @@ where
 
 /// GET http://addr/path; the body of a 200.
 pub async fn get(addr: &str, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = addr.to_string();
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(addr.as_str()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
+    let text = cutover_test_support::e2e::http_get_at(addr.parse().ok()?, path).await?;
     text.starts_with("HTTP/1.1 200")
         .then(|| text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// The local clusters the tests start with a real node (one at a time machine-wide: each
+/// test stops the others' leftovers first).
+const REAL_NODE_CLUSTERS: [&str; 3] = ["realnode-test", "realnode-e2e", "demo-real"];
+
+/// Stop any real-node cluster an interrupted run left behind (it would hold the bridge).
+pub fn stop_real_nodes() {
+    for name in REAL_NODE_CLUSTERS {
+        let _ = xtask(&["cluster", "down", "--name", name]);
+    }
+}
+
+/// `cargo xtask cluster up --real-node` (no kwok node, no process node) and `cargo xtask
+/// image --load`, as a user runs them: (the kubeconfig, the node's containerd socket).
+pub fn start_real_node(name: &str) -> (PathBuf, PathBuf) {
+    let up = xtask(&[
+        "cluster",
+        "up",
+        "--name",
+        name,
+        "--real-node",
+        "--nodes",
+        "0",
+        "--no-process-node",
+    ]);
+    let kubeconfig = PathBuf::from(up.lines().last().expect("the kubeconfig path").trim());
+    xtask(&["image", "--debug", "--load", name]);
+    let socket = local::real_node::read_state(&local::state_dir(name))
+        .expect("state")
+        .expect("a real node")
+        .containerd_socket;
+    (kubeconfig, socket)
 }
