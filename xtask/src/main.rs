@@ -9,6 +9,7 @@ mod cluster;
 mod demo;
 mod generated;
 mod image;
+mod krew;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Write the generated files (CRD YAML under deploy/crds/).
     Generate,
+    /// The kubectl plugin as krew installs it: a reproducible archive and the manifest
+    /// with its sha256, under target/krew/.
+    Krew(krew::KrewArgs),
     /// Print the path of a cached tool binary (built from its Go module if needed).
     ToolPath {
         /// helm or kubectl.
@@ -92,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Generate => generated::write(),
         Command::Image(args) => image::run(args),
+        Command::Krew(args) => krew::run(args),
         Command::ToolPath { tool } => {
             let path = match tool {
                 Tool::Helm => cutover_local_cluster::ensure_helm()?,
