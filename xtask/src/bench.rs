@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Keep the bench cluster afterwards.
     #[arg(long)]
     pub keep_cluster: bool,
+    /// Seconds of idle (nothing changes) during which API requests are counted.
+    #[arg(long, default_value_t = 60)]
+    pub idle_seconds: u64,
 }
 
 pub const CLUSTER: &str = "bench";
@@ -48,6 +51,35 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based), in clock ticks.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The controller's API requests so far (the sum of `cutover_api_requests_total`).
+async fn api_requests(port: u16) -> anyhow::Result<f64> {
+    let text = cutover_test_support::e2e::http_get(port, "/metrics")
+        .await
+        .context("the controller's /metrics")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("cutover_api_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -174,12 +206,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let log = local::state_dir(CLUSTER)
         .join("logs")
         .join("cutover-controller.log");
+    let port = cutover_test_support::e2e::free_port();
     let child = std::process::Command::new(&bin)
         .args([
             "--namespace",
             "bench",
             "--http-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{port}"),
             "--identity",
             "bench",
         ])
@@ -208,6 +241,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Ok((ok, n))
         }
     };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cutover_test_support::e2e::http_get(port, "/metrics")
+        .await
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            bail!("the controller did not serve /metrics on 127.0.0.1:{port}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (requests_start, cpu_start) = (api_requests(port).await?, cpu_seconds(pid));
     let started = Instant::now();
     for i in 0..n {
         bgds.create(&PostParams::default(), &bgd(i, "svc:1")?)
@@ -221,6 +265,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )
         .await?;
     let (rss_after_rollout, _) = rss_kib(pid);
+    let (requests_rollout, cpu_rollout) = (api_requests(port).await?, cpu_seconds(pid));
     eprintln!("rollout: {n} BlueGreenDeployments Healthy in {rollout:?}");
 
     // 3. Release all of them.
@@ -241,8 +286,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             healthy_on(cutover_api::Color::Green),
         )
         .await?;
+    let (requests_release, cpu_release) = (api_requests(port).await?, cpu_seconds(pid));
+    eprintln!(
+        "release: {n} BlueGreenDeployments Healthy on green in {release:?}; idle for {}s",
+        args.idle_seconds
+    );
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let requests_idle = api_requests(port).await?;
     let (rss, peak) = rss_kib(pid);
     child.stop();
+    let per = |a: f64, b: f64| (b - a) / n as f64;
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();
     println!();
@@ -270,6 +323,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rss_after_rollout as f64 / 1024.0,
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
+    );
+    println!(
+        "| controller API requests per BlueGreenDeployment: rollout / release / {} s idle | {:.1} / {:.1} / {:.2} | | |",
+        args.idle_seconds,
+        per(requests_start, requests_rollout),
+        per(requests_rollout, requests_release),
+        per(requests_release, requests_idle)
+    );
+    println!(
+        "| controller CPU seconds: rollout / release | {:.1} / {:.1} | | |",
+        cpu_rollout - cpu_start,
+        cpu_release - cpu_rollout
     );
     if !args.keep_cluster {
         local::down(CLUSTER)?;

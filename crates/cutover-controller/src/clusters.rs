@@ -36,6 +36,8 @@ impl std::fmt::Display for ClusterError {
 #[derive(Default)]
 pub struct Clusters {
     cache: Mutex<HashMap<String, (String, Client)>>,
+    /// Where their requests are counted.
+    requests: crate::api_requests::ApiRequests,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -45,6 +47,14 @@ impl std::fmt::Debug for Clusters {
 }
 
 impl Clusters {
+    /// A cache whose clients count their requests in `requests`.
+    pub fn new(requests: crate::api_requests::ApiRequests) -> Self {
+        Clusters {
+            cache: Mutex::default(),
+            requests,
+        }
+    }
+
     /// The client of the cluster whose kubeconfig is in Secret `ns/secret_name` (key `key`,
     /// default `kubeconfig`), read through `home`. Rebuilt when the Secret changes.
     pub async fn client(
@@ -90,7 +100,10 @@ impl Clusters {
         config.connect_timeout = Some(REMOTE_API_TIMEOUT);
         config.read_timeout = Some(REMOTE_API_TIMEOUT);
         config.write_timeout = Some(REMOTE_API_TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| bad(format!("key {field}: {e}")))?;
+        let client = self
+            .requests
+            .client(config)
+            .map_err(|e| bad(format!("key {field}: {e}")))?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(cache_key, (version, client.clone()));
         }

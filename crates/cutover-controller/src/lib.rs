@@ -1,6 +1,7 @@
 //! The Cutover controller's building blocks; `main.rs` wires them together.
 
 pub mod analysis;
+pub mod api_requests;
 pub mod bluegreen;
 pub mod clusters;
 pub mod error;

@@ -67,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
         fmt.init()
     }
 
-    let client = cutover_api::kube::Client::try_default().await?;
+    let api_requests = cutover_controller::api_requests::ApiRequests::default();
+    let client = api_requests.client(cutover_api::kube::Config::infer().await?)?;
     let settings = Settings {
         lease_namespace: cli
             .lease_namespace
@@ -78,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         lease_name: cli.lease_name,
         identity: cli.identity.unwrap_or_else(identity),
         lease_duration: Duration::from_secs(cli.lease_duration_seconds),
+        api_requests,
     };
     run::run(client, settings, Shutdown::on_signals()).await
 }

@@ -43,6 +43,8 @@ pub struct Settings {
     pub identity: String,
     /// Lease duration.
     pub lease_duration: Duration,
+    /// Where the clients' API requests are counted (`cutover_api_requests_total`).
+    pub api_requests: crate::api_requests::ApiRequests,
 }
 
 /// A signal that fires once: SIGTERM or Ctrl-C.
@@ -115,6 +117,7 @@ where
 pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    settings.api_requests.register(&mut registry);
     let http_state = HttpState::new(registry);
     let ready = http_state.ready.clone();
     let server = tokio::spawn(http::serve(
@@ -149,7 +152,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     );
     // One cache of other clusters' clients: a Secret named by both a BlueGreenDeployment
     // and a FailoverPolicy gives one client.
-    let clusters = Arc::new(crate::clusters::Clusters::default());
+    let clusters = Arc::new(crate::clusters::Clusters::new(
+        settings.api_requests.clone(),
+    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics: metrics.clone(),

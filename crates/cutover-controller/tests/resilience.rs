@@ -162,6 +162,21 @@ async fn of_two_replicas_only_the_lease_holder_writes_and_a_killed_leader_hands_
         0.0,
         "the standby reconciled nothing"
     );
+    // Every API request is counted by verb and resource: the leader wrote status, the
+    // standby wrote none.
+    let status_patches = |text: Option<String>| -> f64 {
+        text.unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with("cutover_api_requests_total{")
+                    && l.contains("verb=\"patch\"")
+                    && l.contains("resource=\"cutover.dev/bluegreendeployments/status\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(status_patches(leader.http_get("/metrics").await) > 0.0);
+    assert_eq!(status_patches(standby.http_get("/metrics").await), 0.0);
     assert!(
         standby
             .http_get("/readyz")
