@@ -41,23 +41,30 @@ version_ldflags() {
   printf '%s' "$ldf"
 }
 
+# A module (in the current folder) named local.invalid/$1 whose tools are the
+# k8s.io/kubernetes commands named by the other arguments.
+k8s_module() {
+  local name="$1" gomod c m
+  shift
+  printf 'module local.invalid/%s\n\ngo 1.26.0\n' "$name" > go.mod
+  # k8s.io/kubernetes requires its staging modules at the placeholder v0.0.0 and maps them
+  # with replace directives that consumers do not inherit: map each to its published tag.
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u | while read -r m; do
+    go mod edit -replace="$m=$m@$STAGING"
+  done
+  go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
+  for c in "$@"; do
+    go mod edit -tool="k8s.io/kubernetes/cmd/$c"
+  done
+  go mod tidy
+}
+
 build_k8s() {
   local d="$CUTOVER_CACHE/src/k8s-$K8S_VERSION"
   mkdir -p "$d"; cd "$d"
   if [[ ! -f go.sum ]]; then
-    printf 'module local.invalid/cutover-k8s-bin\n\ngo 1.26.0\n' > go.mod
-    # k8s.io/kubernetes requires its staging modules at the placeholder v0.0.0 and maps them
-    # with replace directives that consumers do not inherit: map each to its published tag.
-    local gomod
-    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u | while read -r m; do
-      go mod edit -replace="$m=$m@$STAGING"
-    done
-    go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
-    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-      go mod edit -tool="k8s.io/kubernetes/cmd/$c"
-    done
-    go mod tidy
+    k8s_module cutover-k8s-bin kube-apiserver kube-controller-manager kube-scheduler kubectl
   fi
   go build -trimpath -tags selinux,notest -ldflags "$(version_ldflags)" -o "$BIN.tmp/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -102,17 +109,7 @@ build_node() {
   local d="$CUTOVER_CACHE/src/k8s-node-$K8S_VERSION" out="$1"
   mkdir -p "$d"; cd "$d"
   if [[ ! -f go.sum ]]; then
-    printf 'module local.invalid/cutover-k8s-node-bin\n\ngo 1.26.0\n' > go.mod
-    local gomod
-    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-    awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" | sort -u | while read -r m; do
-      go mod edit -replace="$m=$m@$STAGING"
-    done
-    go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
-    for c in kubelet kube-proxy; do
-      go mod edit -tool="k8s.io/kubernetes/cmd/$c"
-    done
-    go mod tidy
+    k8s_module cutover-k8s-node-bin kubelet kube-proxy
   fi
   go build -trimpath -tags selinux,notest -ldflags "$(version_ldflags)" -o "$out/" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy

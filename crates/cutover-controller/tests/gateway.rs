@@ -77,6 +77,41 @@ fn steps_spec(steps: Value) -> Value {
     json!({ "trafficRouting": { "gatewayAPI": { "httpRoute": "shop" } }, "strategy": { "steps": steps } })
 }
 
+/// Watch HTTPRoute `shop` while `action` runs: every distinct `state` it takes, in order,
+/// with the instant the watch delivered it (the starting state first).
+async fn route_states<T>(
+    api: &Api<DynamicObject>,
+    state: impl Fn(&DynamicObject) -> T + Send + 'static,
+    action: impl std::future::Future<Output = ()>,
+) -> Vec<(T, std::time::Instant)>
+where
+    T: PartialEq + Clone + Send + 'static,
+{
+    let seen = Arc::new(Mutex::new(Vec::<(T, std::time::Instant)>::new()));
+    let record = seen.clone();
+    watch_while_with(
+        api,
+        watcher::Config::default().fields("metadata.name=shop"),
+        ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        )),
+        move |objs| {
+            if let Some(r) = objs.first() {
+                let s = state(r);
+                let mut v = record.lock().expect("lock");
+                if v.last().map(|(last, _)| last) != Some(&s) {
+                    v.push((s, std::time::Instant::now()));
+                }
+            }
+        },
+        action,
+    )
+    .await;
+    seen.lock().expect("lock").clone()
+}
+
 #[tokio::test]
 async fn weighted_steps_header_route_and_mirror_follow_the_steps_on_an_httproute() {
     let (ns, _ctrl) = setup("gw-steps").await;
@@ -99,45 +134,25 @@ async fn weighted_steps_header_route_and_mirror_follow_the_steps_on_an_httproute
     let original = api.get("shop").await.expect("route");
     assert_eq!(split(&original), (0, false, 0));
 
-    let seen = Arc::new(Mutex::new(Vec::<(i64, bool, i64)>::new()));
-    let record = seen.clone();
     let ns_ref = &ns;
-    watch_while_with(
-        &api,
-        watcher::Config::default().fields("metadata.name=shop"),
-        ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "gateway.networking.k8s.io",
-            "v1",
-            "HTTPRoute",
-        )),
-        move |objs| {
-            if let Some(r) = objs.first() {
-                let s = split(r);
-                let mut v = record.lock().expect("lock");
-                if v.last() != Some(&s) {
-                    v.push(s);
-                }
-            }
-        },
-        async move {
-            set_image(ns_ref, "shop", "shop:2").await;
-            wait_bgd(ns_ref, "shop", "the first pause", |b| {
-                phase(b) == Some(Phase::Paused)
-                    && b.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
-            })
-            .await;
-            request(ns_ref, "shop", requests::PROMOTE).await;
-            wait_bgd(ns_ref, "shop", "the second pause", |b| {
-                phase(b) == Some(Phase::Paused)
-                    && b.status.as_ref().and_then(|s| s.current_step_index) == Some(5)
-            })
-            .await;
-            request(ns_ref, "shop", requests::PROMOTE).await;
-            healthy_on(ns_ref, "shop", Color::Green).await;
-        },
-    )
+    let seen = route_states(&api, split, async move {
+        set_image(ns_ref, "shop", "shop:2").await;
+        wait_bgd(ns_ref, "shop", "the first pause", |b| {
+            phase(b) == Some(Phase::Paused)
+                && b.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+        })
+        .await;
+        request(ns_ref, "shop", requests::PROMOTE).await;
+        wait_bgd(ns_ref, "shop", "the second pause", |b| {
+            phase(b) == Some(Phase::Paused)
+                && b.status.as_ref().and_then(|s| s.current_step_index) == Some(5)
+        })
+        .await;
+        request(ns_ref, "shop", requests::PROMOTE).await;
+        healthy_on(ns_ref, "shop", Color::Green).await;
+    })
     .await;
-    let seen = seen.lock().expect("lock").clone();
+    let seen: Vec<_> = seen.into_iter().map(|(s, _)| s).collect();
     assert_eq!(
         seen,
         [
@@ -194,38 +209,17 @@ async fn a_pause_after_a_weight_past_half_holds_its_full_duration() {
     let api = routes(&ns);
 
     // Each route state with the instant the watch delivered it.
-    let seen = Arc::new(Mutex::new(Vec::<(i64, std::time::Instant)>::new()));
-    let record = seen.clone();
     let ns_ref = &ns;
-    watch_while_with(
-        &api,
-        watcher::Config::default().fields("metadata.name=shop"),
-        ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "gateway.networking.k8s.io",
-            "v1",
-            "HTTPRoute",
-        )),
-        move |objs| {
-            if let Some(r) = objs.first() {
-                let green = split(r).0;
-                let mut v = record.lock().expect("lock");
-                if v.last().map(|(g, _)| *g) != Some(green) {
-                    v.push((green, std::time::Instant::now()));
-                }
-            }
-        },
-        async move {
-            set_image(ns_ref, "shop", "shop:v2").await;
-            wait_bgd(ns_ref, "shop", "the pause after 60 %", |b| {
-                phase(b) == Some(Phase::Paused)
-                    && b.status.as_ref().and_then(|s| s.current_step_index) == Some(3)
-            })
-            .await;
-            healthy_on(ns_ref, "shop", Color::Green).await;
-        },
-    )
+    let seen = route_states(&api, |r| split(r).0, async move {
+        set_image(ns_ref, "shop", "shop:v2").await;
+        wait_bgd(ns_ref, "shop", "the pause after 60 %", |b| {
+            phase(b) == Some(Phase::Paused)
+                && b.status.as_ref().and_then(|s| s.current_step_index) == Some(3)
+        })
+        .await;
+        healthy_on(ns_ref, "shop", Color::Green).await;
+    })
     .await;
-    let seen = seen.lock().expect("lock").clone();
     let weights: Vec<i64> = seen.iter().map(|(g, _)| *g).collect();
     assert_eq!(weights, [0, 20, 60, 100], "blue, 20 %, 60 %, green");
     // Each pause starts on the pass after its weight is written and lasts 4 s; the
@@ -261,25 +255,15 @@ async fn abort_at_fifty_percent_returns_all_traffic_in_one_route_write() {
     let api = routes(&ns);
     assert_eq!(split(&api.get("shop").await.expect("route")), (50, true, 0));
 
-    let versions = Arc::new(Mutex::new(Vec::<(String, (i64, bool, i64))>::new()));
-    let record = versions.clone();
+    // Each stored version of the route (by resourceVersion) and the split it holds.
     let ns_ref = &ns;
-    watch_while_with(
+    let versions = route_states(
         &api,
-        watcher::Config::default().fields("metadata.name=shop"),
-        ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "gateway.networking.k8s.io",
-            "v1",
-            "HTTPRoute",
-        )),
-        move |objs| {
-            if let Some(r) = objs.first() {
-                let rv = r.metadata.resource_version.clone().unwrap_or_default();
-                let mut v = record.lock().expect("lock");
-                if v.last().map(|(x, _)| x) != Some(&rv) {
-                    v.push((rv, split(r)));
-                }
-            }
+        |r| {
+            (
+                r.metadata.resource_version.clone().unwrap_or_default(),
+                split(r),
+            )
         },
         async move {
             request(ns_ref, "shop", requests::ABORT).await;
@@ -290,8 +274,7 @@ async fn abort_at_fifty_percent_returns_all_traffic_in_one_route_write() {
         },
     )
     .await;
-    let versions = versions.lock().expect("lock").clone();
-    let states: Vec<_> = versions.iter().map(|(_, s)| *s).collect();
+    let states: Vec<_> = versions.iter().map(|((_, s), _)| *s).collect();
     assert_eq!(
         states,
         [(50, true, 0), (0, false, 0)],
