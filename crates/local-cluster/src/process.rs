@@ -178,9 +178,17 @@ mod tests {
         }
     }
 
+    /// Held while a test writes a binary and starts it. A process forked by a test running
+    /// in parallel inherits the open write handle of a binary being copied, until it execs;
+    /// starting that binary meanwhile fails with "Text file busy" (seen on CI).
+    static COPY_AND_SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// A copy of `sleep` at `dir/bin/sleeper`, started through `via` (the same folder
     /// reached another way), as the cluster starts its binaries.
     fn start_sleeper(dir: &TempDir, via: &Path) -> Spawned {
+        let _one_at_a_time = COPY_AND_SPAWN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let bin = dir.0.join("bin");
         std::fs::create_dir_all(&bin).expect("bin dir");
         let sleep = ["/usr/bin/sleep", "/bin/sleep"]
