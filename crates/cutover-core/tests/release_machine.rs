@@ -1111,7 +1111,17 @@ fn timed_release(steps: &[Step], gaps_ms: &[u64], crashes: &[(usize, usize)]) ->
         traffic: vec![(w.now, w.traffic(), w.live)],
         ..Timeline::default()
     };
-    for pass in 0..5000 {
+    // Enough passes for every pause at the smallest gap, and for the rest of the release.
+    let paused: u64 = steps
+        .iter()
+        .map(|s| match s {
+            Step::Pause(Some(d)) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            _ => 0,
+        })
+        .sum();
+    let smallest = gaps_ms.iter().copied().min().unwrap_or(1).max(1);
+    let passes = usize::try_from(paused / smallest).unwrap_or(usize::MAX) + 2000;
+    for pass in 0..passes {
         let at_untimed_pause = w
             .memory
             .release
@@ -1214,6 +1224,16 @@ fn a_pause_after_the_last_weight_holds_its_full_duration() {
     assert_pauses_held(&steps, &t);
     let weights: Vec<u8> = t.traffic.iter().map(|(_, obs, _)| obs.weight).collect();
     assert_eq!(weights, [0, 20, 60, 0], "blue live, 20 %, 60 %, green live");
+}
+
+#[test]
+fn long_pauses_at_short_intervals_all_hold() {
+    // Found by the property below on CI: 92 s of pauses at passes 17 ms apart outlasted a
+    // fixed number of simulated passes; the harness now runs as many as the pauses need.
+    let s = |secs| Step::Pause(Some(Duration::from_secs(secs)));
+    let steps = [s(27), s(16), s(9), s(17), Step::SetMirror(79), s(23)];
+    let t = timed_release(&steps, &[17], &[]);
+    assert_pauses_held(&steps, &t);
 }
 
 fn arb_steps_with_timed_pauses() -> impl Strategy<Value = Vec<Step>> {
