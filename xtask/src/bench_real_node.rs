@@ -94,18 +94,11 @@ pub async fn run(args: RealNodeBenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let images = crate::image::build_all(true)?
-        .into_iter()
-        .map(|b| b.archive)
-        .collect();
     let state = local::up(&local::UpOptions {
         name: CLUSTER.into(),
         nodes: 1,
         process_node: None,
-        real_node: Some(local::RealNodeOptions {
-            bin_dir: local::ensure_node_binaries()?,
-            images,
-        }),
+        real_node: Some(crate::cluster::real_node_options(true)?),
     })
     .await
     .context("starting the bench cluster")?;

@@ -63,7 +63,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 process_node_binaries()?
             };
             let real_node = if real_node {
-                Some(real_node_options()?)
+                Some(real_node_options(false)?)
             } else {
                 None
             };
@@ -109,23 +109,27 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// kubelet and kube-proxy (built once, cached) and the pause image every pod sandbox runs.
-pub fn real_node_options() -> anyhow::Result<local::RealNodeOptions> {
+/// kubelet and kube-proxy (built once, cached) and the images the node starts with: the
+/// pause image every pod sandbox runs, or with `all_images` every image of the project
+/// (`cargo xtask image --debug`).
+pub fn real_node_options(all_images: bool) -> anyhow::Result<local::RealNodeOptions> {
     if let Some(why) = local::host::unsupported() {
         anyhow::bail!("cannot start a real node: {why}");
     }
     let bin_dir = local::ensure_node_binaries()?;
-    let pause = local::image::project_images(std::path::Path::new("."), "", "", "")
-        .into_iter()
-        .find(|s| s.binary.is_none())
-        .context("the pause image spec")?;
-    let out = crate::image::out_dir();
-    std::fs::create_dir_all(&out)?;
-    let built = local::image::build(&pause, &out, &local::workspace_root())?;
-    Ok(local::RealNodeOptions {
-        bin_dir,
-        images: vec![built.archive],
-    })
+    let images = if all_images {
+        crate::image::build_all(true)?
+            .into_iter()
+            .map(|b| b.archive)
+            .collect()
+    } else {
+        let out = crate::image::out_dir();
+        std::fs::create_dir_all(&out)?;
+        let pause =
+            local::image::pause_image(env!("CARGO_PKG_VERSION"), "", env!("CARGO_PKG_REPOSITORY"));
+        vec![local::image::build(&pause, &out, &local::workspace_root())?.archive]
+    };
+    Ok(local::RealNodeOptions { bin_dir, images })
 }
 
 /// Build the process node and the binaries its pods run (the demo app, the router), and

@@ -583,18 +583,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let options = if args.real_node {
         eprintln!("==> building the images (buildah) for the real node");
-        let images = crate::image::build_all(true)?
-            .into_iter()
-            .map(|b| b.archive)
-            .collect();
         local::UpOptions {
             name: cluster.into(),
             nodes: 0,
             process_node: None,
-            real_node: Some(local::RealNodeOptions {
-                bin_dir: local::ensure_node_binaries()?,
-                images,
-            }),
+            real_node: Some(crate::cluster::real_node_options(true)?),
         }
     } else {
         local::UpOptions {

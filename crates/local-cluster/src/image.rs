@@ -246,6 +246,18 @@ pub const REGISTRY: &str = "ghcr.io/cutover-dev";
 /// The programs shipped as images.
 pub const PROGRAMS: [&str; 3] = ["cutover-controller", "cutover-router", "cutover-demo-app"];
 
+/// The pause image every pod sandbox of the real node runs.
+pub fn pause_image(version: &str, revision: &str, source: &str) -> ImageSpec {
+    ImageSpec {
+        name: "pause".into(),
+        reference: crate::real_node::PAUSE_IMAGE.into(),
+        binary: None,
+        version: version.into(),
+        revision: revision.into(),
+        source: source.into(),
+    }
+}
+
 /// The pause image, then one image per program in [`PROGRAMS`] from the binaries in
 /// `bin_dir` (`target/debug` or `target/release`), tagged `version`.
 pub fn project_images(
@@ -254,14 +266,7 @@ pub fn project_images(
     revision: &str,
     source: &str,
 ) -> Vec<ImageSpec> {
-    let mut specs = vec![ImageSpec {
-        name: "pause".into(),
-        reference: crate::real_node::PAUSE_IMAGE.into(),
-        binary: None,
-        version: version.into(),
-        revision: revision.into(),
-        source: source.into(),
-    }];
+    let mut specs = vec![pause_image(version, revision, source)];
     specs.extend(PROGRAMS.iter().map(|p| ImageSpec {
         name: p.to_string(),
         reference: format!("{REGISTRY}/{p}:{version}"),
