@@ -331,13 +331,16 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
 
     // Kill the leader pod; the other replica takes the Lease and finishes the release.
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
-    let leader = leases
-        .get("cutover-controller")
-        .await
-        .expect("the Lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("a leader");
+    let leader_now = || async {
+        leases
+            .get("cutover-controller")
+            .await
+            .expect("the Lease")
+            .spec
+            .and_then(|s| s.holder_identity)
+            .expect("a leader")
+    };
+    let leader = leader_now().await;
     Api::<Pod>::namespaced(client.clone(), SYSTEM)
         .delete(
             &leader,
@@ -356,13 +359,7 @@ async fn the_chart_on_the_real_node_runs_the_tour_with_no_failed_request() {
     );
     let (_, live, _) = phase_of(&bgds).await.expect("status");
     assert_eq!(live, "Green");
-    let new_leader = leases
-        .get("cutover-controller")
-        .await
-        .expect("the Lease")
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("a leader");
+    let new_leader = leader_now().await;
     assert_ne!(new_leader, leader, "another replica finished the release");
 
     // Undo to the warm standby: back to blue, no new pod.
