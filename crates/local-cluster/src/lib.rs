@@ -12,7 +12,7 @@ mod error;
 pub mod host;
 pub mod image;
 mod pki;
-mod process;
+pub mod process;
 pub mod real_node;
 
 use std::fs::File;

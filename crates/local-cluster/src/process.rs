@@ -1,14 +1,20 @@
 //! Processes the cluster runs: started detached (own process group, output to a log file)
 //! so they outlive `cargo xtask cluster up`, recorded by pid, and stopped only when the pid
 //! still runs the binary that was recorded — never someone else's process.
+//!
+//! Also the one way the workspace stops a process it started (the cluster, the test
+//! fixtures, xtask): [`stop`] a child, [`stop_group`] a child and its process group,
+//! [`stop_pid`] a process that is not our child, or hold a [`ChildGuard`] that stops it on
+//! drop. Each sends SIGTERM, waits up to a grace period (zero: SIGKILL at once), then
+//! sends SIGKILL, and waits until the process has gone.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -128,21 +134,13 @@ fn resolve(path: &Path) -> PathBuf {
 /// has gone. Records whose pid no longer runs their binary are skipped.
 pub fn stop_all(records: &[ProcessRecord], grace: Duration) {
     for record in records {
-        if !is_running(record) {
-            continue;
-        }
-        let pid = Pid::from_raw(record.pid as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while is_running(record) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if is_running(record) {
-            tracing::warn!(component = %record.component, pid = record.pid, "did not stop on SIGTERM; sending SIGKILL");
-            let _ = kill(pid, Signal::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while is_running(record) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
+        match stop_pid(record.pid, grace, || is_running(record)) {
+            PidStopped::Exited => {}
+            PidStopped::Killed => {
+                tracing::warn!(component = %record.component, pid = record.pid, "did not stop on SIGTERM; killed (SIGKILL)");
+            }
+            PidStopped::Running => {
+                tracing::warn!(component = %record.component, pid = record.pid, "still running after SIGKILL");
             }
         }
     }
@@ -153,6 +151,191 @@ pub fn tail(log: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---- Stopping a process: SIGTERM, a grace period, SIGKILL ----------------------------------
+
+/// How often a stopping process is checked for having gone (waiting on a condition).
+const POLL: Duration = Duration::from_millis(20);
+
+/// How long a SIGKILLed process that is not our child may take to disappear.
+const AFTER_SIGKILL: Duration = Duration::from_secs(5);
+
+/// A grace period with no end: SIGTERM, then wait as long as the process takes (no SIGKILL).
+pub const NO_DEADLINE: Duration = Duration::MAX;
+
+/// How a child ended when it was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It exited within the grace period (or had already), with this status.
+    Exited(ExitStatus),
+    /// It still ran when the grace period ended, and was killed (SIGKILL).
+    Killed(ExitStatus),
+}
+
+impl Stopped {
+    /// The exit status, however it ended.
+    pub fn status(self) -> ExitStatus {
+        match self {
+            Stopped::Exited(s) | Stopped::Killed(s) => s,
+        }
+    }
+}
+
+/// Stop `child`: SIGTERM, wait up to `grace` for it to exit, then SIGKILL and wait. A zero
+/// `grace` kills at once (a crash, or a process that needs no clean-up); [`NO_DEADLINE`]
+/// never kills. The child is reaped either way.
+pub fn stop(child: &mut Child, grace: Duration) -> std::io::Result<Stopped> {
+    let pid = pid_of(child.id());
+    stop_with(child, grace, |signal| kill(pid, signal))
+}
+
+/// [`stop`] for a child that leads its own process group (started with
+/// `CommandExt::process_group(0)`): every signal goes to the whole group, so processes the
+/// child forked (nginx's workers, say) get it too. Only the leader is waited for.
+pub fn stop_group(leader: &mut Child, grace: Duration) -> std::io::Result<Stopped> {
+    let pgid = pid_of(leader.id());
+    stop_with(leader, grace, |signal| killpg(pgid, signal))
+}
+
+/// How a process that is not our child ended when it was stopped with [`stop_pid`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PidStopped {
+    /// It was gone within the grace period (or before).
+    Exited,
+    /// It still ran when the grace period ended, and went on SIGKILL.
+    Killed,
+    /// It still runs: it survived SIGKILL for a while, or we may not signal it.
+    Running,
+}
+
+/// Stop process `pid`, which is not our child (we cannot wait for it): SIGTERM, up to
+/// `grace` for `alive()` to turn false, then SIGKILL and up to 5 s more. `alive` says
+/// whether `pid` still runs the process meant (a pid is reused once it is gone).
+pub fn stop_pid(pid: u32, grace: Duration, alive: impl Fn() -> bool) -> PidStopped {
+    let pid = pid_of(pid);
+    let gone_within = |limit: Duration| {
+        let deadline = Instant::now().checked_add(limit);
+        loop {
+            if !alive() {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            std::thread::sleep(POLL);
+        }
+    };
+    if !alive() {
+        return PidStopped::Exited;
+    }
+    if !grace.is_zero() {
+        if kill(pid, Signal::SIGTERM).is_err() {
+            return if alive() {
+                PidStopped::Running
+            } else {
+                PidStopped::Exited
+            };
+        }
+        if gone_within(grace) {
+            return PidStopped::Exited;
+        }
+    }
+    if kill(pid, Signal::SIGKILL).is_ok() && gone_within(AFTER_SIGKILL) {
+        PidStopped::Killed
+    } else if alive() {
+        PidStopped::Running
+    } else {
+        PidStopped::Killed
+    }
+}
+
+/// A child stopped (see [`stop`]) when dropped, so that a failing test or task leaves
+/// nothing running.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+    grace: Duration,
+    group: bool,
+}
+
+impl ChildGuard {
+    /// Guard `child`: on drop, SIGTERM and up to `grace` before SIGKILL.
+    pub fn new(child: Child, grace: Duration) -> ChildGuard {
+        ChildGuard {
+            child: Some(child),
+            grace,
+            group: false,
+        }
+    }
+
+    /// Guard `leader` and its process group (see [`stop_group`]).
+    pub fn group(leader: Child, grace: Duration) -> ChildGuard {
+        ChildGuard {
+            child: Some(leader),
+            grace,
+            group: true,
+        }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stop it now (once; later calls and the drop do nothing).
+    pub fn stop(&mut self) -> Option<std::io::Result<Stopped>> {
+        let mut child = self.child.take()?;
+        Some(if self.group {
+            stop_group(&mut child, self.grace)
+        } else {
+            stop(&mut child, self.grace)
+        })
+    }
+
+    /// Leave it running: the child, no longer guarded.
+    pub fn release(mut self) -> Option<Child> {
+        self.child.take()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// SIGTERM (unless `grace` is zero), up to `grace` for `child` to exit, then SIGKILL.
+/// `signal` sends to the child (or its group); an error (it is gone) is no reason to stop,
+/// the wait that follows tells.
+fn stop_with(
+    child: &mut Child,
+    grace: Duration,
+    signal: impl Fn(Signal) -> nix::Result<()>,
+) -> std::io::Result<Stopped> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Stopped::Exited(status));
+    }
+    if !grace.is_zero() {
+        let _ = signal(Signal::SIGTERM);
+        let deadline = Instant::now().checked_add(grace);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Stopped::Exited(status));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    let _ = signal(Signal::SIGKILL);
+    Ok(Stopped::Killed(child.wait()?))
+}
+
+fn pid_of(id: u32) -> Pid {
+    // Linux pids fit an i32 (pid_max is at most 2^22).
+    Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX))
 }
 
 #[cfg(test)]
@@ -274,5 +457,132 @@ mod tests {
         );
         sleeper.child.wait().expect("wait");
         assert!(!is_running(&sleeper.record));
+    }
+    /// `sh -c script` with a piped stdout, started as the other tests start their children
+    /// (one at a time, see [`COPY_AND_SPAWN`]); `group` makes it lead a process group.
+    fn start_sh(
+        script: &str,
+        group: bool,
+    ) -> (Child, std::io::BufReader<std::process::ChildStdout>) {
+        let _one_at_a_time = COPY_AND_SPAWN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]).stdout(Stdio::piped());
+        if group {
+            cmd.process_group(0);
+        }
+        let mut child = cmd.spawn().expect("spawn sh");
+        let stdout = child.stdout.take().expect("piped stdout");
+        (child, std::io::BufReader::new(stdout))
+    }
+
+    /// The next line `sh` printed (it prints once it is set up: no race with the signals).
+    fn line(out: &mut impl std::io::BufRead) -> String {
+        let mut l = String::new();
+        out.read_line(&mut l).expect("read a line");
+        l.trim().to_string()
+    }
+
+    fn signal_of(stopped: Stopped) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        stopped.status().signal()
+    }
+
+    #[test]
+    fn a_child_that_exits_on_sigterm_is_stopped_within_the_grace() {
+        let (mut child, mut out) = start_sh("echo up; exec sleep 30", false);
+        assert_eq!(line(&mut out), "up");
+        let started = Instant::now();
+        let stopped = stop(&mut child, Duration::from_secs(10)).expect("stop");
+        assert!(
+            matches!(stopped, Stopped::Exited(_)),
+            "exited on SIGTERM: {stopped:?}"
+        );
+        assert_eq!(signal_of(stopped), Some(Signal::SIGTERM as i32));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no need to wait out the grace"
+        );
+    }
+
+    #[test]
+    fn a_child_that_ignores_sigterm_is_killed_after_the_grace() {
+        // The ignored disposition survives the exec, so `sleep` itself ignores SIGTERM.
+        let (mut child, mut out) = start_sh("trap '' TERM; echo up; exec sleep 30", false);
+        assert_eq!(line(&mut out), "up");
+        let grace = Duration::from_millis(300);
+        let started = Instant::now();
+        let stopped = stop(&mut child, grace).expect("stop");
+        assert!(matches!(stopped, Stopped::Killed(_)), "{stopped:?}");
+        assert_eq!(signal_of(stopped), Some(Signal::SIGKILL as i32));
+        assert!(started.elapsed() >= grace, "the grace was given");
+    }
+
+    #[test]
+    fn a_zero_grace_kills_at_once() {
+        let (mut child, mut out) = start_sh("echo up; exec sleep 30", false);
+        assert_eq!(line(&mut out), "up");
+        let stopped = stop(&mut child, Duration::ZERO).expect("stop");
+        assert_eq!(
+            signal_of(stopped),
+            Some(Signal::SIGKILL as i32),
+            "{stopped:?}"
+        );
+    }
+
+    #[test]
+    fn a_child_that_already_exited_is_only_reaped() {
+        let (mut child, mut out) = start_sh("echo up", false);
+        assert_eq!(line(&mut out), "up");
+        assert_eq!(line(&mut out), "", "end of output: it has exited");
+        let stopped = stop(&mut child, Duration::from_secs(10)).expect("stop");
+        assert!(stopped.status().success(), "{stopped:?}");
+    }
+
+    #[test]
+    fn a_group_is_stopped_with_the_processes_its_leader_forked() {
+        let (mut leader, mut out) = start_sh("sleep 30 & echo $!; wait", true);
+        let forked: u32 = line(&mut out).parse().expect("the forked pid");
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+            })
+        };
+        assert!(alive(forked), "the forked sleep runs");
+        stop_group(&mut leader, Duration::from_secs(10)).expect("stop the group");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(forked) {
+            assert!(
+                Instant::now() < deadline,
+                "the forked sleep outlived its group"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    #[test]
+    fn a_guard_stops_its_child_when_dropped_and_not_once_released() {
+        let (child, mut out) = start_sh("echo up; exec sleep 30", false);
+        assert_eq!(line(&mut out), "up");
+        let guard = ChildGuard::new(child, Duration::from_secs(10));
+        let pid = guard.id().expect("guarded");
+        drop(guard);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "stopped and reaped on drop"
+        );
+
+        let (child, mut out) = start_sh("echo up; exec sleep 30", false);
+        assert_eq!(line(&mut out), "up");
+        let mut child = ChildGuard::new(child, Duration::ZERO)
+            .release()
+            .expect("the child");
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "still running"
+        );
+        stop(&mut child, Duration::ZERO).expect("stop");
     }
 }
