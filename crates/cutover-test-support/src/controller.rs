@@ -6,11 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cutover_api::k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use cutover_local_cluster::process::{self, Stopped};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::conditions;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 use crate::{kubeconfig, wait_for};
 
@@ -113,23 +112,16 @@ impl ControllerProcess {
 
     /// SIGKILL: no chance to clean up, as in a node failure.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = process::stop(&mut self.child, Duration::ZERO);
     }
 
-    /// SIGTERM and wait for a graceful exit (or SIGKILL after `grace`).
+    /// SIGTERM and wait for a graceful exit (or SIGKILL after `grace`); the status of a
+    /// graceful exit, `None` when it had to be killed.
     pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match process::stop(&mut self.child, grace) {
+            Ok(Stopped::Exited(status)) => Some(status),
+            Ok(Stopped::Killed(_)) | Err(_) => None,
         }
-        self.kill();
-        None
     }
 
     /// Whether it is still running.

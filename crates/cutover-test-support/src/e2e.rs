@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cutover_local_cluster::process;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
@@ -100,14 +101,10 @@ fn log_file(name: &str) -> (PathBuf, std::fs::File) {
     (path, file)
 }
 
+/// SIGTERM, and wait as long as it takes: both the node agent and the router clean up
+/// on SIGTERM (the agent stops its pods, each within their own grace period).
 fn terminate(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    let _ = child.wait();
+    let _ = process::stop(child, process::NO_DEADLINE);
 }
 
 /// A `cutover-process-node` of the test's own: Node `proc-<namespace>` with pod addresses

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
+use cutover_local_cluster::process;
 use tokio::process::Command;
 
 /// The standby's `application_name` (in `pg_stat_replication` and
@@ -1033,12 +1034,10 @@ fn stop_servers_in(env: &Env, root: &Path) {
         if !stopped
             && let Some(pid) = std::fs::read_to_string(&pid_file)
                 .ok()
-                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
         {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            // Immediate mode failed: SIGKILL, as a crash would.
+            let _ = process::stop_pid(pid, Duration::ZERO, || process_alive(pid));
         }
     }
 }

@@ -23,6 +23,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use cutover_local_cluster::process;
 use tokio::sync::oneshot;
 
 /// The content type of the Prometheus text exposition format.
@@ -441,8 +442,7 @@ impl Prometheus {
             match wait_ready(&client, &ready_url, &mut child, Duration::from_secs(60)).await {
                 Ok(()) => break (child, port),
                 Err(why) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    let _ = process::stop(&mut child, Duration::ZERO);
                     let tail = log_tail(&log);
                     if attempt < 3 && tail.contains("address already in use") {
                         eprintln!(
@@ -491,8 +491,7 @@ impl Prometheus {
     /// Kill Prometheus (for tests of "Prometheus is down"); its port then refuses connections.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = process::stop(&mut child, Duration::ZERO);
         }
     }
 

@@ -213,6 +213,10 @@ pub enum PidStopped {
 /// `grace` for `alive()` to turn false, then SIGKILL and up to 5 s more. `alive` says
 /// whether `pid` still runs the process meant (a pid is reused once it is gone).
 pub fn stop_pid(pid: u32, grace: Duration, alive: impl Fn() -> bool) -> PidStopped {
+    if pid == 0 {
+        // kill(0, …) would signal our own process group.
+        return PidStopped::Running;
+    }
     let pid = pid_of(pid);
     let gone_within = |limit: Duration| {
         let deadline = Instant::now().checked_add(limit);
