@@ -14,6 +14,14 @@ use serde_json::json;
 
 use crate::FIELD_MANAGER;
 
+/// `endpointslice.kubernetes.io/managed-by` of the EndpointSlices a BlueGreenDeployment
+/// mirrors (its Services when a color runs elsewhere).
+pub const BLUEGREEN_SLICE_MANAGER: &str = "bluegreen.cutover.dev";
+
+/// `endpointslice.kubernetes.io/managed-by` of the EndpointSlices a FailoverPolicy mirrors
+/// (its members' Services).
+pub const FAILOVER_SLICE_MANAGER: &str = "failover.cutover.dev";
+
 /// Ready endpoints behind a Service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Endpoints {

@@ -3,14 +3,19 @@
 pub mod analysis;
 pub mod api_requests;
 pub mod bluegreen;
+pub mod clock;
 pub mod clusters;
+pub mod conditions;
+pub mod endpoint_mirror;
 pub mod error;
 pub mod events;
 pub mod failover;
+#[cfg(test)]
+mod fixtures;
 pub mod http;
 pub mod leader;
 pub mod metrics;
-pub mod mirror;
+pub mod objects;
 pub mod run;
 pub mod traffic;
 

@@ -13,8 +13,8 @@ use cutover_api::{BlueGreenDeployment, INSTANCE_LABEL};
 use cutover_core::Color;
 use cutover_core::release::{Gate, GateResult};
 
-use crate::bluegreen::render;
 use crate::error::Error;
+use crate::objects;
 
 /// Label on an AnalysisRun naming its gate.
 pub const GATE_LABEL: &str = "cutover.dev/gate";
@@ -148,7 +148,7 @@ pub fn build_run(
         args = local;
     }
     let name = bgd.metadata.name.clone().unwrap_or_default();
-    let mut labels = render::owned_labels(&name, None);
+    let mut labels = objects::owned_labels(&name, None);
     labels.insert(GATE_LABEL.into(), gate.name());
     labels.insert(REVISION_LABEL.into(), revision.to_string());
     Ok(Ok(AnalysisRun {
@@ -156,7 +156,7 @@ pub fn build_run(
             name: Some(run_name(&name, revision, attempt, gate)),
             namespace: bgd.metadata.namespace.clone(),
             labels: Some(labels),
-            owner_references: Some(vec![render::owner_reference(bgd)?]),
+            owner_references: Some(vec![objects::owner_reference(bgd)?]),
             ..ObjectMeta::default()
         },
         spec: AnalysisRunSpec {

@@ -10,7 +10,6 @@ use cutover_api::analysis::{
 };
 use cutover_api::k8s_openapi::api::batch::v1::Job;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use cutover_api::k8s_openapi::jiff;
 use cutover_api::kube::api::{Patch, PatchParams, PostParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
@@ -26,7 +25,7 @@ use serde_json::json;
 
 use super::providers::{prometheus, web};
 use crate::FIELD_MANAGER;
-use crate::bluegreen::status::{parse_time, rfc3339};
+use crate::clock::{duration_or as duration, now, parse_time, rfc3339};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -48,16 +47,6 @@ impl std::fmt::Debug for RunContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunContext").finish_non_exhaustive()
     }
-}
-
-fn now() -> Timestamp {
-    Timestamp(jiff::Timestamp::now().as_millisecond())
-}
-
-fn duration(text: Option<&str>, default: Duration) -> Duration {
-    text.and_then(|t| t.parse::<cutover_api::kube::core::Duration>().ok())
-        .map(Duration::from)
-        .unwrap_or(default)
 }
 
 fn limit(n: Option<i32>, default: u32) -> u32 {
@@ -340,7 +329,7 @@ async fn job_measurement(
         let owner = run
             .controller_owner_ref(&())
             .ok_or(Error::MissingField("metadata.uid"))?;
-        let mut labels = crate::bluegreen::render::owned_labels(
+        let mut labels = crate::objects::owned_labels(
             run.labels()
                 .get(cutover_api::INSTANCE_LABEL)
                 .map(String::as_str)
@@ -511,7 +500,7 @@ async fn reconcile_inner(run: &AnalysisRun, ctx: &RunContext) -> Result<Requeue,
                             value: o.value,
                             message: o.message,
                             started_at: rfc3339(taken_at),
-                            finished_at: rfc3339(self::now()),
+                            finished_at: rfc3339(crate::clock::now()),
                         });
                         let excess = r.measurements.len().saturating_sub(MEASUREMENTS_KEPT);
                         r.measurements.drain(..excess);
@@ -563,7 +552,7 @@ async fn reconcile_inner(run: &AnalysisRun, ctx: &RunContext) -> Result<Requeue,
         return Ok(Requeue::await_change());
     }
     Ok(match wake {
-        Some(w) => Requeue::requeue(w.since(self::now()).max(Duration::from_millis(50))),
+        Some(w) => Requeue::requeue(w.since(crate::clock::now()).max(Duration::from_millis(50))),
         None => Requeue::requeue(Duration::from_secs(30)),
     })
 }

@@ -7,7 +7,7 @@
 //! on the BlueGreenDeployment deletes them (and only them) when it goes. The Services traffic
 //! is routed through — `<name>`, `<name>-preview`, and `<name>-<color>` of a remote color —
 //! stay at home without a selector; their EndpointSlices mirror the ready endpoints of the
-//! color's Service where it runs (see [`crate::mirror`]), so routes, weights and the live
+//! color's Service where it runs (see [`crate::endpoint_mirror`]), so routes, weights and the live
 //! switch work unchanged.
 
 use cutover_api::BlueGreenDeployment;
@@ -24,15 +24,14 @@ use serde::de::DeserializeOwned;
 use super::Refusal;
 use crate::clusters::{ClusterError, Clusters};
 use crate::error::Error;
+pub use crate::objects::OWNER_UID_LABEL;
+use crate::objects::owned_by;
 
 /// Label naming the BlueGreenDeployment (by uid) that owns an object outside its namespace.
-pub const OWNER_UID_LABEL: &str = "cutover.dev/owner-uid";
 /// Annotation naming that BlueGreenDeployment (`namespace/name`), for people.
 pub const OWNER_ANNOTATION: &str = "cutover.dev/owner";
 /// Finalizer of a BlueGreenDeployment with remote colors: their objects are deleted first.
 pub const FINALIZER: &str = "cutover.dev/environments";
-/// `endpointslice.kubernetes.io/managed-by` of the mirrored EndpointSlices.
-pub const SLICE_MANAGER: &str = "bluegreen.cutover.dev";
 
 /// Where one color runs.
 #[derive(Clone)]
@@ -211,25 +210,6 @@ async fn namespace_exists(place: &Place) -> Result<bool, Error> {
     }
 }
 
-/// Whether `meta` belongs to `bgd`: it is its controller (same namespace), or the object
-/// carries its uid in [`OWNER_UID_LABEL`] (elsewhere).
-pub fn owned_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
-    let Some(uid) = bgd.metadata.uid.as_deref() else {
-        return false;
-    };
-    let controller = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid);
-    controller
-        || meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(OWNER_UID_LABEL))
-            .is_some_and(|v| v == uid)
-}
-
 /// Put an object rendered for the home namespace at `place`: its namespace, and away from
 /// home the owner label and annotation instead of the owner reference.
 pub fn locate(meta: &mut ObjectMeta, bgd: &BlueGreenDeployment, place: &Place) {
@@ -395,9 +375,7 @@ mod tests {
     async fn ownership_away_from_home_is_the_uid_label_not_an_owner_reference() {
         let b = bgd(serde_json::json!({}));
         let mut meta = ObjectMeta {
-            owner_references: Some(vec![
-                super::super::render::owner_reference(&b).expect("owner"),
-            ]),
+            owner_references: Some(vec![crate::objects::owner_reference(&b).expect("owner")]),
             ..ObjectMeta::default()
         };
         assert!(owned_by(&meta, &b));

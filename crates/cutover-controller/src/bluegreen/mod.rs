@@ -20,8 +20,7 @@ use cutover_api::analysis::{
 use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
-use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use cutover_api::k8s_openapi::jiff;
+use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::api::{DynamicObject, PostParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
@@ -32,7 +31,7 @@ use cutover_api::{
     requests,
 };
 use cutover_core::release::{
-    self, Action, ColorObservation, Desired, Gate, Gates, Input, Requests, StandbyPolicy, Timestamp,
+    self, Action, ColorObservation, Desired, Gate, Gates, Input, Requests, StandbyPolicy,
 };
 use cutover_core::{Color, PerColor};
 use serde::de::DeserializeOwned;
@@ -40,17 +39,21 @@ use serde_json::json;
 
 use crate::FIELD_MANAGER;
 use crate::analysis;
+use crate::clock::now;
 use crate::clusters::Clusters;
+use crate::endpoint_mirror::{self, Endpoints};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::mirror::{self, Endpoints};
+use crate::objects::{
+    apply, controlled_by, create_once, get, owned_by, owned_labels, owner_reference,
+};
 use crate::traffic::TrafficRouter as _;
-use crate::traffic::mirror::{MirrorRouter, slice_color};
-use crate::traffic::service::ServiceRouter;
+use crate::traffic::live_endpoints::{MirrorRouter, slice_color};
+use crate::traffic::live_selector::ServiceRouter;
+use crate::traffic::services::{self, ServiceRole};
 use crate::traffic::{LiveRouter, RouteKind, Target};
 use config::{ConfigKind, ConfigRef};
-use environments::{Place, owned_by};
-use render::ServiceRole;
+use environments::Place;
 
 const KIND: &str = "BlueGreenDeployment";
 
@@ -122,26 +125,6 @@ fn role_key(role: ServiceRole) -> &'static str {
         ServiceRole::Color(Color::Blue) => "blue",
         ServiceRole::Color(Color::Green) => "green",
     }
-}
-
-async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
-where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.map_err(|source| Error::Read {
-        kind,
-        name: name.to_string(),
-        source,
-    })
-}
-
-/// Whether `meta` names `bgd` as its controller.
-fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
-    let uid = bgd.metadata.uid.as_deref();
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
 /// An object of the name the controller would use exists and is not this
@@ -400,7 +383,7 @@ async fn observe_spread(
     snap: &mut Snapshot,
 ) -> Result<Result<(), Refusal>, Error> {
     let name = bgd.name_any();
-    let port_name = render::port_name(bgd);
+    let port_name = services::port_name(bgd);
     for color in Color::ALL {
         let place = snap.places.get(color).clone();
         let sname = ServiceRole::Color(color).service_name(&name);
@@ -423,7 +406,7 @@ async fn observe_spread(
             s
         };
         *snap.color_services.get_mut(color) = svc;
-        let eps = mirror::read(
+        let eps = endpoint_mirror::read(
             &place.client,
             &place.namespace,
             &sname,
@@ -553,10 +536,6 @@ fn new_requests(bgd: &BlueGreenDeployment) -> (Requests, BTreeMap<String, String
     (req, now_handled)
 }
 
-fn now() -> Timestamp {
-    Timestamp(jiff::Timestamp::now().as_millisecond())
-}
-
 /// Reconcile one BlueGreenDeployment.
 pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
@@ -619,11 +598,11 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
             st.message = Some(refusal.message.clone());
             st.observed_generation = bgd.metadata.generation;
             let wanted = status::invalid_spec_conditions(refusal.reason, &refusal.message);
-            st.conditions = status::merge(
+            st.conditions = crate::conditions::merge(
                 &old_status.conditions,
                 &wanted,
                 bgd.metadata.generation,
-                &Time(jiff::Timestamp::now()),
+                &crate::clock::time(now()),
             );
             let changed = old_status.message != st.message || old_status.phase != st.phase;
             if changed {
@@ -673,7 +652,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         snap.services
             .get("preview")
             .and_then(|s| s.as_ref())
-            .and_then(render::selected_color)
+            .and_then(services::selected_color)
     };
     let memory = status::memory_from(bgd.status.as_ref());
     let run_of = |gate: Gate| {
@@ -764,11 +743,11 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     }
     st.selector = Some(selector_string(bgd, plan.memory.active));
     let wanted = status::conditions_for(plan.phase, plan.cause, &plan.message);
-    st.conditions = status::merge(
+    st.conditions = crate::conditions::merge(
         &old_status.conditions,
         &wanted,
         bgd.metadata.generation,
-        &Time(jiff::Timestamp::now()),
+        &crate::clock::time(now()),
     );
     ctx.metrics
         .set_phase(&ns, &name, &format!("{:?}", plan.phase));
@@ -804,11 +783,11 @@ async fn unreachable(
     let mut st = old_status.clone();
     st.phase = Some(cutover_api::Phase::Degraded);
     st.message = Some(message.clone());
-    st.conditions = status::merge(
+    st.conditions = crate::conditions::merge(
         &old_status.conditions,
         &status::unreachable_conditions(&message),
         bgd.metadata.generation,
-        &Time(jiff::Timestamp::now()),
+        &crate::clock::time(now()),
     );
     if old_status.message != st.message {
         publish(ctx, bgd, "ClusterUnreachable", &message, true).await;
@@ -822,7 +801,7 @@ async fn unreachable(
 /// endpoints there changed. Colors that cannot be reached keep their last endpoints.
 async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<(), Error> {
     let name = bgd.name_any();
-    let port_name = render::port_name(bgd);
+    let port_name = services::port_name(bgd);
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     let mut places: PerColor<Option<Place>> = PerColor::default();
     for color in Color::ALL {
@@ -845,7 +824,7 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
             continue;
         };
         let source = ServiceRole::Color(color).service_name(&name);
-        let Ok(eps) = mirror::read(
+        let Ok(eps) = endpoint_mirror::read(
             &place.client,
             &place.namespace,
             &source,
@@ -859,8 +838,8 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
         if mirrors(&slice, color, &eps, &port_name) {
             continue;
         }
-        let want = crate::traffic::mirror::role_slice(bgd, role, color, &eps)?;
-        mirror::apply_slice(&ctx.client, ns, &want)
+        let want = crate::traffic::live_endpoints::role_slice(bgd, role, color, &eps)?;
+        endpoint_mirror::apply_slice(&ctx.client, ns, &want)
             .await
             .map_err(|source| Error::Apply {
                 kind: "EndpointSlice",
@@ -1044,7 +1023,7 @@ async fn ensure_color_services(
 ) -> Result<(), Error> {
     for color in Color::ALL {
         let role = ServiceRole::Color(color);
-        let want = render::service(bgd, role, color)?;
+        let want = services::service(bgd, role, color)?;
         let have = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
         let same = same_service(have, &want);
         if !same {
@@ -1061,39 +1040,6 @@ async fn ensure_color_services(
     Ok(())
 }
 
-pub(crate) async fn apply<K>(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    obj: &K,
-    kind: &'static str,
-) -> Result<(), Error>
-where
-    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let mut value =
-        serde_json::to_value(obj).map_err(|source| Error::Serialize { what: kind, source })?;
-    value["apiVersion"] = json!(K::api_version(&()));
-    value["kind"] = json!(K::kind(&()));
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        kind,
-        name: name.to_string(),
-        source,
-    })?;
-    Ok(())
-}
-
 /// With a color away from home: each color's Service `<name>-<color>` where it runs (with
 /// a selector), and at home the Services traffic is routed through, without a selector,
 /// whose EndpointSlices follow the ready endpoints of the color they stand for.
@@ -1104,11 +1050,11 @@ async fn ensure_spread_services(
     snap: &Snapshot,
 ) -> Result<(), Error> {
     let name = bgd.name_any();
-    let port_name = render::port_name(bgd);
+    let port_name = services::port_name(bgd);
     for color in Color::ALL {
         let role = ServiceRole::Color(color);
         let place = snap.places.get(color);
-        let mut want = render::service(bgd, role, color)?;
+        let mut want = services::service(bgd, role, color)?;
         environments::locate(&mut want.metadata, bgd, place);
         if !same_service(snap.color_services.get(color).as_ref(), &want) {
             apply(
@@ -1138,10 +1084,10 @@ async fn ensure_spread_services(
         let in_sync = have.is_some_and(|s| mirrors(s, color, eps, &port_name));
         let service_ok = same_service(
             snap.services.get(role_key(role)).and_then(|s| s.as_ref()),
-            &render::mirror_service(bgd, role)?,
+            &services::mirror_service(bgd, role)?,
         );
         if !in_sync || !service_ok {
-            crate::traffic::mirror::point(bgd, &ctx.client, ns, role, color, eps).await?;
+            crate::traffic::live_endpoints::point(bgd, &ctx.client, ns, role, color, eps).await?;
         }
     }
     Ok(())
@@ -1150,7 +1096,8 @@ async fn ensure_spread_services(
 /// Whether the mirrored EndpointSlice `slice` holds `color`'s endpoints `eps` now.
 fn mirrors(slice: &EndpointSlice, color: Color, eps: &Endpoints, port_name: &str) -> bool {
     slice_color(slice) == Some(color)
-        && mirror::from_slices(std::slice::from_ref(slice), eps.service_port, port_name) == *eps
+        && endpoint_mirror::from_slices(std::slice::from_ref(slice), eps.service_port, port_name)
+            == *eps
 }
 
 /// Whether Service `have` has `want`'s selector and ports.
@@ -1258,11 +1205,11 @@ async fn snapshot_configs(
 ) -> Result<BTreeMap<(ConfigKind, String), String>, Error> {
     let (client, ns) = (&place.client, place.namespace.as_str());
     let mut renames = BTreeMap::new();
-    let owner = render::owner_reference(bgd)?;
+    let owner = owner_reference(bgd)?;
     for (r, data) in &snap.configs {
         let Some(data) = data else { continue };
         let snap_name = config::snapshot_name(&r.name, &config::data_hash(data));
-        let mut labels = render::owned_labels(&bgd.name_any(), None);
+        let mut labels = owned_labels(&bgd.name_any(), None);
         labels.insert(SNAPSHOT_OF_LABEL.into(), r.name.clone());
         let mut meta = ObjectMeta {
             name: Some(snap_name.clone()),
@@ -1293,7 +1240,7 @@ async fn snapshot_configs(
                             .collect()
                     }),
                 };
-                apply_snapshot(client, ns, &snap_name, &cm, "ConfigMap").await?;
+                create_once(client, ns, &snap_name, &cm, "ConfigMap").await?;
             }
             ConfigKind::Secret => {
                 let secret = Secret {
@@ -1308,35 +1255,12 @@ async fn snapshot_configs(
                     ),
                     ..Secret::default()
                 };
-                apply_snapshot(client, ns, &snap_name, &secret, "Secret").await?;
+                create_once(client, ns, &snap_name, &secret, "Secret").await?;
             }
         }
         renames.insert((r.kind, r.name.clone()), snap_name);
     }
     Ok(renames)
-}
-
-/// Snapshots are immutable: create once; an existing one with this content-derived name
-/// already holds the same data.
-async fn apply_snapshot<K>(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    obj: &K,
-    kind: &'static str,
-) -> Result<(), Error>
-where
-    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    if get(&api, kind, name).await?.is_some() {
-        return Ok(());
-    }
-    apply(client, ns, name, obj, kind).await
 }
 
 /// Record the revision's template in a ControllerRevision (once; they are immutable) and
@@ -1351,7 +1275,7 @@ async fn record_revision(
 ) -> Result<(), Error> {
     let name = bgd.name_any();
     let cr = render::controller_revision(bgd, template_hash, revision)?;
-    apply_snapshot(
+    create_once(
         &ctx.client,
         ns,
         &render::revision_name(&name, template_hash),
@@ -1458,7 +1382,7 @@ async fn act(
             Ok(())
         }
         Action::Preview { color } if snap.spread => {
-            crate::traffic::mirror::point(
+            crate::traffic::live_endpoints::point(
                 bgd,
                 &ctx.client,
                 ns,
@@ -1469,7 +1393,7 @@ async fn act(
             .await
         }
         Action::Preview { color } => {
-            let svc = render::service(bgd, ServiceRole::Preview, color)?;
+            let svc = services::service(bgd, ServiceRole::Preview, color)?;
             apply(
                 &ctx.client,
                 ns,
@@ -1589,8 +1513,8 @@ async fn update_route(
         Some(r) => r,
         None if kind.owned() => {
             let mut r = DynamicObject::new(&rname, &kind.api_resource()).within(ns);
-            r.metadata.owner_references = Some(vec![render::owner_reference(bgd)?]);
-            r.metadata.labels = Some(render::owned_labels(&bgd.name_any(), None));
+            r.metadata.owner_references = Some(vec![owner_reference(bgd)?]);
+            r.metadata.labels = Some(owned_labels(&bgd.name_any(), None));
             r.data = serde_json::json!({ "spec": {} });
             r
         }
@@ -1674,7 +1598,7 @@ async fn start_analysis(
             return Ok(());
         }
     };
-    apply_snapshot(&ctx.client, ns, &run_name, &run, "AnalysisRun").await?;
+    create_once(&ctx.client, ns, &run_name, &run, "AnalysisRun").await?;
     let mut old: Vec<&AnalysisRun> = snap.runs.values().collect();
     old.sort_by_key(|r| std::cmp::Reverse(r.metadata.creation_timestamp.clone()));
     let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), ns);

@@ -1,12 +1,12 @@
 //! Status of a BlueGreenDeployment: memory to and from status fields, and conditions merged
 //! so that `lastTransitionTime` moves only when a condition's status changes. Pure.
 
+use crate::clock::{parse_time, rfc3339};
+pub use crate::conditions::Wanted;
 use cutover_api::blue_green::{ReleaseStatus, StandbyStatus};
-use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use cutover_api::k8s_openapi::jiff;
 use cutover_api::{BlueGreenDeploymentStatus, Color as ApiColor, Phase as ApiPhase};
 use cutover_core::Color;
-use cutover_core::release::{Cause, Memory, Phase, Release, StandbyState, Timestamp};
+use cutover_core::release::{Cause, Memory, Phase, Release, StandbyState};
 
 /// API color from core color.
 pub fn api_color(c: Color) -> ApiColor {
@@ -32,20 +32,6 @@ pub fn api_phase(p: Phase) -> ApiPhase {
         Phase::Paused => ApiPhase::Paused,
         Phase::Degraded => ApiPhase::Degraded,
     }
-}
-
-/// RFC 3339 text of a core timestamp.
-pub fn rfc3339(t: Timestamp) -> String {
-    jiff::Timestamp::from_millisecond(t.0)
-        .map(|ts| ts.to_string())
-        .unwrap_or_default()
-}
-
-/// Core timestamp from RFC 3339 text (`None` if unparseable).
-pub fn parse_time(s: &str) -> Option<Timestamp> {
-    s.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|t| Timestamp(t.as_millisecond()))
 }
 
 /// What the controller remembered, read from status.
@@ -100,19 +86,6 @@ pub fn write_memory(status: &mut BlueGreenDeploymentStatus, memory: &Memory) {
         since: rfc3339(sb.since),
     });
     status.latest_revision = memory.latest_revision;
-}
-
-/// A condition as the controller means it now (its time filled in by [`merge`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
-    /// Condition type.
-    pub type_: &'static str,
-    /// True or False.
-    pub status: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// A sentence.
-    pub message: String,
 }
 
 fn want(type_: &'static str, status: bool, reason: &'static str, message: &str) -> Wanted {
@@ -240,41 +213,10 @@ pub fn unreachable_conditions(message: &str) -> Vec<Wanted> {
     ]
 }
 
-/// Merge `wanted` into `old`: unchanged statuses keep their `lastTransitionTime`; types not
-/// in `wanted` are kept as they were.
-pub fn merge(
-    old: &[Condition],
-    wanted: &[Wanted],
-    generation: Option<i64>,
-    now: &Time,
-) -> Vec<Condition> {
-    let mut out: Vec<Condition> = old.to_vec();
-    for w in wanted {
-        let status = if w.status { "True" } else { "False" };
-        let previous = out.iter().position(|c| c.type_ == w.type_);
-        let last_transition_time = match previous.map(|i| &out[i]) {
-            Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => now.clone(),
-        };
-        let cond = Condition {
-            type_: w.type_.to_string(),
-            status: status.to_string(),
-            reason: w.reason.to_string(),
-            message: w.message.clone(),
-            observed_generation: generation,
-            last_transition_time,
-        };
-        match previous {
-            Some(i) => out[i] = cond,
-            None => out.push(cond),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cutover_core::release::Timestamp;
 
     fn status_of(wanted: &[Wanted], type_: &str) -> Option<bool> {
         wanted.iter().find(|w| w.type_ == type_).map(|w| w.status)
@@ -301,38 +243,6 @@ mod tests {
         let away = unreachable_conditions("m");
         assert_eq!(status_of(&away, "Ready"), Some(false));
         assert_eq!(status_of(&away, "Reconciling"), Some(true));
-    }
-
-    fn time(s: &str) -> Time {
-        Time(s.parse().expect("time"))
-    }
-
-    #[test]
-    fn merge_keeps_transition_time_when_status_is_unchanged() {
-        let t0 = time("2026-01-01T00:00:00Z");
-        let t1 = time("2026-01-01T00:05:00Z");
-        let first = merge(
-            &[],
-            &[want("Paused", true, "WaitingForPromotion", "a")],
-            Some(1),
-            &t0,
-        );
-        let same = merge(
-            &first,
-            &[want("Paused", true, "WaitingForPromotion", "b")],
-            Some(2),
-            &t1,
-        );
-        assert_eq!(same[0].last_transition_time, t0);
-        assert_eq!(same[0].message, "b");
-        let flipped = merge(
-            &same,
-            &[want("Paused", false, "NotPaused", "c")],
-            Some(2),
-            &t1,
-        );
-        assert_eq!(flipped[0].last_transition_time, t1);
-        assert_eq!(flipped.len(), 1);
     }
 
     #[test]

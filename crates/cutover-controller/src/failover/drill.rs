@@ -27,8 +27,9 @@ use cutover_core::failover::{Event, MemberObs, Memory};
 use cutover_core::release::Timestamp;
 use serde_json::json;
 
-use super::{Context, Local, now, time, timestamp};
+use super::{Context, Local};
 use crate::FIELD_MANAGER;
+use crate::clock::{now, time, timestamp};
 
 /// Parse a drill schedule (standard 5-field cron, UTC).
 pub fn schedule(s: &str) -> Result<croner::Cron, String> {

@@ -14,10 +14,8 @@ use serde_json::json;
 
 use crate::FIELD_MANAGER;
 use crate::clusters::{ClusterError, Clusters};
-pub use crate::mirror::Endpoints;
-
-/// Label the EndpointSlices we write carry so that Kubernetes' own mirroring leaves them.
-const SLICE_MANAGER: &str = "failover.cutover.dev";
+pub use crate::endpoint_mirror::Endpoints;
+use crate::endpoint_mirror::FAILOVER_SLICE_MANAGER as SLICE_MANAGER;
 
 /// The client of `member`'s cluster (`front` when it has no clusterRef).
 pub async fn client(
@@ -51,7 +49,7 @@ pub async fn endpoints(client: &Client, ns: &str, member: &Member) -> Result<End
         .name
         .clone()
         .unwrap_or_else(|| "http".to_string());
-    crate::mirror::read(client, ns, bgd_name, bgd.spec.service.port, &port_name)
+    crate::endpoint_mirror::read(client, ns, bgd_name, bgd.spec.service.port, &port_name)
         .await
         .map_err(|e| format!("its API did not answer: {e}"))
 }
@@ -110,8 +108,9 @@ pub async fn mirror(
         .map_err(|e| format!("applying Service {name}: {e}"))?;
     let labels: BTreeMap<String, String> =
         serde_json::from_value(labels).map_err(|e| format!("labels: {e}"))?;
-    let slice = crate::mirror::slice(&name, &name, "http", &labels, SLICE_MANAGER, &owner, eps);
-    crate::mirror::apply_slice(front, &ns, &slice)
+    let slice =
+        crate::endpoint_mirror::slice(&name, &name, "http", &labels, SLICE_MANAGER, &owner, eps);
+    crate::endpoint_mirror::apply_slice(front, &ns, &slice)
         .await
         .map_err(|e| format!("applying EndpointSlice {name}: {e}"))?;
     Ok(())

@@ -23,8 +23,6 @@ use cutover_api::failover::{
     FailbackMode, FailoverPolicy, FailoverPolicyStatus, MemberStatus, MoveStatus, requests,
 };
 use cutover_api::k8s_openapi::api::core::v1::Secret;
-use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use cutover_api::k8s_openapi::jiff;
 use cutover_api::kube::api::{Patch, PatchParams};
 use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
@@ -40,8 +38,9 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::analysis::providers::prometheus;
-use crate::bluegreen::status::{Wanted, merge};
+use crate::clock::{duration, now, time, timestamp};
 use crate::clusters::Clusters;
+use crate::conditions::{Wanted, merge};
 use crate::metrics::Metrics;
 use members::Endpoints;
 use postgres::DbState;
@@ -66,28 +65,6 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").finish_non_exhaustive()
     }
-}
-
-/// Now, as the core counts time.
-pub fn now() -> Timestamp {
-    Timestamp(jiff::Timestamp::now().as_millisecond())
-}
-
-/// A core timestamp as an API time.
-pub fn time(t: Timestamp) -> Time {
-    Time(jiff::Timestamp::from_millisecond(t.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
-}
-
-/// An API time as a core timestamp.
-pub fn timestamp(t: &Time) -> Timestamp {
-    Timestamp(t.0.as_millisecond())
-}
-
-/// Parse `1s`, `250ms`, `2m` (what the schema allows).
-pub fn duration(s: &str, field: &str) -> Result<Duration, String> {
-    s.parse::<cutover_api::kube::core::Duration>()
-        .map(Duration::from)
-        .map_err(|e| format!("{field}: {s:?} is not a duration: {e}"))
 }
 
 /// The policy's knobs as the core sees them, and the probe timing.

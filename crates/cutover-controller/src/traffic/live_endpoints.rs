@@ -11,11 +11,11 @@ use cutover_api::kube::{Api, Client};
 use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
 use cutover_core::{Color, PerColor};
 
+use super::services::{self, ServiceRole};
 use super::{TrafficRouter, TrafficState};
-use crate::bluegreen::environments::SLICE_MANAGER;
-use crate::bluegreen::render::{self, ServiceRole};
+use crate::endpoint_mirror::{self, BLUEGREEN_SLICE_MANAGER, Endpoints};
 use crate::error::Error;
-use crate::mirror::{self, Endpoints};
+use crate::objects::{apply, owned_labels, owner_reference};
 
 /// Switches traffic by rewriting the live Service's mirrored EndpointSlice.
 pub struct MirrorRouter<'a> {
@@ -59,15 +59,15 @@ pub fn role_slice(
 ) -> Result<serde_json::Value, Error> {
     let name = role.service_name(bgd.metadata.name.as_deref().unwrap_or_default());
     let mut labels: BTreeMap<String, String> =
-        render::owned_labels(bgd.metadata.name.as_deref().unwrap_or_default(), None);
+        owned_labels(bgd.metadata.name.as_deref().unwrap_or_default(), None);
     labels.insert(COLOR_LABEL.into(), color.as_str().into());
-    let owner = render::owner_reference(bgd)?;
-    Ok(mirror::slice(
+    let owner = owner_reference(bgd)?;
+    Ok(endpoint_mirror::slice(
         &name,
         &name,
-        &render::port_name(bgd),
+        &services::port_name(bgd),
         &labels,
-        SLICE_MANAGER,
+        BLUEGREEN_SLICE_MANAGER,
         &owner,
         eps,
     ))
@@ -83,10 +83,10 @@ pub async fn point(
     eps: &Endpoints,
 ) -> Result<(), Error> {
     let name = role.service_name(bgd.metadata.name.as_deref().unwrap_or_default());
-    let svc = render::mirror_service(bgd, role)?;
-    crate::bluegreen::apply(client, ns, &name, &svc, "Service").await?;
+    let svc = services::mirror_service(bgd, role)?;
+    apply(client, ns, &name, &svc, "Service").await?;
     let slice = role_slice(bgd, role, color, eps)?;
-    mirror::apply_slice(client, ns, &slice)
+    endpoint_mirror::apply_slice(client, ns, &slice)
         .await
         .map_err(|source| Error::Apply {
             kind: "EndpointSlice",

@@ -8,9 +8,9 @@ use cutover_api::kube::Api;
 use cutover_api::kube::api::{Patch, PatchParams};
 use cutover_core::Color;
 
+use super::services::{self, ServiceRole};
 use super::{TrafficRouter, TrafficState};
 use crate::FIELD_MANAGER;
-use crate::bluegreen::render::{self, ServiceRole};
 use crate::error::Error;
 
 /// Switches traffic with the live Service's selector.
@@ -47,7 +47,7 @@ impl TrafficRouter for ServiceRouter<'_> {
         } else {
             canary.other()
         };
-        let svc = render::service(self.bgd, ServiceRole::Live, color)?;
+        let svc = services::service(self.bgd, ServiceRole::Live, color)?;
         let name = self.live_name();
         self.services
             .patch(
@@ -77,7 +77,7 @@ impl TrafficRouter for ServiceRouter<'_> {
             })?;
         Ok(svc
             .as_ref()
-            .and_then(render::selected_color)
+            .and_then(services::selected_color)
             .map(|stable| TrafficState {
                 stable,
                 canary_weight: 0,

@@ -7,8 +7,9 @@
 
 pub mod gateway;
 pub mod istio;
-pub mod mirror;
-pub mod service;
+pub mod live_endpoints;
+pub mod live_selector;
+pub mod services;
 pub mod smi;
 
 use cutover_api::BlueGreenDeployment;
@@ -50,9 +51,9 @@ pub trait TrafficRouter {
 #[derive(Debug)]
 pub enum LiveRouter<'a> {
     /// The live Service's selector.
-    Service(service::ServiceRouter<'a>),
+    Service(live_selector::ServiceRouter<'a>),
     /// The live Service's mirrored EndpointSlice.
-    Mirror(mirror::MirrorRouter<'a>),
+    Mirror(live_endpoints::MirrorRouter<'a>),
 }
 
 impl TrafficRouter for LiveRouter<'_> {

@@ -1,0 +1,157 @@
+//! Object plumbing shared by every feature: read one object, server-side apply what the
+//! controller owns (one field manager), create an immutable object once, and the ownership
+//! marks (labels, controller reference, owner-uid label away from home).
+
+use std::collections::BTreeMap;
+
+use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use cutover_api::kube::api::{Patch, PatchParams};
+use cutover_api::kube::{Api, Client, Resource};
+use cutover_api::{BlueGreenDeployment, COLOR_LABEL, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use cutover_core::Color;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::FIELD_MANAGER;
+use crate::error::Error;
+
+/// Label on objects owned away from home (no owner reference can cross namespaces or
+/// clusters): the uid of the owning BlueGreenDeployment.
+pub const OWNER_UID_LABEL: &str = "cutover.dev/owner-uid";
+/// Read `name`, `None` when it does not exist.
+pub async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        kind,
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Whether `meta` names `bgd` as its controller.
+pub fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
+    let uid = bgd.metadata.uid.as_deref();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
+
+/// Whether `meta` belongs to `bgd`: it is its controller (same namespace), or the object
+/// carries its uid in [`OWNER_UID_LABEL`] (elsewhere).
+pub fn owned_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
+    let Some(uid) = bgd.metadata.uid.as_deref() else {
+        return false;
+    };
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid);
+    controller
+        || meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(OWNER_UID_LABEL))
+            .is_some_and(|v| v == uid)
+}
+
+/// Server-side apply `obj` as `name` in `ns`, with the controller's field manager (taking
+/// over fields another manager set: the controller owns these objects).
+pub async fn apply<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    obj: &K,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let mut value =
+        serde_json::to_value(obj).map_err(|source| Error::Serialize { what: kind, source })?;
+    value["apiVersion"] = json!(K::api_version(&()));
+    value["kind"] = json!(K::kind(&()));
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind,
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Snapshots are immutable: create once; an existing one with this content-derived name
+/// already holds the same data.
+pub async fn create_once<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    obj: &K,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    if get(&api, kind, name).await?.is_some() {
+        return Ok(());
+    }
+    apply(client, ns, name, obj, kind).await
+}
+
+/// Controller owner reference to `bgd`.
+pub fn owner_reference(bgd: &BlueGreenDeployment) -> Result<OwnerReference, Error> {
+    bgd.controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))
+}
+
+pub fn name_of(bgd: &BlueGreenDeployment) -> Result<&str, Error> {
+    bgd.metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))
+}
+
+/// Labels on every owned object.
+pub fn owned_labels(name: &str, color: Option<Color>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (INSTANCE_LABEL.to_string(), name.to_string()),
+    ]);
+    if let Some(c) = color {
+        labels.insert(COLOR_LABEL.to_string(), c.as_str().to_string());
+    }
+    labels
+}
+
+/// Metadata of an object `bgd` owns: labelled, with its controller reference.
+pub fn metadata(
+    bgd: &BlueGreenDeployment,
+    name: String,
+    color: Option<Color>,
+) -> Result<ObjectMeta, Error> {
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: bgd.metadata.namespace.clone(),
+        labels: Some(owned_labels(name_of(bgd)?, color)),
+        owner_references: Some(vec![owner_reference(bgd)?]),
+        ..ObjectMeta::default()
+    })
+}
