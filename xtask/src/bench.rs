@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use cutover_api::BlueGreenDeployment;
 use cutover_local_cluster as local;
+use cutover_local_cluster::process::ChildGuard;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -35,22 +36,10 @@ pub struct BenchArgs {
 
 pub const CLUSTER: &str = "bench";
 
-/// A child process killed when dropped, so a failing benchmark leaves nothing running.
-#[derive(Debug)]
-pub struct KillOnDrop(pub std::process::Child);
-
-impl KillOnDrop {
-    /// Kill it now.
-    pub fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// `child` killed (SIGKILL, no grace) when dropped, so a failing benchmark leaves nothing
+/// running.
+pub fn kill_on_drop(child: std::process::Child) -> ChildGuard {
+    ChildGuard::new(child, Duration::ZERO)
 }
 
 /// CPU seconds (user + system) process `pid` has used.
@@ -221,8 +210,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting cutover-controller")?;
-    let mut child = crate::bench::KillOnDrop(child);
-    let pid = child.0.id();
+    let mut child = kill_on_drop(child);
+    let pid = child.id();
     let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), "bench");
     let healthy_on = |color: cutover_api::Color| {
         let bgds = bgds.clone();
@@ -294,7 +283,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let requests_idle = api_requests(port).await?;
     let (rss, peak) = rss_kib(pid);
-    child.stop();
+    let _ = child.stop();
     let per = |a: f64, b: f64| (b - a) / n as f64;
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();

@@ -13,7 +13,7 @@ use cutover_local_cluster as local;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::bench::KillOnDrop;
+use crate::bench::kill_on_drop;
 
 #[derive(Debug, Args)]
 pub struct RealNodeBenchArgs {
@@ -111,7 +111,7 @@ async fn measure(args: &RealNodeBenchArgs, kubeconfig: &Path) -> anyhow::Result<
     let client = local::client_for(kubeconfig).await?;
     cutover_test_support::controller::install_crds(&client).await;
     let bin = local::workspace_root().join("target/debug/cutover-controller");
-    let _controller = KillOnDrop(
+    let _controller = kill_on_drop(
         std::process::Command::new(&bin)
             .args([
                 "--namespace",

@@ -85,7 +85,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("starting cutover-controller")?;
-    let child = crate::bench::KillOnDrop(child);
+    let child = crate::bench::kill_on_drop(child);
 
     let templates: Api<AnalysisTemplate> = Api::namespaced(client.clone(), NS);
     let query = format!("max({METRIC}{{color=\"{{{{args.color}}}}\"}})");

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use cutover_local_cluster as local;
+use cutover_local_cluster::process::{self, ChildGuard};
 use cutover_test_support::e2e::{self, RouterProcess, table_backends};
 use cutover_test_support::upstream::{self, GATEWAY_API};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -28,17 +29,9 @@ use serde_json::json;
 use crate::bench::CLUSTER;
 
 /// A peer proxy started in its own process group; SIGTERM to the whole group when dropped
-/// (nginx's workers outlive a killed master otherwise).
-#[derive(Debug)]
-struct GroupOnDrop(std::process::Child);
-
-impl Drop for GroupOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
-    }
+/// (nginx's workers outlive a killed master otherwise), then wait for it to exit.
+fn group_on_drop(leader: std::process::Child) -> ChildGuard {
+    ChildGuard::group(leader, process::NO_DEADLINE)
 }
 
 const NS: &str = "router-bench";
@@ -345,7 +338,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         &nginx_conf_path,
         nginx_conf(&nginx_dir, nginx_port, &blue, &green),
     )?;
-    let _nginx = GroupOnDrop(
+    let _nginx = group_on_drop(
         Command::new("nginx")
             .arg("-p")
             .arg(&nginx_dir)
@@ -363,7 +356,7 @@ pub async fn run(args: RouterBenchArgs) -> anyhow::Result<()> {
         &haproxy_conf_path,
         haproxy_conf(haproxy_port, &blue, &green),
     )?;
-    let _haproxy = GroupOnDrop(
+    let _haproxy = group_on_drop(
         Command::new("haproxy")
             .arg("-f")
             .arg(&haproxy_conf_path)

@@ -26,6 +26,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use cutover_api::{BlueGreenDeployment, Color, Phase};
 use cutover_local_cluster as local;
+use cutover_local_cluster::process::{self, Stopped};
 use cutover_test_support::e2e::{self, RouterProcess, table_backends};
 use cutover_test_support::load::{Load, Report};
 use cutover_test_support::prometheus::Prometheus;
@@ -52,25 +53,15 @@ pub const CLUSTER: &str = "demo";
 pub const REAL_CLUSTER: &str = "demo-real";
 const NS: &str = "default";
 
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+/// A child process stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
 struct Child(std::process::Child, &'static str);
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Ok(Stopped::Killed(_)) = process::stop(&mut self.0, Duration::from_secs(5)) {
+            // Not eprintln!: stderr may be gone (a closed pipe) while cleaning up.
+            let _ = writeln!(std::io::stderr(), "    stopped {}", self.1);
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        // Not eprintln!: stderr may be gone (a closed pipe) while cleaning up.
-        let _ = writeln!(std::io::stderr(), "    stopped {}", self.1);
     }
 }
 

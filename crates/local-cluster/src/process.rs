@@ -259,6 +259,7 @@ pub fn stop_pid(pid: u32, grace: Duration, alive: impl Fn() -> bool) -> PidStopp
 #[derive(Debug)]
 pub struct ChildGuard {
     child: Option<Child>,
+    pid: u32,
     grace: Duration,
     group: bool,
 }
@@ -267,6 +268,7 @@ impl ChildGuard {
     /// Guard `child`: on drop, SIGTERM and up to `grace` before SIGKILL.
     pub fn new(child: Child, grace: Duration) -> ChildGuard {
         ChildGuard {
+            pid: child.id(),
             child: Some(child),
             grace,
             group: false,
@@ -276,6 +278,7 @@ impl ChildGuard {
     /// Guard `leader` and its process group (see [`stop_group`]).
     pub fn group(leader: Child, grace: Duration) -> ChildGuard {
         ChildGuard {
+            pid: leader.id(),
             child: Some(leader),
             grace,
             group: true,
@@ -283,8 +286,8 @@ impl ChildGuard {
     }
 
     /// The child's process id.
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    pub fn id(&self) -> u32 {
+        self.pid
     }
 
     /// Stop it now (once; later calls and the drop do nothing).
@@ -571,7 +574,7 @@ mod tests {
         let (child, mut out) = start_sh("echo up; exec sleep 30", false);
         assert_eq!(line(&mut out), "up");
         let guard = ChildGuard::new(child, Duration::from_secs(10));
-        let pid = guard.id().expect("guarded");
+        let pid = guard.id();
         drop(guard);
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
