@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{request, start};
+use cutover_test_support::local_cluster::process;
 
 async fn get(port: u16, path: &str) -> (u16, String) {
     request(port, "GET", path).await
@@ -62,8 +63,7 @@ async fn the_load_generator_counts_every_failure_and_every_lost_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The app goes away under load: what follows are connection errors.
-    let _ = app.0.kill();
-    let _ = app.0.wait();
+    let _ = process::stop(&mut app.0, Duration::ZERO);
     let before_kill = load.snapshot().await;
     while load.snapshot().await.connection_errors == 0 {
         assert!(

@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use cutover_test_support::local_cluster::process;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The running app and its port on 127.0.0.1; killed when dropped.
@@ -12,8 +13,7 @@ pub struct App(pub Child, pub u16);
 
 impl Drop for App {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = process::stop(&mut self.0, Duration::ZERO);
     }
 }
 
