@@ -21,8 +21,8 @@ use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use cutover_api::kube::api::{DynamicObject, PostParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
@@ -47,11 +47,11 @@ use crate::metrics::Metrics;
 use crate::objects::{
     apply, controlled_by, create_once, get, owned_by, owned_labels, owner_reference,
 };
-use crate::traffic::TrafficRouter as _;
-use crate::traffic::live_endpoints::{MirrorRouter, slice_color};
-use crate::traffic::live_selector::ServiceRouter;
+use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
+use crate::traffic::live_selector::LiveSelector;
+use crate::traffic::route::{Route, header_of};
 use crate::traffic::services::{self, ServiceRole};
-use crate::traffic::{LiveRouter, RouteKind, Target};
+use crate::traffic::{Live, RouteKind, Traffic, TrafficProvider as _};
 use config::{ConfigKind, ConfigRef};
 use environments::Place;
 
@@ -100,16 +100,6 @@ struct Snapshot {
 }
 
 const GATES: [Gate; 3] = [Gate::PrePromotion, Gate::Background, Gate::PostPromotion];
-
-/// The route object of a weighted provider.
-fn route_api(client: &Client, ns: &str, kind: RouteKind) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, &kind.api_resource())
-}
-
-/// The weighted provider and its object's name (`None` for `service` routing).
-fn route_name(bgd: &BlueGreenDeployment) -> Option<(RouteKind, String)> {
-    RouteKind::of(bgd)
-}
 
 /// Why the controller will not act on this object (no traffic is touched).
 #[derive(Debug)]
@@ -203,8 +193,10 @@ async fn observe(
         runs: BTreeMap::new(),
         route: None,
     };
-    if let Some((kind, route)) = route_name(bgd) {
-        let found = get(&route_api(client, ns, kind), kind.kind(), &route).await?;
+    if let Some((kind, route)) = RouteKind::of(bgd) {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &kind.api_resource());
+        let found = get(&api, kind.kind(), &route).await?;
         match found {
             // Cutover creates the TrafficSplit it owns on the first switch.
             None if kind.owned() => {}
@@ -615,34 +607,9 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     };
 
     let template_hash = config::template_hash(&bgd.spec.template, &snap.configs);
-    let router = if snap.spread {
-        LiveRouter::Mirror(MirrorRouter::new(
-            bgd,
-            ctx.client.clone(),
-            &ns,
-            &snap.endpoints,
-        ))
-    } else {
-        LiveRouter::Service(ServiceRouter::new(
-            bgd,
-            Api::namespaced(ctx.client.clone(), &ns),
-        ))
-    };
-    let service_live = router.read().await?.map(|t| t.stable);
-    // The live Service names the live color; a route's split is read against it. The
-    // weights alone cannot say which color is live (at a 60 % step the new color has the
-    // larger share), and a route switched before the Service followed reads as 100 % on
-    // the other color: a split the next switch completes or undoes. Before the first
-    // rollout (no live Service yet) nothing is live, whatever the route names.
-    let live = service_live;
-    let traffic = match (&snap.route, route_name(bgd), live) {
-        (Some(route), Some((kind, rname)), Some(live)) => kind
-            .observe(&route.data["spec"], bgd, &rname)
-            .ok()
-            .and_then(|obs| obs.relative_to(live))
-            .unwrap_or_default(),
-        _ => release::TrafficObs::default(),
-    };
+    let traffic = traffic_of(bgd, ctx, &snap);
+    let observed = traffic.read()?;
+    let live = observed.live;
     let preview = if snap.spread {
         snap.slices
             .get("preview")
@@ -675,7 +642,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         now: now(),
         desired: desired(bgd, template_hash.clone()),
         analysis: gates,
-        traffic,
+        traffic: observed.split,
         memory,
         colors: PerColor {
             blue: observed_color(&snap, Color::Blue),
@@ -697,7 +664,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         ensure_color_services(bgd, ctx, &ns, &snap).await?;
     }
     for action in &plan.actions {
-        act(bgd, ctx, &ns, &snap, &template_hash, action, &router).await?;
+        act(bgd, ctx, &ns, &snap, &template_hash, action, &traffic).await?;
     }
     if plan.actions.is_empty() && plan.memory.release.is_none() {
         // Settled: config snapshots neither color uses any more can go.
@@ -1338,7 +1305,7 @@ async fn act(
     snap: &Snapshot,
     template_hash: &str,
     action: &Action,
-    router: &LiveRouter<'_>,
+    traffic: &Traffic<'_>,
 ) -> Result<(), Error> {
     let name = bgd.name_any();
     match *action {
@@ -1431,41 +1398,15 @@ async fn act(
             })?;
             Ok(())
         }
-        Action::SetWeight { canary, weight } if route_name(bgd).is_some() => {
-            update_route(bgd, ctx, ns, canary.other(), |now| Target {
-                canary_weight: weight,
-                ..now
-            })
-            .await
-        }
-        Action::SetHeaderRoute { canary, step } if route_name(bgd).is_some() => {
+        Action::SetWeight { canary, weight } => traffic.set_weight(canary.other(), weight).await,
+        Action::SetHeaderRoute { canary, step } => {
             let header = step.map(|i| header_of(bgd, i));
-            update_route(bgd, ctx, ns, canary.other(), |now| Target { header, ..now }).await
+            traffic.set_header_route(canary.other(), header).await
         }
-        Action::SetMirror { canary, percent } if route_name(bgd).is_some() => {
-            update_route(bgd, ctx, ns, canary.other(), |now| Target {
-                mirror: percent,
-                ..now
-            })
-            .await
-        }
-        Action::SetWeight { canary, weight } => router.set_weight(canary, weight).await,
-        Action::SetHeaderRoute { .. } | Action::SetMirror { .. } => Err(Error::Unsupported {
-            what: "header routes and mirroring with `service` traffic routing",
-        }),
+        Action::SetMirror { canary, percent } => traffic.set_mirror(canary.other(), percent).await,
         Action::SwitchLive { color } => {
             let started = Instant::now();
-            if route_name(bgd).is_some() {
-                // All traffic to `color` in one route write; then the live Service agrees.
-                update_route(bgd, ctx, ns, color, |_| Target {
-                    stable: color,
-                    canary_weight: 0,
-                    header: None,
-                    mirror: 0,
-                })
-                .await?;
-            }
-            router.set_weight(color, 100).await?;
+            traffic.switch_live(color).await?;
             ctx.metrics.traffic_switched(started.elapsed());
             tracing::info!(namespace = %ns, name = %name, color = %color, "switched live traffic");
             Ok(())
@@ -1473,88 +1414,26 @@ async fn act(
     }
 }
 
-/// The header route of step `i`: its index and matches.
-fn header_of(
-    bgd: &BlueGreenDeployment,
-    i: u32,
-) -> (u32, Vec<cutover_api::blue_green::HeaderMatch>) {
-    let matches = bgd
-        .spec
-        .strategy
-        .steps
-        .get(i as usize)
-        .and_then(|s| s.set_header_route.as_ref())
-        .map(|h| h.matches.clone())
-        .unwrap_or_default();
-    (i, matches)
-}
-
-/// Read the route object (HTTPRoute, VirtualService, TrafficSplit) fresh, apply `change`
-/// (given the split it implements now, read against `stable`) to the parts Cutover
-/// manages, and write it back with the resourceVersion read, so a concurrent edit of the
-/// route makes this write fail rather than be overwritten.
-async fn update_route(
-    bgd: &BlueGreenDeployment,
-    ctx: &Context,
-    ns: &str,
-    stable: Color,
-    change: impl FnOnce(Target) -> Target,
-) -> Result<(), Error> {
-    let Some((kind, rname)) = route_name(bgd) else {
-        return Ok(());
-    };
-    let api = route_api(&ctx.client, ns, kind);
-    let current = api.get_opt(&rname).await.map_err(|source| Error::Read {
-        kind: kind.kind(),
-        name: rname.clone(),
-        source,
-    })?;
-    let mut route = match current {
-        Some(r) => r,
-        None if kind.owned() => {
-            let mut r = DynamicObject::new(&rname, &kind.api_resource()).within(ns);
-            r.metadata.owner_references = Some(vec![owner_reference(bgd)?]);
-            r.metadata.labels = Some(owned_labels(&bgd.name_any(), None));
-            r.data = serde_json::json!({ "spec": {} });
-            r
-        }
-        None => return Ok(()),
-    };
-    let spec = route.data["spec"].clone();
-    let obs = kind
-        .observe(&spec, bgd, &rname)
-        .ok()
-        .and_then(|o| o.relative_to(stable))
-        .unwrap_or_default();
-    let header = obs.header_route.map(|i| header_of(bgd, i));
-    let now = Target {
-        stable,
-        canary_weight: obs.weight,
-        header,
-        mirror: obs.mirror,
-    };
-    let target = change(now);
-    let new_spec = kind.render(&spec, bgd, &target);
-    if new_spec == spec {
-        return Ok(());
-    }
-    route.data["spec"] = new_spec;
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
-    let written = if route.metadata.resource_version.is_some() {
-        api.replace(&rname, &pp, &route).await
+/// The providers of `bgd`'s traffic, over what this pass observed.
+fn traffic_of<'a>(bgd: &'a BlueGreenDeployment, ctx: &Context, snap: &'a Snapshot) -> Traffic<'a> {
+    let live = if snap.spread {
+        Live::Endpoints(LiveEndpoints::new(
+            bgd,
+            ctx.client.clone(),
+            &snap.endpoints,
+            snap.slices.get("live").and_then(Option::as_ref),
+        ))
     } else {
-        api.create(&pp, &route).await
+        Live::Selector(LiveSelector::new(
+            bgd,
+            ctx.client.clone(),
+            snap.services.get("live").and_then(Option::as_ref),
+        ))
     };
-    written.map_err(|source| Error::Apply {
-        kind: kind.kind(),
-        name: rname.clone(),
-        source,
-    })?;
-    tracing::info!(namespace = %ns, name = %bgd.name_any(), route = %rname, ?target, "updated {}", kind.kind());
-    Ok(())
+    Traffic {
+        route: Route::of(bgd, ctx.client.clone(), snap.route.as_ref()),
+        live,
+    }
 }
 
 /// How many AnalysisRuns of one BlueGreenDeployment are kept.

@@ -10,7 +10,6 @@
 //! failure and success thresholds mean "checks in a row", `interval` apart.
 
 pub mod drill;
-pub mod entry;
 pub mod members;
 pub mod postgres;
 
@@ -42,6 +41,8 @@ use crate::clock::{duration, now, time, timestamp};
 use crate::clusters::Clusters;
 use crate::conditions::{Wanted, merge};
 use crate::metrics::Metrics;
+use crate::traffic::TrafficProvider as _;
+use crate::traffic::entry::{self, EntryRoute};
 use members::Endpoints;
 use postgres::DbState;
 
@@ -775,14 +776,14 @@ async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Du
                     None => Err("no database connection".into()),
                 },
                 Action::Route(i) => {
-                    let port = local
-                        .mirrored
-                        .get(&names[i])
-                        .map(|e| e.service_port)
-                        .unwrap_or(80);
-                    let r = route.clone().ok_or("no route")?;
+                    let r = route.as_ref().ok_or("no route")?;
+                    let ports = names
+                        .iter()
+                        .map(|n| local.mirrored.get(n).map_or(80, |e| e.service_port))
+                        .collect();
+                    let entry = EntryRoute::new(&ctx.client, &ns, r, &services, ports);
                     let t = std::time::Instant::now();
-                    let res = entry::route(&routes, r, &services, &services[i], port).await;
+                    let res = entry.switch_live(i).await.map_err(|e| e.to_string());
                     ctx.metrics.traffic_switched(t.elapsed());
                     res
                 }

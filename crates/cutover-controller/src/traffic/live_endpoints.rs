@@ -7,46 +7,60 @@
 use std::collections::BTreeMap;
 
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
-use cutover_api::kube::{Api, Client};
+use cutover_api::kube::{Client, ResourceExt as _};
 use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
 use cutover_core::{Color, PerColor};
 
 use super::services::{self, ServiceRole};
-use super::{TrafficRouter, TrafficState};
+use super::{HeaderRoute, Observed, TrafficProvider, unsupported};
 use crate::endpoint_mirror::{self, BLUEGREEN_SLICE_MANAGER, Endpoints};
 use crate::error::Error;
 use crate::objects::{apply, owned_labels, owner_reference};
 
 /// Switches traffic by rewriting the live Service's mirrored EndpointSlice.
-pub struct MirrorRouter<'a> {
+pub struct LiveEndpoints<'a> {
     bgd: &'a BlueGreenDeployment,
     client: Client,
-    ns: String,
+    /// Each color's ready endpoints where it runs, as observed this pass.
     endpoints: &'a PerColor<Endpoints>,
+    /// The live Service's mirrored EndpointSlice as observed this pass.
+    observed: Option<&'a EndpointSlice>,
 }
 
-impl std::fmt::Debug for MirrorRouter<'_> {
+impl std::fmt::Debug for LiveEndpoints<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MirrorRouter")
+        f.debug_struct("LiveEndpoints")
             .field("bgd", &self.bgd.metadata.name)
             .finish_non_exhaustive()
     }
 }
 
-impl<'a> MirrorRouter<'a> {
-    /// The router of `bgd` in its namespace `ns`, with each color's ready endpoints.
+impl<'a> LiveEndpoints<'a> {
+    /// The switch of `bgd`, with each color's ready `endpoints` and the live slice
+    /// `observed`.
     pub fn new(
         bgd: &'a BlueGreenDeployment,
         client: Client,
-        ns: &str,
         endpoints: &'a PerColor<Endpoints>,
+        observed: Option<&'a EndpointSlice>,
     ) -> Self {
         Self {
             bgd,
             client,
-            ns: ns.to_string(),
             endpoints,
+            observed,
         }
+    }
+
+    async fn point_live(&self, color: Color) -> Result<(), Error> {
+        let eps = self.endpoints.get(color);
+        if eps.addresses.is_empty() {
+            return Err(Error::NoEndpoints {
+                color: color.as_str(),
+            });
+        }
+        let ns = self.bgd.namespace().unwrap_or_default();
+        point(self.bgd, &self.client, &ns, ServiceRole::Live, color, eps).await
     }
 }
 
@@ -104,45 +118,41 @@ pub fn slice_color(slice: &EndpointSlice) -> Option<Color> {
     }
 }
 
-impl TrafficRouter for MirrorRouter<'_> {
-    async fn set_weight(&self, canary: Color, weight: u8) -> Result<(), Error> {
-        let color = if weight >= 100 {
-            canary
+impl TrafficProvider for LiveEndpoints<'_> {
+    type Backend = Color;
+
+    fn read(&self) -> Result<Observed<Color>, Error> {
+        Ok(Observed {
+            live: self.observed.and_then(slice_color),
+            split: Default::default(),
+        })
+    }
+
+    /// No weights: 100 sends everything to the other color, anything less leaves it on
+    /// `stable`.
+    async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
+        self.point_live(if weight >= 100 {
+            stable.other()
         } else {
-            canary.other()
-        };
-        let eps = self.endpoints.get(color);
-        if eps.addresses.is_empty() {
-            return Err(Error::NoEndpoints {
-                color: color.as_str(),
-            });
-        }
-        point(
-            self.bgd,
-            &self.client,
-            &self.ns,
-            ServiceRole::Live,
-            color,
-            eps,
-        )
+            stable
+        })
         .await
     }
 
-    async fn read(&self) -> Result<Option<TrafficState>, Error> {
-        let name =
-            ServiceRole::Live.service_name(self.bgd.metadata.name.as_deref().unwrap_or_default());
-        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.ns);
-        let slice = api.get_opt(&name).await.map_err(|source| Error::Read {
-            kind: "EndpointSlice",
-            name,
-            source,
-        })?;
-        Ok(slice
-            .as_ref()
-            .and_then(slice_color)
-            .map(|stable| TrafficState {
-                stable,
-                canary_weight: 0,
-            }))
+    async fn set_header_route(&self, _: Color, _: Option<HeaderRoute>) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn set_mirror(&self, _: Color, _: u8) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn switch_live(&self, to: Color) -> Result<(), Error> {
+        self.point_live(to).await
+    }
+
+    /// The live Service is the user's entry point: it stays (with its owner).
+    async fn remove(&self) -> Result<(), Error> {
+        Ok(())
     }
 }

@@ -1,86 +1,91 @@
-//! The `service` router: the live Service `<name>` selects one color's pods. A switch is
-//! one server-side apply of the Service's selector; kube-proxy (or the mesh) follows the
-//! EndpointSlices, which change from one color's ready pods to the other's in one update.
+//! The live switch when both colors run at home: the live Service `<name>` selects one
+//! color's pods. A switch is one server-side apply of the Service's selector; kube-proxy
+//! (or the mesh) follows the EndpointSlices, which change from one color's ready pods to
+//! the other's in one update.
 
 use cutover_api::BlueGreenDeployment;
 use cutover_api::k8s_openapi::api::core::v1::Service;
-use cutover_api::kube::Api;
-use cutover_api::kube::api::{Patch, PatchParams};
+use cutover_api::kube::{Client, ResourceExt as _};
 use cutover_core::Color;
 
 use super::services::{self, ServiceRole};
-use super::{TrafficRouter, TrafficState};
-use crate::FIELD_MANAGER;
+use super::{HeaderRoute, Observed, TrafficProvider, unsupported};
 use crate::error::Error;
+use crate::objects::apply;
 
 /// Switches traffic with the live Service's selector.
-#[derive(Clone)]
-pub struct ServiceRouter<'a> {
+pub struct LiveSelector<'a> {
     bgd: &'a BlueGreenDeployment,
-    services: Api<Service>,
+    client: Client,
+    /// The live Service as observed this pass.
+    observed: Option<&'a Service>,
 }
 
-impl std::fmt::Debug for ServiceRouter<'_> {
+impl std::fmt::Debug for LiveSelector<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceRouter")
+        f.debug_struct("LiveSelector")
             .field("bgd", &self.bgd.metadata.name)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl<'a> ServiceRouter<'a> {
-    /// The router of `bgd`, writing through `services` (its namespace).
-    pub fn new(bgd: &'a BlueGreenDeployment, services: Api<Service>) -> Self {
-        Self { bgd, services }
+impl<'a> LiveSelector<'a> {
+    /// The switch of `bgd`, whose live Service was `observed`.
+    pub fn new(
+        bgd: &'a BlueGreenDeployment,
+        client: Client,
+        observed: Option<&'a Service>,
+    ) -> Self {
+        Self {
+            bgd,
+            client,
+            observed,
+        }
     }
 
-    fn live_name(&self) -> String {
-        ServiceRole::Live.service_name(self.bgd.metadata.name.as_deref().unwrap_or_default())
-    }
-}
-
-impl TrafficRouter for ServiceRouter<'_> {
-    async fn set_weight(&self, canary: Color, weight: u8) -> Result<(), Error> {
-        // No weights: 100 sends everything to `canary`, anything else leaves it on the other.
-        let color = if weight >= 100 {
-            canary
-        } else {
-            canary.other()
-        };
+    async fn point(&self, color: Color) -> Result<(), Error> {
         let svc = services::service(self.bgd, ServiceRole::Live, color)?;
-        let name = self.live_name();
-        self.services
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&svc),
-            )
-            .await
-            .map_err(|source| Error::Apply {
-                kind: "Service",
-                name,
-                source,
-            })?;
-        Ok(())
+        let name = ServiceRole::Live.service_name(&self.bgd.name_any());
+        let ns = self.bgd.namespace().unwrap_or_default();
+        apply(&self.client, &ns, &name, &svc, "Service").await
+    }
+}
+
+impl TrafficProvider for LiveSelector<'_> {
+    type Backend = Color;
+
+    fn read(&self) -> Result<Observed<Color>, Error> {
+        Ok(Observed {
+            live: self.observed.and_then(services::selected_color),
+            split: Default::default(),
+        })
     }
 
-    async fn read(&self) -> Result<Option<TrafficState>, Error> {
-        let name = self.live_name();
-        let svc = self
-            .services
-            .get_opt(&name)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Service",
-                name,
-                source,
-            })?;
-        Ok(svc
-            .as_ref()
-            .and_then(services::selected_color)
-            .map(|stable| TrafficState {
-                stable,
-                canary_weight: 0,
-            }))
+    /// No weights: 100 sends everything to the other color, anything less leaves it on
+    /// `stable`.
+    async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
+        self.point(if weight >= 100 {
+            stable.other()
+        } else {
+            stable
+        })
+        .await
+    }
+
+    async fn set_header_route(&self, _: Color, _: Option<HeaderRoute>) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn set_mirror(&self, _: Color, _: u8) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn switch_live(&self, to: Color) -> Result<(), Error> {
+        self.point(to).await
+    }
+
+    /// The live Service is the user's entry point: it stays (with its owner).
+    async fn remove(&self) -> Result<(), Error> {
+        Ok(())
     }
 }

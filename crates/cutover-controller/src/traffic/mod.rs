@@ -1,74 +1,201 @@
-//! Moving traffic between the colors. One module per provider, behind [`TrafficRouter`].
+//! Moving traffic. Every provider implements one narrow interface, [`TrafficProvider`]:
+//! read back what the data plane is configured to do, set a weight, set a header route,
+//! set a mirror, switch live, remove what Cutover manages. The reconcilers call it without
+//! knowing which provider they have.
 //!
-//! A router writes only what it manages and reads it back ([`TrafficRouter::read`]) so the
-//! release moves on from what the data plane is actually configured to do, not from what
-//! was asked. The live Service follows the live color through [`LiveRouter`]; weighted
-//! providers edit their route object ([`RouteKind`]).
+//! - [`live_selector`]: the live Service's selector (both colors at home);
+//! - [`live_endpoints`]: the live Service's mirrored EndpointSlice (a color elsewhere);
+//! - [`route`]: a weighted route object, pure per provider in [`gateway`], [`istio`], [`smi`];
+//! - [`entry`]: a FailoverPolicy's HTTPRoute entry, switched between member Services;
+//! - [`Traffic`]: a BlueGreenDeployment's providers together (its route, then its live
+//!   Service), chosen once from the spec by [`Traffic::new`].
+//!
+//! A provider writes only what it manages and reads it back, so a release moves on from
+//! what the data plane is actually configured to do, not from what was asked.
 
+pub mod entry;
 pub mod gateway;
 pub mod istio;
 pub mod live_endpoints;
 pub mod live_selector;
+pub mod route;
 pub mod services;
 pub mod smi;
 
 use cutover_api::BlueGreenDeployment;
 use cutover_api::blue_green::HeaderMatch;
 use cutover_api::kube::api::{ApiResource, GroupVersionKind};
-use cutover_core::release::RouteObs;
+use cutover_core::release::{RouteObs, TrafficObs};
 use serde_json::Value;
 
 use cutover_core::Color;
 
 use crate::error::Error;
 
-/// Where live traffic goes, as read back from the data plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrafficState {
-    /// The color taking the traffic that is not sent to `canary`.
-    pub stable: Color,
-    /// Percent of traffic on `stable.other()`.
-    pub canary_weight: u8,
+/// A header route: the step it belongs to and its matches.
+pub type HeaderRoute = (u32, Vec<HeaderMatch>);
+
+/// What a provider reads back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed<B> {
+    /// The backend taking live traffic (`None`: nothing routed yet, or split).
+    pub live: Option<B>,
+    /// The split around `live` (weights, header route, mirror), for weighted providers.
+    pub split: TrafficObs,
 }
 
-/// A traffic provider.
-pub trait TrafficRouter {
-    /// Send `weight` percent of live traffic to `canary` and the rest to its other color.
-    /// Providers without weights accept only 0 and 100.
+impl<B> Default for Observed<B> {
+    fn default() -> Self {
+        Observed {
+            live: None,
+            split: TrafficObs::default(),
+        }
+    }
+}
+
+/// A traffic provider, switching between backends `B` (a BlueGreenDeployment's colors, a
+/// FailoverPolicy's members). Weights, header routes and mirrors go to "the other" backend
+/// than `stable`; providers that cannot do them answer [`Error::Unsupported`].
+pub trait TrafficProvider {
+    /// What traffic is switched between.
+    type Backend: Copy + Send + Sync;
+
+    /// Read back where traffic goes now.
+    fn read(&self) -> Result<Observed<Self::Backend>, Error>;
+
+    /// Send `weight` percent to the backend other than `stable`, the rest to `stable`.
     fn set_weight(
         &self,
-        canary: Color,
+        stable: Self::Backend,
         weight: u8,
-    ) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Read back where live traffic goes; `None` when nothing is routed yet.
-    fn read(&self)
-    -> impl std::future::Future<Output = Result<Option<TrafficState>, Error>> + Send;
+    /// Put (`Some`) or take away (`None`) the header route to the backend other than
+    /// `stable`.
+    fn set_header_route(
+        &self,
+        stable: Self::Backend,
+        header: Option<HeaderRoute>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Mirror `percent` of `stable`'s traffic to the other backend.
+    fn set_mirror(
+        &self,
+        stable: Self::Backend,
+        percent: u8,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Send all traffic to `to`: no weight, header route or mirror left to the others.
+    fn switch_live(&self, to: Self::Backend) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Take away what Cutover manages (all traffic left on the live backend).
+    fn remove(&self) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// How the live Service follows the live color: its selector (both colors at home) or its
-/// mirrored endpoints (a color elsewhere, `spec.environments`).
+/// How a BlueGreenDeployment's live Service follows the live color: its selector (both
+/// colors at home) or its mirrored endpoints (a color elsewhere, `spec.environments`).
 #[derive(Debug)]
-pub enum LiveRouter<'a> {
+pub enum Live<'a> {
     /// The live Service's selector.
-    Service(live_selector::ServiceRouter<'a>),
+    Selector(live_selector::LiveSelector<'a>),
     /// The live Service's mirrored EndpointSlice.
-    Mirror(live_endpoints::MirrorRouter<'a>),
+    Endpoints(live_endpoints::LiveEndpoints<'a>),
 }
 
-impl TrafficRouter for LiveRouter<'_> {
-    async fn set_weight(&self, canary: Color, weight: u8) -> Result<(), Error> {
-        match self {
-            LiveRouter::Service(r) => r.set_weight(canary, weight).await,
-            LiveRouter::Mirror(r) => r.set_weight(canary, weight).await,
+/// A BlueGreenDeployment's traffic: its weighted route if it has one, and its live
+/// Service. The route moves first; the live Service agrees on a switch.
+#[derive(Debug)]
+pub struct Traffic<'a> {
+    /// The weighted provider's route (`spec.trafficRouting`), if any.
+    pub route: Option<route::Route<'a>>,
+    /// The live Service.
+    pub live: Live<'a>,
+}
+
+impl Traffic<'_> {
+    /// Whether a weighted provider is configured.
+    pub fn weighted(&self) -> bool {
+        self.route.is_some()
+    }
+
+    fn live_color(&self) -> Option<Color> {
+        let read = match &self.live {
+            Live::Selector(l) => l.read(),
+            Live::Endpoints(l) => l.read(),
+        };
+        read.ok()?.live
+    }
+}
+
+/// Header routes and mirrors need a weighted provider.
+pub(crate) fn unsupported() -> Error {
+    Error::Unsupported {
+        what: "header routes and mirroring with `service` traffic routing",
+    }
+}
+
+impl TrafficProvider for Traffic<'_> {
+    type Backend = Color;
+
+    /// The live Service names the live color; a route's split is read against it. The
+    /// weights alone cannot say which color is live (at a 60 % step the new color has the
+    /// larger share), and a route switched before the Service followed reads as 100 % on
+    /// the other color: a split the next switch completes or undoes. Before the first
+    /// rollout (no live Service yet) nothing is live, whatever the route names.
+    fn read(&self) -> Result<Observed<Color>, Error> {
+        let live = self.live_color();
+        let split = match (&self.route, live) {
+            (Some(route), Some(live)) => route
+                .observe()
+                .and_then(|obs| obs.relative_to(live))
+                .unwrap_or_default(),
+            _ => TrafficObs::default(),
+        };
+        Ok(Observed { live, split })
+    }
+
+    async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
+        match (&self.route, &self.live) {
+            (Some(r), _) => r.set_weight(stable, weight).await,
+            (None, Live::Selector(l)) => l.set_weight(stable, weight).await,
+            (None, Live::Endpoints(l)) => l.set_weight(stable, weight).await,
         }
     }
 
-    async fn read(&self) -> Result<Option<TrafficState>, Error> {
-        match self {
-            LiveRouter::Service(r) => r.read().await,
-            LiveRouter::Mirror(r) => r.read().await,
+    async fn set_header_route(
+        &self,
+        stable: Color,
+        header: Option<HeaderRoute>,
+    ) -> Result<(), Error> {
+        match &self.route {
+            Some(r) => r.set_header_route(stable, header).await,
+            None => Err(unsupported()),
         }
+    }
+
+    async fn set_mirror(&self, stable: Color, percent: u8) -> Result<(), Error> {
+        match &self.route {
+            Some(r) => r.set_mirror(stable, percent).await,
+            None => Err(unsupported()),
+        }
+    }
+
+    async fn switch_live(&self, to: Color) -> Result<(), Error> {
+        // All traffic to `to` in one route write; then the live Service agrees.
+        if let Some(r) = &self.route {
+            r.switch_live(to).await?;
+        }
+        match &self.live {
+            Live::Selector(l) => l.switch_live(to).await,
+            Live::Endpoints(l) => l.switch_live(to).await,
+        }
+    }
+
+    async fn remove(&self) -> Result<(), Error> {
+        if let Some(r) = &self.route {
+            r.remove().await?;
+        }
+        Ok(())
     }
 }
 

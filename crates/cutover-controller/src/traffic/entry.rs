@@ -1,4 +1,4 @@
-//! The traffic entry: a Gateway API HTTPRoute in the policy's namespace. Its "managed
+//! A FailoverPolicy's traffic entry: a Gateway API HTTPRoute in the policy's namespace. Its "managed
 //! rules" are those whose backendRefs name member Services (`<policy>-<member>`); a move
 //! sets each managed rule's backendRefs to the target member's Service. Every other rule
 //! and field is written back as read, with optimistic concurrency (`spec.rules` is an
@@ -7,6 +7,10 @@
 use cutover_api::kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use cutover_api::kube::{Api, Client};
 use serde_json::{Value, json};
+
+use super::{HeaderRoute, Observed, TrafficProvider};
+use crate::FIELD_MANAGER;
+use crate::error::Error;
 
 /// The HTTPRoute API.
 pub fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
@@ -74,24 +78,107 @@ pub fn render(spec: &Value, services: &[String], service: &str, port: i32) -> Va
     spec
 }
 
-/// Point the route at `service:port` (optimistic concurrency on the version read).
-pub async fn route(
-    api: &Api<DynamicObject>,
-    mut route: DynamicObject,
-    services: &[String],
-    service: &str,
-    port: i32,
-) -> Result<(), String> {
-    let name = route.metadata.name.clone().unwrap_or_default();
-    let spec = render(&route.data["spec"], services, service, port);
-    if spec == route.data["spec"] {
-        return Ok(());
+/// The entry route of one policy, switched between its members' Services.
+pub struct EntryRoute<'a> {
+    api: Api<DynamicObject>,
+    /// The route as read this pass.
+    route: &'a DynamicObject,
+    /// Each member's Service (`<policy>-<member>`), in member order.
+    services: &'a [String],
+    /// Each member's Service port, in member order.
+    ports: Vec<i32>,
+}
+
+impl std::fmt::Debug for EntryRoute<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryRoute")
+            .field("route", &self.route.metadata.name)
+            .finish_non_exhaustive()
     }
-    route.data["spec"] = spec;
-    api.replace(&name, &PostParams::default(), &route)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("updating HTTPRoute {name}: {e}"))
+}
+
+impl<'a> EntryRoute<'a> {
+    /// The entry `route` in `ns`, between member `services` on `ports`.
+    pub fn new(
+        client: &Client,
+        ns: &str,
+        route: &'a DynamicObject,
+        services: &'a [String],
+        ports: Vec<i32>,
+    ) -> Self {
+        Self {
+            api: api(client, ns),
+            route,
+            services,
+            ports,
+        }
+    }
+}
+
+/// A member entry sends all its traffic to one member.
+fn unsupported() -> Error {
+    Error::Unsupported {
+        what: "weights, header routes and mirroring on a FailoverPolicy entry",
+    }
+}
+
+impl TrafficProvider for EntryRoute<'_> {
+    type Backend = usize;
+
+    fn read(&self) -> Result<Observed<usize>, Error> {
+        Ok(Observed {
+            live: routed_to(&self.route.data["spec"], self.services)
+                .ok()
+                .flatten(),
+            split: Default::default(),
+        })
+    }
+
+    async fn set_weight(&self, _: usize, _: u8) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn set_header_route(&self, _: usize, _: Option<HeaderRoute>) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn set_mirror(&self, _: usize, _: u8) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    /// Point every managed rule at member `to`'s Service, with optimistic concurrency on
+    /// the version read (`spec.rules` is an atomic list the user owns: an apply would take
+    /// it over).
+    async fn switch_live(&self, to: usize) -> Result<(), Error> {
+        let name = self.route.metadata.name.clone().unwrap_or_default();
+        let (Some(service), Some(port)) = (self.services.get(to), self.ports.get(to)) else {
+            return Err(Error::MissingField("spec.members"));
+        };
+        let spec = render(&self.route.data["spec"], self.services, service, *port);
+        if spec == self.route.data["spec"] {
+            return Ok(());
+        }
+        let mut route = self.route.clone();
+        route.data["spec"] = spec;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        self.api
+            .replace(&name, &pp, &route)
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Apply {
+                kind: "HTTPRoute",
+                name,
+                source,
+            })
+    }
+
+    /// The route is the user's; what it points at stays.
+    async fn remove(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
