@@ -299,11 +299,6 @@ impl ChildGuard {
             stop(&mut child, self.grace)
         })
     }
-
-    /// Leave it running: the child, no longer guarded.
-    pub fn release(mut self) -> Option<Child> {
-        self.child.take()
-    }
 }
 
 impl Drop for ChildGuard {
@@ -570,7 +565,7 @@ mod tests {
     }
 
     #[test]
-    fn a_guard_stops_its_child_when_dropped_and_not_once_released() {
+    fn a_guard_stops_its_child_when_dropped() {
         let (child, mut out) = start_sh("echo up; exec sleep 30", false);
         assert_eq!(line(&mut out), "up");
         let guard = ChildGuard::new(child, Duration::from_secs(10));
@@ -580,16 +575,5 @@ mod tests {
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "stopped and reaped on drop"
         );
-
-        let (child, mut out) = start_sh("echo up; exec sleep 30", false);
-        assert_eq!(line(&mut out), "up");
-        let mut child = ChildGuard::new(child, Duration::ZERO)
-            .release()
-            .expect("the child");
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "still running"
-        );
-        stop(&mut child, Duration::ZERO).expect("stop");
     }
 }
