@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use cutover_api::analysis::{AnalysisPhase, AnalysisRun, AnalysisTemplate};
 use cutover_api::{Color, Phase};
+use cutover_test_support::controller::ControllerProcess;
 use cutover_test_support::prometheus::{MetricsEndpoint, Prometheus};
 use cutover_test_support::{TestNamespace, wait_for};
 use kube::api::{Api, PostParams};
@@ -60,21 +61,50 @@ fn pre(t: &str) -> serde_json::Value {
     serde_json::json!({ "strategy": { "prePromotionAnalysis": { "templates": [{ "templateName": t }] } } })
 }
 
-#[tokio::test]
-async fn a_healthy_new_color_passes_pre_promotion_analysis_and_is_promoted() {
+fn post(t: &str) -> serde_json::Value {
+    serde_json::json!({ "strategy": { "postPromotionAnalysis": { "templates": [{ "templateName": t }] } } })
+}
+
+/// A metrics endpoint the test controls, exporting green's error ratio when `green` is
+/// set, and a Prometheus scraping it.
+async fn scraped_errors(green: Option<f64>) -> (MetricsEndpoint, Prometheus) {
     let endpoint = MetricsEndpoint::start();
-    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.0);
+    if let Some(ratio) = green {
+        endpoint.set_gauge(ERRORS, &[("color", "green")], ratio);
+    }
     let prom = Prometheus::start(&[endpoint.addr()]).await;
-    let (ns, _ctrl) = setup("an-pass").await;
-    template(
-        &ns,
-        "error-rate",
-        error_rate(&prom.url(), &by_color(), serde_json::json!({})),
-    )
-    .await;
-    create(&ns, &bgd("shop", "shop:1", 2, pre("error-rate"))).await;
+    (endpoint, prom)
+}
+
+/// A release under analysis: a namespace (`prefix`) with a controller, AnalysisTemplate
+/// `template_name` of `metric`, BlueGreenDeployment `shop` with `replicas` and `extra_spec`
+/// (which names the template) Healthy on blue, and its image then set to `shop:2`.
+async fn release_under_analysis(
+    prefix: &str,
+    template_name: &str,
+    metric: serde_json::Value,
+    replicas: i32,
+    extra_spec: serde_json::Value,
+) -> (TestNamespace, ControllerProcess) {
+    let (ns, ctrl) = setup(prefix).await;
+    template(&ns, template_name, metric).await;
+    create(&ns, &bgd("shop", "shop:1", replicas, extra_spec)).await;
     healthy_on(&ns, "shop", Color::Blue).await;
     set_image(&ns, "shop", "shop:2").await;
+    (ns, ctrl)
+}
+
+#[tokio::test]
+async fn a_healthy_new_color_passes_pre_promotion_analysis_and_is_promoted() {
+    let (_endpoint, prom) = scraped_errors(Some(0.0)).await;
+    let (ns, _ctrl) = release_under_analysis(
+        "an-pass",
+        "error-rate",
+        error_rate(&prom.url(), &by_color(), serde_json::json!({})),
+        2,
+        pre("error-rate"),
+    )
+    .await;
     healthy_on(&ns, "shop", Color::Green).await;
     let runs = runs(&ns).await;
     assert_eq!(runs.len(), 1, "one pre-promotion run for revision 2");
@@ -87,19 +117,15 @@ async fn a_healthy_new_color_passes_pre_promotion_analysis_and_is_promoted() {
 
 #[tokio::test]
 async fn an_error_rate_above_the_failure_condition_aborts_and_traffic_stays_on_the_live_color() {
-    let endpoint = MetricsEndpoint::start();
-    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.2);
-    let prom = Prometheus::start(&[endpoint.addr()]).await;
-    let (ns, _ctrl) = setup("an-fail").await;
-    template(
-        &ns,
+    let (_endpoint, prom) = scraped_errors(Some(0.2)).await;
+    let (ns, _ctrl) = release_under_analysis(
+        "an-fail",
         "error-rate",
         error_rate(&prom.url(), &by_color(), serde_json::json!({})),
+        2,
+        pre("error-rate"),
     )
     .await;
-    create(&ns, &bgd("shop", "shop:1", 2, pre("error-rate"))).await;
-    healthy_on(&ns, "shop", Color::Blue).await;
-    set_image(&ns, "shop", "shop:2").await;
     let b = wait_bgd(&ns, "shop", "the release to abort", |b| {
         phase(b) == Some(Phase::Degraded)
     })
@@ -135,22 +161,19 @@ async fn an_error_rate_above_the_failure_condition_aborts_and_traffic_stays_on_t
 
 #[tokio::test]
 async fn a_query_with_no_data_pauses_the_release_as_inconclusive() {
-    let endpoint = MetricsEndpoint::start();
-    let prom = Prometheus::start(&[endpoint.addr()]).await;
-    let (ns, _ctrl) = setup("an-nodata").await;
-    template(
-        &ns,
+    let (_endpoint, prom) = scraped_errors(None).await;
+    let (ns, _ctrl) = release_under_analysis(
+        "an-nodata",
         "error-rate",
         error_rate(
             &prom.url(),
             "max(metric_that_does_not_exist)",
             serde_json::json!({}),
         ),
+        1,
+        pre("error-rate"),
     )
     .await;
-    create(&ns, &bgd("shop", "shop:1", 1, pre("error-rate"))).await;
-    healthy_on(&ns, "shop", Color::Blue).await;
-    set_image(&ns, "shop", "shop:2").await;
     let b = wait_bgd(&ns, "shop", "Paused as inconclusive", |b| {
         phase(b) == Some(Phase::Paused)
     })
@@ -177,25 +200,21 @@ async fn a_query_with_no_data_pauses_the_release_as_inconclusive() {
 
 #[tokio::test]
 async fn prometheus_down_counts_as_errors_and_traffic_does_not_move() {
-    let endpoint = MetricsEndpoint::start();
-    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.0);
-    let mut prom = Prometheus::start(&[endpoint.addr()]).await;
+    let (_endpoint, mut prom) = scraped_errors(Some(0.0)).await;
     let url = prom.url();
     prom.stop();
-    let (ns, _ctrl) = setup("an-down").await;
-    template(
-        &ns,
+    let (ns, _ctrl) = release_under_analysis(
+        "an-down",
         "error-rate",
         error_rate(
             &url,
             &by_color(),
             serde_json::json!({ "consecutiveErrorLimit": 1 }),
         ),
+        1,
+        pre("error-rate"),
     )
     .await;
-    create(&ns, &bgd("shop", "shop:1", 1, pre("error-rate"))).await;
-    healthy_on(&ns, "shop", Color::Blue).await;
-    set_image(&ns, "shop", "shop:2").await;
     let b = wait_bgd(&ns, "shop", "Paused on provider errors", |b| {
         phase(b) == Some(Phase::Paused)
     })
@@ -222,20 +241,15 @@ async fn prometheus_down_counts_as_errors_and_traffic_does_not_move() {
 
 #[tokio::test]
 async fn a_failing_new_color_after_promotion_is_rolled_back_to_the_warm_color() {
-    let endpoint = MetricsEndpoint::start();
-    endpoint.set_gauge(ERRORS, &[("color", "green")], 0.0);
-    let prom = Prometheus::start(&[endpoint.addr()]).await;
-    let (ns, _ctrl) = setup("an-post").await;
-    template(
-        &ns,
+    let (endpoint, prom) = scraped_errors(Some(0.0)).await;
+    let (ns, _ctrl) = release_under_analysis(
+        "an-post",
         "error-rate",
         error_rate(&prom.url(), &by_color(), serde_json::json!({ "count": 30 })),
+        2,
+        post("error-rate"),
     )
     .await;
-    let post = serde_json::json!({ "strategy": { "postPromotionAnalysis": { "templates": [{ "templateName": "error-rate" }] } } });
-    create(&ns, &bgd("shop", "shop:1", 2, post)).await;
-    healthy_on(&ns, "shop", Color::Blue).await;
-    set_image(&ns, "shop", "shop:2").await;
     wait_bgd(
         &ns,
         "shop",
@@ -345,19 +359,17 @@ async fn a_web_verdict_of_json_true_passes_a_release_whose_condition_is_result_e
     // string "true" and failed `result == true`, aborting a healthy release.
     let endpoint = MetricsEndpoint::start();
     endpoint.set_json("/verdict.json", &serde_json::json!({ "ok": true }));
-    let (ns, _ctrl) = setup("an-web-bool").await;
-    template(
-        &ns,
+    let (ns, _ctrl) = release_under_analysis(
+        "an-web-bool",
         "verdict",
         serde_json::json!({
             "name": "verdict", "count": 1, "successCondition": "result == true",
             "provider": { "web": { "url": format!("{}/verdict.json", endpoint.url()), "jsonPath": "$.ok" } }
         }),
+        1,
+        pre("verdict"),
     )
     .await;
-    create(&ns, &bgd("shop", "shop:v1", 1, pre("verdict"))).await;
-    healthy_on(&ns, "shop", Color::Blue).await;
-    set_image(&ns, "shop", "shop:v2").await;
     healthy_on(&ns, "shop", Color::Green).await;
     let runs = runs(&ns).await;
     assert_eq!(runs.len(), 1, "one pre-promotion run");
