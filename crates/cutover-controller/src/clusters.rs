@@ -2,11 +2,12 @@
 //! BlueGreenDeployment colors in `spec.environments`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use cutover_api::k8s_openapi::api::core::v1::Secret;
 use cutover_api::kube::config::{KubeConfigOptions, Kubeconfig};
+use cutover_api::kube::runtime::reflector::Store;
 use cutover_api::kube::{Api, Client, Config, ResourceExt as _};
 
 /// How long another cluster's API may take to answer one request.
@@ -38,6 +39,8 @@ pub struct Clusters {
     cache: Mutex<HashMap<String, (String, Client)>>,
     /// Where their requests are counted.
     requests: crate::api_requests::ApiRequests,
+    /// The home cluster's Secrets, once watched: read there instead of from the API.
+    secrets: OnceLock<Store<Secret>>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -52,7 +55,47 @@ impl Clusters {
         Clusters {
             cache: Mutex::default(),
             requests,
+            secrets: OnceLock::new(),
         }
+    }
+
+    /// Read kubeconfig Secrets from `store` (the home Secrets' watch cache) from now on.
+    pub fn read_secrets_from(&self, store: Store<Secret>) {
+        let _ = self.secrets.set(store);
+    }
+
+    /// The Secret `ns/name`: from the watch cache once it has listed, else from the API.
+    async fn secret(
+        &self,
+        home: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<Secret>, ClusterError> {
+        if let Some(store) = self.secrets.get()
+            && tokio::time::timeout(crate::cache::SYNC_TIMEOUT, store.wait_until_ready())
+                .await
+                .is_ok()
+        {
+            return Ok(crate::cache::lookup(store, ns, name));
+        }
+        let secrets: Api<Secret> = Api::namespaced(home.clone(), ns);
+        secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("reading Secret {name}: {e}")))
+    }
+
+    /// The key of the client [`Clusters::client`] gives for the same arguments: the same
+    /// key, the same client (it changes when the Secret does).
+    pub fn key(&self, ns: &str, secret_name: &str, key: Option<&str>) -> String {
+        let cache_key = format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY));
+        let version = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&cache_key).map(|(v, _)| v.clone()))
+            .unwrap_or_default();
+        format!("{cache_key}@{version}")
     }
 
     /// The client of the cluster whose kubeconfig is in Secret `ns/secret_name` (key `key`,
@@ -66,11 +109,7 @@ impl Clusters {
     ) -> Result<Client, ClusterError> {
         let field = key.unwrap_or(DEFAULT_KEY);
         let cache_key = format!("{ns}/{secret_name}/{field}");
-        let secrets: Api<Secret> = Api::namespaced(home.clone(), ns);
-        let secret = secrets
-            .get_opt(secret_name)
-            .await
-            .map_err(|e| ClusterError::Unavailable(format!("reading Secret {secret_name}: {e}")))?;
+        let secret = self.secret(home, ns, secret_name).await?;
         let Some(secret) = secret else {
             return Err(ClusterError::Secret(format!(
                 "Secret {secret_name} does not exist"

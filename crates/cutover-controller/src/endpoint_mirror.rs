@@ -22,6 +22,9 @@ pub const BLUEGREEN_SLICE_MANAGER: &str = "bluegreen.cutover.dev";
 /// (its members' Services).
 pub const FAILOVER_SLICE_MANAGER: &str = "failover.cutover.dev";
 
+/// The label an EndpointSlice names its Service with.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 /// Ready endpoints behind a Service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Endpoints {
@@ -44,7 +47,7 @@ pub async fn read(
 ) -> Result<Endpoints, cutover_api::kube::Error> {
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
     let list = slices
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+        .list(&ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={service}")))
         .await?;
     Ok(from_slices(&list.items, service_port, port_name))
 }

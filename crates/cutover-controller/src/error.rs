@@ -40,6 +40,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error of a pass run through kube-runtime's `finalizer()` on object `name`.
+    pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>, name: String) -> Error {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(source) | F::RemoveFinalizer(source) => Error::Apply {
+                kind: "BlueGreenDeployment",
+                name,
+                source,
+            },
+            F::UnnamedObject => Error::MissingField("metadata.name"),
+            F::InvalidFinalizer => Error::MissingField("a valid finalizer name"),
+        }
+    }
+
     /// A short label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

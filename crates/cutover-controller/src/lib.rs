@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod api_requests;
 pub mod bluegreen;
+pub mod cache;
 pub mod clock;
 pub mod clusters;
 pub mod conditions;

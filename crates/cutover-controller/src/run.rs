@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cutover_api::analysis::AnalysisRun;
+use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::batch::v1::Job;
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::runtime::events::{Recorder, Reporter};
-use cutover_api::kube::runtime::reflector::{ObjectRef, Store};
-use cutover_api::kube::runtime::{Controller, watcher};
+use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
+use cutover_api::kube::runtime::{Controller, WatchStreamExt as _, controller, watcher};
 use cutover_api::kube::{Api, Client, ResourceExt as _};
 use cutover_api::{BlueGreenDeployment, FailoverPolicy};
 use futures::StreamExt as _;
@@ -23,10 +25,12 @@ use crate::analysis;
 use crate::analysis::providers;
 use crate::analysis::run::RunContext;
 use crate::bluegreen::{self, Context, config};
+use crate::cache;
 use crate::failover;
 use crate::http::{self, HttpState};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::traffic::RouteKind;
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -99,6 +103,47 @@ fn users_of(
         .collect()
 }
 
+/// The BlueGreenDeployments using template `name` (in `ns`; any namespace for a
+/// ClusterAnalysisTemplate).
+fn template_users(
+    store: &Store<BlueGreenDeployment>,
+    ns: Option<String>,
+    name: &str,
+    cluster_scope: bool,
+) -> Vec<ObjectRef<BlueGreenDeployment>> {
+    store
+        .state()
+        .iter()
+        .filter(|b| cluster_scope || b.namespace() == ns)
+        .filter(|b| analysis::gate::uses_template(b, name, cluster_scope))
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
+
+/// The BlueGreenDeployments whose `spec.trafficRouting` names `route`.
+fn routing_through(
+    store: &Store<BlueGreenDeployment>,
+    route: &DynamicObject,
+) -> Vec<ObjectRef<BlueGreenDeployment>> {
+    let kind = route.types.as_ref().map(|t| t.kind.as_str());
+    store
+        .state()
+        .iter()
+        .filter(|b| b.namespace() == route.namespace())
+        .filter(|b| {
+            RouteKind::of(b).is_some_and(|(k, name)| {
+                Some(k.kind()) == kind && Some(name) == route.metadata.name
+            })
+        })
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
+
+/// How many BlueGreenDeployments are reconciled at once. A pass reads only caches, so a
+/// few at a time keep up with the API server's writes; unbounded, a release of thousands
+/// held thousands of requests (and their connections' buffers) in flight at once.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// An API in `ns`, or across all namespaces.
 fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
 where
@@ -155,40 +200,99 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let clusters = Arc::new(crate::clusters::Clusters::new(
         settings.api_requests.clone(),
     ));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        metrics: metrics.clone(),
-        recorder: recorder.clone(),
-        clusters: clusters.clone(),
-    });
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         cutover_api::MANAGED_BY_LABEL,
         cutover_api::MANAGED_BY
     ));
     let ns = settings.namespace.as_deref();
-    let bgds: Api<BlueGreenDeployment> = scoped(&client, ns);
-    let deployments: Api<Deployment> = scoped(&client, ns);
-    let services: Api<Service> = scoped(&client, ns);
-    let config_maps: Api<ConfigMap> = scoped(&client, ns);
-    let secrets: Api<Secret> = scoped(&client, ns);
-    let controller = Controller::new(bgds, watcher::Config::default());
-    let store = controller.store();
-    let (s1, s2) = (store.clone(), store);
-    let runs: Api<AnalysisRun> = scoped(&client, ns);
-    let jobs: Api<Job> = scoped(&client, ns);
-    let controller = controller
-        .owns(deployments, owned.clone())
-        .owns(services, owned.clone())
-        .owns(runs.clone(), owned.clone())
-        .watches(
+    let all = watcher::Config::default;
+    // Every store a pass reads, filled by the stream that also triggers the passes.
+    let (deployments, deployments_changed) =
+        cache::watched(scoped::<Deployment>(&client, ns), owned.clone());
+    let (services, services_changed) =
+        cache::watched(scoped::<Service>(&client, ns), owned.clone());
+    let (slices, slices_changed) =
+        cache::watched(scoped::<EndpointSlice>(&client, ns), owned.clone());
+    let (runs, runs_changed) = cache::watched(scoped::<AnalysisRun>(&client, ns), owned.clone());
+    let (config_maps, config_maps_changed) =
+        cache::watched(scoped::<ConfigMap>(&client, ns), all());
+    let (secrets, secrets_changed) = cache::watched(scoped::<Secret>(&client, ns), all());
+    let (templates, templates_changed) =
+        cache::watched(scoped::<AnalysisTemplate>(&client, ns), all());
+    let (cluster_templates, cluster_templates_changed) =
+        cache::watched(Api::<ClusterAnalysisTemplate>::all(client.clone()), all());
+    clusters.read_secrets_from(secrets.clone());
+
+    // The BlueGreenDeployments themselves; a deletion forgets what was kept about one.
+    let (bgd_store, bgd_writer) = reflector::store();
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let forgotten: Arc<std::sync::OnceLock<Arc<Context>>> = Arc::default();
+    let on_delete = forgotten.clone();
+    let bgd_events = watcher(scoped::<BlueGreenDeployment>(&client, ns), all())
+        .default_backoff()
+        .modify(cache::slim::<BlueGreenDeployment>)
+        .inspect(move |event| {
+            if let (Ok(watcher::Event::Delete(b)), Some(ctx)) = (event, on_delete.get()) {
+                bluegreen::forget(ctx, b);
+            }
+        })
+        .reflect(bgd_writer)
+        .touched_objects();
+    let routes = {
+        let (store, trigger) = (bgd_store.clone(), trigger.clone());
+        cache::Routes::new(client.clone(), settings.namespace.clone(), move |route| {
+            for b in routing_through(&store, route) {
+                let _ = trigger.unbounded_send(b);
+            }
+        })
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        recorder: recorder.clone(),
+        clusters: clusters.clone(),
+        cache: cache::Home {
+            deployments,
+            services,
+            slices,
+            runs,
             config_maps,
-            watcher::Config::default(),
-            move |cm: ConfigMap| users_of(&s1, cm.namespace(), &cm.name_any()),
-        )
-        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+            secrets,
+            templates,
+            cluster_templates,
+        },
+        routes: Arc::new(routes),
+        places: cache::Places::new(trigger),
+        written: std::sync::Mutex::default(),
+    });
+    let _ = forgotten.set(ctx.clone());
+    let (s1, s2, s3, s4) = (
+        bgd_store.clone(),
+        bgd_store.clone(),
+        bgd_store.clone(),
+        bgd_store.clone(),
+    );
+    let controller = Controller::for_stream(bgd_events, bgd_store)
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
+        .owns_stream(deployments_changed)
+        .owns_stream(services_changed)
+        .owns_stream(slices_changed)
+        .owns_stream(runs_changed)
+        .watches_stream(config_maps_changed, move |cm: ConfigMap| {
+            users_of(&s1, cm.namespace(), &cm.name_any())
+        })
+        .watches_stream(secrets_changed, move |s: Secret| {
             users_of(&s2, s.namespace(), &s.name_any())
         })
+        .watches_stream(templates_changed, move |t: AnalysisTemplate| {
+            template_users(&s3, t.namespace(), &t.name_any(), false)
+        })
+        .watches_stream(
+            cluster_templates_changed,
+            move |t: ClusterAnalysisTemplate| template_users(&s4, None, &t.name_any(), true),
+        )
+        .reconcile_on(triggered)
         .graceful_shutdown_on(shutdown.clone().wait());
     let releases = controller
         .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
@@ -202,6 +306,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         http: providers::http_client(Duration::from_secs(30))?,
         metrics: metrics.clone(),
     });
+    let runs: Api<AnalysisRun> = scoped(&client, ns);
+    let jobs: Api<Job> = scoped(&client, ns);
     let analyses = Controller::new(runs, watcher::Config::default())
         .owns(jobs, owned)
         .graceful_shutdown_on(shutdown.clone().wait())

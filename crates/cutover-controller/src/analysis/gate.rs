@@ -40,6 +40,27 @@ pub fn reference(bgd: &BlueGreenDeployment, gate: Gate) -> Option<&AnalysisRef> 
     }
 }
 
+/// Every gate of `bgd` that has an analysis reference, in order: the three release-wide
+/// gates, then the steps.
+pub fn gates(bgd: &BlueGreenDeployment) -> Vec<(Gate, &AnalysisRef)> {
+    let steps =
+        (0..bgd.spec.strategy.steps.len()).map(|i| Gate::Step(u32::try_from(i).unwrap_or(0)));
+    [Gate::PrePromotion, Gate::Background, Gate::PostPromotion]
+        .into_iter()
+        .chain(steps)
+        .filter_map(|g| reference(bgd, g).map(|r| (g, r)))
+        .collect()
+}
+
+/// Whether `bgd` uses template `name` (a ClusterAnalysisTemplate when `cluster_scope`).
+pub fn uses_template(bgd: &BlueGreenDeployment, name: &str, cluster_scope: bool) -> bool {
+    gates(bgd).iter().any(|(_, r)| {
+        r.templates
+            .iter()
+            .any(|t| t.template_name == name && t.cluster_scope == cluster_scope)
+    })
+}
+
 /// Values of the built-in arguments.
 pub fn builtin_args(
     bgd: &BlueGreenDeployment,

@@ -44,6 +44,8 @@ pub struct Place {
     pub cluster: Option<String>,
     /// Whether this is the BlueGreenDeployment's own namespace in its own cluster.
     pub home: bool,
+    /// Names the cluster's client and the namespace: the key of the place's watch cache.
+    pub key: String,
 }
 
 impl std::fmt::Debug for Place {
@@ -107,13 +109,17 @@ pub async fn place_of(
         .and_then(|e| e.namespace.clone())
         .unwrap_or_else(|| home_ns.clone());
     let field = format!("spec.environments.{color}");
-    let (client, cluster) = match env.and_then(|e| e.cluster_ref.as_ref()) {
-        None => (home.clone(), None),
+    let (client, cluster, cluster_key) = match env.and_then(|e| e.cluster_ref.as_ref()) {
+        None => (home.clone(), None, String::new()),
         Some(cref) => match clusters
             .client(home, &home_ns, &cref.secret_name, cref.key.as_deref())
             .await
         {
-            Ok(c) => (c, Some(cref.secret_name.clone())),
+            Ok(c) => (
+                c,
+                Some(cref.secret_name.clone()),
+                clusters.key(&home_ns, &cref.secret_name, cref.key.as_deref()),
+            ),
             Err(ClusterError::Secret(m)) => {
                 return Ok(Err(Refusal {
                     reason: "InvalidClusterRef",
@@ -131,6 +137,7 @@ pub async fn place_of(
     Ok(Ok(Place {
         client,
         home: cluster.is_none() && namespace == home_ns,
+        key: format!("{cluster_key}|{namespace}"),
         namespace,
         cluster,
     }))
@@ -138,11 +145,13 @@ pub async fn place_of(
 
 /// Where each color runs. `Ok(Err(_))` when the spec names a place that cannot be used (a
 /// missing or invalid kubeconfig Secret, a missing namespace); `Err` when a cluster did not
-/// answer (the pass is retried).
+/// answer (the pass is retried). A place `known` (this BlueGreenDeployment already made
+/// objects there) is not checked again.
 pub async fn places(
     bgd: &BlueGreenDeployment,
     home: &Client,
     clusters: &Clusters,
+    known: impl Fn(&Place) -> bool,
 ) -> Result<Result<PerColor<Place>, Refusal>, Error> {
     let mut found = Vec::with_capacity(2);
     for color in Color::ALL {
@@ -155,7 +164,7 @@ pub async fn places(
                 }));
             }
         };
-        if !place.home && !namespace_exists(&place).await? {
+        if !place.home && !known(&place) && !namespace_exists(&place).await? {
             return Ok(Err(Refusal {
                 reason: "MissingNamespace",
                 message: format!(
@@ -265,11 +274,13 @@ pub async fn places_for_cleanup(
                     lost.push(format!("the {color} color's objects ({})", refusal.message));
                     continue;
                 };
+                let namespace = env
+                    .and_then(|e| e.namespace.clone())
+                    .unwrap_or_else(|| home_ns.clone());
                 Place {
                     client,
-                    namespace: env
-                        .and_then(|e| e.namespace.clone())
-                        .unwrap_or_else(|| home_ns.clone()),
+                    key: format!("{secret}|{namespace}"),
+                    namespace,
                     cluster: Some(secret),
                     home: false,
                 }
@@ -384,6 +395,7 @@ mod tests {
             namespace: "prod-green".into(),
             cluster: Some("dr".into()),
             home: false,
+            key: "dr|prod-green".into(),
         };
         locate(&mut meta, &b, &place);
         assert_eq!(meta.namespace.as_deref(), Some("prod-green"));

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cutover_api::analysis::{
-    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
-};
+use cutover_api::analysis::{AnalysisRun, AnalysisTemplateSpec};
 use cutover_api::k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,6 +23,7 @@ use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::events::Recorder;
+use cutover_api::kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
 use cutover_api::{
     BlueGreenDeployment, BlueGreenDeploymentStatus, REVISION_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
@@ -39,14 +38,13 @@ use serde_json::json;
 
 use crate::FIELD_MANAGER;
 use crate::analysis;
+use crate::cache::{self, User, cached_or_read, lookup};
 use crate::clock::now;
 use crate::clusters::Clusters;
 use crate::endpoint_mirror::{self, Endpoints};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::objects::{
-    apply, controlled_by, create_once, get, owned_by, owned_labels, owner_reference,
-};
+use crate::objects::{apply, controlled_by, create_once, owned_by, owned_labels, owner_reference};
 use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
 use crate::traffic::live_selector::LiveSelector;
 use crate::traffic::route::{Route, header_of};
@@ -67,6 +65,15 @@ pub struct Context {
     pub recorder: Recorder,
     /// Clients of the clusters colors run in (`spec.environments`).
     pub clusters: Arc<Clusters>,
+    /// The home cluster's watch caches.
+    pub cache: cache::Home,
+    /// Route objects' watch caches.
+    pub routes: Arc<cache::Routes>,
+    /// Watch caches of the other places colors run in.
+    pub places: cache::Places,
+    /// The resourceVersion of each object's last write by this controller, so a pass
+    /// never acts on a cached copy older than its own last status (the release's memory).
+    pub written: std::sync::Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -98,8 +105,6 @@ struct Snapshot {
     /// The route object of a weighted provider (HTTPRoute, VirtualService, TrafficSplit).
     route: Option<DynamicObject>,
 }
-
-const GATES: [Gate; 3] = [Gate::PrePromotion, Gate::Background, Gate::PostPromotion];
 
 /// Why the controller will not act on this object (no traffic is touched).
 #[derive(Debug)]
@@ -168,6 +173,27 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
     None
 }
 
+/// The watch cache of `place` (another namespace or cluster), synced, or why it is not.
+async fn place_cache(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    place: &Place,
+) -> Result<Arc<cache::PlaceCache>, Error> {
+    let user = user_of(bgd);
+    let cache = ctx
+        .places
+        .watch(&place.key, &place.client, &place.namespace, &user);
+    cache.synced().await.map_err(|message| Error::Remote {
+        what: format!("watching {}", place.describe()),
+        message,
+    })?;
+    Ok(cache)
+}
+
+fn user_of(bgd: &BlueGreenDeployment) -> User {
+    User::Release(bgd.namespace().unwrap_or_default(), bgd.name_any())
+}
+
 async fn observe(
     bgd: &BlueGreenDeployment,
     ns: &str,
@@ -175,10 +201,23 @@ async fn observe(
 ) -> Result<Result<Snapshot, Refusal>, Error> {
     let client = &ctx.client;
     let name = bgd.name_any();
-    let places = match environments::places(bgd, client, &ctx.clusters).await? {
+    let user = user_of(bgd);
+    // A place this BlueGreenDeployment already watches exists (its namespace was checked).
+    let known = |p: &Place| ctx.places.watching(&p.key, &user);
+    let places = match environments::places(bgd, client, &ctx.clusters, known).await? {
         Ok(p) => p,
         Err(refusal) => return Ok(Err(refusal)),
     };
+    // Away from home every color's place is watched (its endpoints are mirrored home).
+    let keys: Vec<String> = if environments::spread(bgd) {
+        Color::ALL
+            .iter()
+            .map(|c| places.get(*c).key.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ctx.places.retain(&user, &keys);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let mut snap = Snapshot {
         spread: environments::spread(bgd),
@@ -194,9 +233,15 @@ async fn observe(
         route: None,
     };
     if let Some((kind, route)) = RouteKind::of(bgd) {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), ns, &kind.api_resource());
-        let found = get(&api, kind.kind(), &route).await?;
+        let found = ctx
+            .routes
+            .get(&kind.api_resource(), ns, &route)
+            .await
+            .map_err(|source| Error::Read {
+                kind: kind.kind(),
+                name: route.clone(),
+                source,
+            })?;
         match found {
             // Cutover creates the TrafficSplit it owns on the first switch.
             None if kind.owned() => {}
@@ -233,8 +278,12 @@ async fn observe(
         let place = snap.places.get(color);
         let deployments: Api<Deployment> = Api::namespaced(place.client.clone(), &place.namespace);
         let dname = render::deployment_name(&name, color);
-        let d = deployments
-            .get_opt(&dname)
+        let store = if place.home {
+            ctx.cache.deployments.clone()
+        } else {
+            place_cache(bgd, ctx, place).await?.deployments.clone()
+        };
+        let d = cached_or_read(&store, &deployments, &place.namespace, &dname)
             .await
             .map_err(|e| environments::read_error(place, "Deployment", &dname, e))?;
         if let Some(d) = &d
@@ -246,7 +295,13 @@ async fn observe(
     }
     for role in ServiceRole::ALL {
         let sname = role.service_name(&name);
-        let s = get(&services, "Service", &sname).await?;
+        let s = cached_or_read(&ctx.cache.services, &services, ns, &sname)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "Service",
+                name: sname.clone(),
+                source,
+            })?;
         if let Some(s) = &s
             && !owned_by(&s.metadata, bgd)
         {
@@ -255,15 +310,13 @@ async fn observe(
         snap.services.insert(role_key(role), s);
     }
     if snap.spread
-        && let Err(refusal) = observe_spread(bgd, ns, client, &mut snap).await?
+        && let Err(refusal) = observe_spread(bgd, ns, ctx, &mut snap).await?
     {
         return Ok(Err(refusal));
     }
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for r in config::referenced(&bgd.spec.template) {
         let data = match r.kind {
-            ConfigKind::ConfigMap => get(&config_maps, "ConfigMap", &r.name).await?.map(|cm| {
+            ConfigKind::ConfigMap => lookup(&ctx.cache.config_maps, ns, &r.name).map(|cm| {
                 let mut d: BTreeMap<String, Vec<u8>> = cm
                     .data
                     .unwrap_or_default()
@@ -275,7 +328,7 @@ async fn observe(
                 }
                 d
             }),
-            ConfigKind::Secret => get(&secrets, "Secret", &r.name).await?.map(|s| {
+            ConfigKind::Secret => lookup(&ctx.cache.secrets, ns, &r.name).map(|s| {
                 s.data
                     .unwrap_or_default()
                     .into_iter()
@@ -295,27 +348,21 @@ async fn observe(
         }
         snap.configs.push((r, data));
     }
-    let step_gates =
-        (0..bgd.spec.strategy.steps.len()).map(|i| Gate::Step(u32::try_from(i).unwrap_or(0)));
-    for gate in GATES.into_iter().chain(step_gates) {
-        let Some(reference) = analysis::gate::reference(bgd, gate) else {
-            continue;
-        };
+    for (gate, reference) in analysis::gate::gates(bgd) {
         let mut resolved = Vec::new();
         for t in &reference.templates {
             let spec = if t.cluster_scope {
-                let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-                get(&api, "ClusterAnalysisTemplate", &t.template_name)
-                    .await?
+                ctx.cache
+                    .cluster_templates
+                    .get(&cutover_api::kube::runtime::reflector::ObjectRef::new(
+                        &t.template_name,
+                    ))
                     .map(|c| AnalysisTemplateSpec {
-                        args: c.spec.args,
-                        metrics: c.spec.metrics,
+                        args: c.spec.args.clone(),
+                        metrics: c.spec.metrics.clone(),
                     })
             } else {
-                let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), ns);
-                get(&api, "AnalysisTemplate", &t.template_name)
-                    .await?
-                    .map(|t| t.spec)
+                lookup(&ctx.cache.templates, ns, &t.template_name).map(|t| t.spec)
             };
             let Some(spec) = spec else {
                 let kind = if t.cluster_scope {
@@ -347,19 +394,12 @@ async fn observe(
         snap.templates.insert(gate.name(), resolved);
     }
     if !snap.templates.is_empty() {
-        let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), ns);
         let selector = analysis::gate::runs_selector(&name);
-        let list = runs
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| Error::Read {
-                kind: "AnalysisRun",
-                name: selector,
-                source,
-            })?;
-        for r in list.items {
-            if controlled_by(&r.metadata, bgd) {
-                snap.runs.insert(r.name_any(), r);
+        let (key, value) = selector.split_once('=').unwrap_or_default();
+        for r in ctx.cache.runs.state() {
+            let labelled = r.labels().get(key).is_some_and(|v| v == value);
+            if r.namespace().as_deref() == Some(ns) && labelled && controlled_by(&r.metadata, bgd) {
+                snap.runs.insert(r.name_any(), r.as_ref().clone());
             }
         }
     }
@@ -371,7 +411,7 @@ async fn observe(
 async fn observe_spread(
     bgd: &BlueGreenDeployment,
     ns: &str,
-    client: &Client,
+    ctx: &Context,
     snap: &mut Snapshot,
 ) -> Result<Result<(), Refusal>, Error> {
     let name = bgd.name_any();
@@ -379,6 +419,7 @@ async fn observe_spread(
     for color in Color::ALL {
         let place = snap.places.get(color).clone();
         let sname = ServiceRole::Color(color).service_name(&name);
+        let cache = place_cache(bgd, ctx, &place).await?;
         let svc = if place.home {
             snap.services
                 .get(role_key(ServiceRole::Color(color)))
@@ -386,8 +427,7 @@ async fn observe_spread(
                 .flatten()
         } else {
             let api: Api<Service> = Api::namespaced(place.client.clone(), &place.namespace);
-            let s = api
-                .get_opt(&sname)
+            let s = cached_or_read(&cache.services, &api, &place.namespace, &sname)
                 .await
                 .map_err(|e| environments::read_error(&place, "Service", &sname, e))?;
             if let Some(s) = &s
@@ -398,18 +438,15 @@ async fn observe_spread(
             s
         };
         *snap.color_services.get_mut(color) = svc;
-        let eps = endpoint_mirror::read(
-            &place.client,
+        *snap.endpoints.get_mut(color) = place_endpoints(
+            &cache,
             &place.namespace,
             &sname,
             bgd.spec.service.port,
             &port_name,
-        )
-        .await
-        .map_err(|e| environments::read_error(&place, "EndpointSlice", &sname, e))?;
-        *snap.endpoints.get_mut(color) = eps;
+        );
     }
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     for role in ServiceRole::ALL {
         if let ServiceRole::Color(c) = role
             && snap.places.get(c).home
@@ -417,7 +454,13 @@ async fn observe_spread(
             continue;
         }
         let sname = role.service_name(&name);
-        let slice = get(&slices, "EndpointSlice", &sname).await?;
+        let slice = cached_or_read(&ctx.cache.slices, &slices, ns, &sname)
+            .await
+            .map_err(|source| Error::Read {
+                kind: "EndpointSlice",
+                name: sname.clone(),
+                source,
+            })?;
         if let Some(s) = &slice
             && !owned_by(&s.metadata, bgd)
         {
@@ -426,6 +469,29 @@ async fn observe_spread(
         snap.slices.insert(role_key(role), slice);
     }
     Ok(Ok(()))
+}
+
+/// The ready endpoints of Service `service` in `ns`, from the place's cached EndpointSlices.
+fn place_endpoints(
+    cache: &cache::PlaceCache,
+    ns: &str,
+    service: &str,
+    service_port: i32,
+    port_name: &str,
+) -> Endpoints {
+    let slices: Vec<EndpointSlice> = cache
+        .slices
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns))
+        .filter(|s| {
+            s.labels()
+                .get(endpoint_mirror::SERVICE_NAME_LABEL)
+                .is_some_and(|n| n == service)
+        })
+        .map(|s| s.as_ref().clone())
+        .collect();
+    endpoint_mirror::from_slices(&slices, service_port, port_name)
 }
 
 fn color_observation(d: Option<&Deployment>) -> ColorObservation {
@@ -531,25 +597,81 @@ fn new_requests(bgd: &BlueGreenDeployment) -> (Requests, BTreeMap<String, String
 /// Reconcile one BlueGreenDeployment.
 pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    // The watch cache may not hold our own last status write yet, and status is the
-    // release's memory: read the object fresh, so every pass sees what the last one wrote.
-    let name = bgd.name_any();
-    let api: Api<BlueGreenDeployment> =
-        Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
-    let fresh = api.get_opt(&name).await.map_err(|source| Error::Read {
-        kind: KIND,
-        name: name.clone(),
-        source,
-    })?;
-    let Some(fresh) = fresh else {
-        // Deleted: its owned objects go with it (owner references); forget its series.
-        ctx.metrics
-            .forget(&bgd.namespace().unwrap_or_default(), &name);
-        return Ok(Requeue::await_change());
+    // Status is the release's memory. A cached object older than this controller's own
+    // last write would replay a step already taken: wait for the write's watch event (it
+    // triggers the next pass); the short requeue only guards against a lost event.
+    if behind(&ctx, &bgd) {
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    ctx.cache.ready().await;
+    let result = if environments::spread(&bgd) || has_finalizer(&bgd) {
+        // Objects away from home have no owner reference to go with: the finalizer deletes
+        // them first. It is added before anything is made there.
+        let api: Api<BlueGreenDeployment> =
+            Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
+        let name = bgd.name_any();
+        finalizer(&api, environments::FINALIZER, bgd, |event| async {
+            match event {
+                FinalizerEvent::Apply(b) => reconcile_inner(&b, &ctx).await,
+                FinalizerEvent::Cleanup(b) => {
+                    finalize(&b, &ctx).await?;
+                    forget(&ctx, &b);
+                    Ok(Requeue::await_change())
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::from_finalizer(e, name))
+    } else if bgd.metadata.deletion_timestamp.is_some() {
+        // Owned objects go with it (owner references). Nothing to route.
+        forget(&ctx, &bgd);
+        Ok(Requeue::await_change())
+    } else {
+        reconcile_inner(&bgd, &ctx).await
     };
-    let result = reconcile_inner(&fresh, &ctx).await;
     ctx.metrics.reconcile_finished(KIND, started.elapsed());
     result
+}
+
+fn key_of(bgd: &BlueGreenDeployment) -> (String, String) {
+    (bgd.namespace().unwrap_or_default(), bgd.name_any())
+}
+
+/// The resourceVersion as etcd counts it (the API calls it opaque; every API server in
+/// use writes etcd's revision, and one that does not is simply never "behind").
+fn version(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+/// Whether the cached `bgd` predates this controller's last write to it.
+fn behind(ctx: &Context, bgd: &BlueGreenDeployment) -> bool {
+    let Ok(written) = ctx.written.lock() else {
+        return false;
+    };
+    match (
+        written.get(&key_of(bgd)),
+        version(bgd.metadata.resource_version.as_deref()),
+    ) {
+        (Some(w), Some(seen)) => seen < *w,
+        _ => false,
+    }
+}
+
+/// Remember the resourceVersion this controller's write to `bgd` produced.
+fn wrote(ctx: &Context, bgd: &BlueGreenDeployment, rv: Option<&str>) {
+    if let (Some(v), Ok(mut written)) = (version(rv), ctx.written.lock()) {
+        written.insert(key_of(bgd), v);
+    }
+}
+
+/// A BlueGreenDeployment is gone: forget its series, its last write and its places.
+pub fn forget(ctx: &Context, bgd: &BlueGreenDeployment) {
+    let (ns, name) = key_of(bgd);
+    ctx.metrics.forget(&ns, &name);
+    if let Ok(mut written) = ctx.written.lock() {
+        written.remove(&(ns, name));
+    }
+    ctx.places.retain(&user_of(bgd), &[]);
 }
 
 async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Requeue, Error> {
@@ -557,15 +679,6 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = bgd.name_any();
-    if bgd.metadata.deletion_timestamp.is_some() {
-        // Owned objects go with it (owner references); those of remote colors are deleted
-        // here first. Nothing to route.
-        ctx.metrics.forget(&ns, &name);
-        if has_finalizer(bgd) {
-            finalize(bgd, ctx).await?;
-        }
-        return Ok(Requeue::await_change());
-    }
     let old_status = bgd.status.clone().unwrap_or_default();
     let (requests, handled) = new_requests(bgd);
 
@@ -656,9 +769,6 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     tracing::debug!(namespace = %ns, name = %name, ?plan, "plan");
 
     if snap.spread {
-        if !has_finalizer(bgd) {
-            add_finalizer(bgd, ctx).await?;
-        }
         ensure_spread_services(bgd, ctx, &ns, &snap).await?;
     } else {
         ensure_color_services(bgd, ctx, &ns, &snap).await?;
@@ -721,13 +831,11 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     ctx.metrics.set_weight(&ns, &name, plan.weight);
     write_status(bgd, ctx, &old_status, st).await?;
 
-    let mut after = plan.requeue_after.unwrap_or(Duration::from_secs(300));
-    if snap.spread {
-        // Objects in other namespaces and clusters are not watched: look again soon, so the
-        // mirrored endpoints follow the colors' pods.
-        after = after.min(SPREAD_RESYNC);
-    }
-    Ok(Requeue::requeue(after))
+    // Every object a pass reads is watched (at home and at the colors' places), so a change
+    // triggers the next pass; the long resync is only a safety net, and costs no request.
+    Ok(Requeue::requeue(
+        plan.requeue_after.unwrap_or(Duration::from_secs(300)),
+    ))
 }
 
 /// A color's namespace or cluster did not answer: touch no release state, keep the
@@ -761,7 +869,7 @@ async fn unreachable(
     }
     ctx.metrics.set_phase(ns, &name, "Degraded");
     write_status(bgd, ctx, old_status, st).await?;
-    Ok(Requeue::requeue(SPREAD_RESYNC))
+    Ok(Requeue::requeue(UNREACHABLE_RESYNC))
 }
 
 /// Rewrite each mirrored EndpointSlice at home whose color can be reached and whose
@@ -769,7 +877,6 @@ async fn unreachable(
 async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<(), Error> {
     let name = bgd.name_any();
     let port_name = services::port_name(bgd);
-    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     let mut places: PerColor<Option<Place>> = PerColor::default();
     for color in Color::ALL {
         if let Ok(Ok(p)) = environments::place_of(bgd, color, &ctx.client, &ctx.clusters).await {
@@ -778,7 +885,7 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
     }
     for role in ServiceRole::ALL {
         let sname = role.service_name(&name);
-        let Some(slice) = get(&slices, "EndpointSlice", &sname).await? else {
+        let Some(slice) = lookup(&ctx.cache.slices, ns, &sname) else {
             continue;
         };
         if !owned_by(&slice.metadata, bgd) {
@@ -791,17 +898,17 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
             continue;
         };
         let source = ServiceRole::Color(color).service_name(&name);
-        let Ok(eps) = endpoint_mirror::read(
-            &place.client,
+        // Only a place whose watch answers has endpoints worth copying.
+        let Ok(cache) = place_cache(bgd, ctx, place).await else {
+            continue;
+        };
+        let eps = place_endpoints(
+            &cache,
             &place.namespace,
             &source,
             bgd.spec.service.port,
             &port_name,
-        )
-        .await
-        else {
-            continue;
-        };
+        );
         if mirrors(&slice, color, &eps, &port_name) {
             continue;
         }
@@ -818,9 +925,9 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
     Ok(())
 }
 
-/// How often a BlueGreenDeployment with remote colors is looked at when nothing else
-/// triggers a pass.
-const SPREAD_RESYNC: Duration = Duration::from_secs(2);
+/// How often a BlueGreenDeployment waiting for an unreachable place is looked at again
+/// (the place's watch also triggers a pass when it answers again).
+const UNREACHABLE_RESYNC: Duration = Duration::from_secs(10);
 
 /// A color as the release sees it. Away from home, a pod counts as ready only once its
 /// address is among the color's ready endpoints (what the mirrored Services send to), so
@@ -842,37 +949,7 @@ fn has_finalizer(bgd: &BlueGreenDeployment) -> bool {
         .any(|f| f == environments::FINALIZER)
 }
 
-/// Write `finalizers` with the resourceVersion read, so a concurrent change fails the write.
-async fn set_finalizers(
-    bgd: &BlueGreenDeployment,
-    ctx: &Context,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    let name = bgd.name_any();
-    let api: Api<BlueGreenDeployment> =
-        Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
-    let patch = json!({ "metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": bgd.resource_version(),
-    } });
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Apply {
-            kind: KIND,
-            name,
-            source,
-        })?;
-    Ok(())
-}
-
-/// Before anything is created away from home: the finalizer that deletes it again.
-async fn add_finalizer(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error> {
-    let mut finalizers = bgd.finalizers().to_vec();
-    finalizers.push(environments::FINALIZER.to_string());
-    set_finalizers(bgd, ctx, finalizers).await
-}
-
-/// Delete what this BlueGreenDeployment owns away from home, then let it go.
+/// Delete what this BlueGreenDeployment owns away from home (the finalizer then lets it go).
 async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error> {
     let (places, lost) = environments::places_for_cleanup(bgd, &ctx.client, &ctx.clusters).await?;
     for place in &places {
@@ -889,13 +966,7 @@ async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error>
         tracing::warn!(namespace = ?bgd.namespace(), name = %bgd.name_any(), "{message}");
         publish(ctx, bgd, "CleanupIncomplete", &message, true).await;
     }
-    let finalizers = bgd
-        .finalizers()
-        .iter()
-        .filter(|f| *f != environments::FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(bgd, ctx, finalizers).await
+    Ok(())
 }
 
 /// The live pods' selector for the scale subresource (an HPA must count the live color
@@ -971,13 +1042,15 @@ async fn write_status(
         "kind": BlueGreenDeployment::kind(&()),
         "status": new,
     });
-    api.patch_status(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status { name, source })?;
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status { name, source })?;
+    wrote(ctx, bgd, written.metadata.resource_version.as_deref());
     Ok(())
 }
 

@@ -1,0 +1,502 @@
+//! Watch caches: everything a pass reads comes from reflector stores, so a pass makes no
+//! API read and, while nothing changes, the controller makes no API request at all.
+//!
+//! - [`watched`] turns an `Api` into a store and the stream that fills it, for
+//!   `Controller::owns_stream` / `watches_stream`. Stored objects lose their
+//!   `managedFields` and `last-applied-configuration` (most of an object's bytes, never read
+//!   here), which keeps the caches small.
+//! - [`Places`]: one watcher per namespace of another cluster (or another namespace of this
+//!   one) that a BlueGreenDeployment's color or a FailoverPolicy's member runs in, started
+//!   when the first user needs it and stopped when the last one goes. A change there
+//!   triggers its users at once (`Controller::reconcile_on`), so endpoints mirrored home
+//!   follow the pods without polling.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use cutover_api::BlueGreenDeployment;
+use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use cutover_api::kube::api::{ApiResource, DynamicObject};
+use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
+use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
+use cutover_api::kube::{Api, Client, Resource};
+use futures::channel::mpsc::UnboundedSender;
+use futures::{Stream, StreamExt as _};
+use serde::de::DeserializeOwned;
+
+/// Annotation `kubectl apply` leaves: a second copy of the object, never read here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what a cache never reads (managed fields, the last-applied copy).
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// A store of `api`'s objects (`config` selects them) and the stream that keeps it filled:
+/// the stream must be polled (by a `Controller` or [`spawn`]) for the store to fill.
+pub fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(slim::<K>)
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Look `name` up in `ns` in `store`.
+pub fn lookup<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|o| o.as_ref().clone())
+}
+
+/// `name` in `ns`: from `store`, or, when the store does not hold it, from `api`. A store
+/// filtered by label (Cutover's objects only) cannot tell "absent" from "someone else's":
+/// reading the API then keeps the controller from taking over an object it does not own,
+/// and costs a request only until the object exists.
+pub async fn cached_or_read<K>(
+    store: &Store<K>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>, cutover_api::kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    match lookup(store, ns, name) {
+        Some(found) => Ok(Some(found)),
+        None => api.get_opt(name).await,
+    }
+}
+
+/// How long a pass waits for a new watch's first list before calling its place unreachable.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who uses a place.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum User {
+    /// A BlueGreenDeployment (`namespace`, `name`): triggered when the place changes.
+    Release(String, String),
+    /// A FailoverPolicy (`namespace`, `name`): reads the place on its own cadence.
+    Policy(String, String),
+}
+
+/// What is cached of one namespace of one cluster.
+pub struct PlaceCache {
+    /// Deployments there (Cutover's, by label).
+    pub deployments: Store<Deployment>,
+    /// Services there (Cutover's, by label).
+    pub services: Store<Service>,
+    /// EndpointSlices there (all: they belong to the endpoint controller).
+    pub slices: Store<EndpointSlice>,
+    /// BlueGreenDeployments there (a FailoverPolicy's members).
+    pub bgds: Store<BlueGreenDeployment>,
+    /// Whether every watch answers now (false after an error until it lists again).
+    healthy: Arc<AtomicBool>,
+    /// The last watch error, for messages.
+    last_error: Arc<Mutex<Option<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Debug for PlaceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlaceCache").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PlaceCache {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl PlaceCache {
+    /// Wait (up to [`SYNC_TIMEOUT`]) for every store's first list; then say whether the
+    /// watches answer, or why not.
+    pub async fn synced(&self) -> Result<(), String> {
+        let ready = async {
+            let _ = self.deployments.wait_until_ready().await;
+            let _ = self.services.wait_until_ready().await;
+            let _ = self.slices.wait_until_ready().await;
+            let _ = self.bgds.wait_until_ready().await;
+        };
+        let why = || {
+            self.last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_else(|| "its API did not answer".to_string())
+        };
+        if tokio::time::timeout(SYNC_TIMEOUT, ready).await.is_err() {
+            return Err(why());
+        }
+        if self.healthy.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(why())
+        }
+    }
+}
+
+struct Place {
+    cache: Arc<PlaceCache>,
+    users: BTreeSet<User>,
+}
+
+/// The watched places, by key (cluster and namespace).
+#[derive(Clone)]
+pub struct Places(Arc<Inner>);
+
+struct Inner {
+    places: Mutex<HashMap<String, Place>>,
+    /// Where a change at a place sends its BlueGreenDeployments.
+    trigger: UnboundedSender<ObjectRef<BlueGreenDeployment>>,
+}
+
+impl Debug for Places {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Places").finish_non_exhaustive()
+    }
+}
+
+/// Run one watch of a place: fill its store, flag its health, trigger the users on a change.
+fn spawn<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    health: (Arc<AtomicBool>, Arc<Mutex<Option<String>>>),
+    changed: impl Fn() + Send + 'static,
+) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let (healthy, last_error) = health;
+    let task = tokio::spawn(async move {
+        let mut events = watcher(api, config)
+            .default_backoff()
+            .modify(slim::<K>)
+            .reflect(writer)
+            .boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
+                Ok(_) => {
+                    healthy.store(true, Ordering::Release);
+                    changed();
+                }
+                Err(e) => {
+                    if let Ok(mut last) = last_error.lock() {
+                        *last = Some(e.to_string());
+                    }
+                    if healthy.swap(false, Ordering::AcqRel) {
+                        changed();
+                    }
+                }
+            }
+        }
+    });
+    (reader, task)
+}
+
+impl Places {
+    /// No places yet; a change at a place sends its BlueGreenDeployments to `trigger`.
+    pub fn new(trigger: UnboundedSender<ObjectRef<BlueGreenDeployment>>) -> Self {
+        Places(Arc::new(Inner {
+            places: Mutex::default(),
+            trigger,
+        }))
+    }
+
+    /// The cache of namespace `ns` of the cluster `client` reaches (`key` names both), for
+    /// `user`; started if no one watched it yet.
+    pub fn watch(&self, key: &str, client: &Client, ns: &str, user: &User) -> Arc<PlaceCache> {
+        let mut places = lock(&self.0.places);
+        if let Some(p) = places.get_mut(key) {
+            p.users.insert(user.clone());
+            return p.cache.clone();
+        }
+        let cache = Arc::new(self.start(key, client, ns));
+        places.insert(
+            key.to_string(),
+            Place {
+                cache: cache.clone(),
+                users: BTreeSet::from([user.clone()]),
+            },
+        );
+        cache
+    }
+
+    fn start(&self, key: &str, client: &Client, ns: &str) -> PlaceCache {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let last_error = Arc::new(Mutex::new(None));
+        let health = || (healthy.clone(), last_error.clone());
+        let notify = {
+            let key = key.to_string();
+            let inner: Weak<Inner> = Arc::downgrade(&self.0);
+            move || {
+                if let Some(inner) = inner.upgrade() {
+                    inner.changed(&key);
+                }
+            }
+        };
+        let owned = watcher::Config::default().labels(&format!(
+            "{}={}",
+            cutover_api::MANAGED_BY_LABEL,
+            cutover_api::MANAGED_BY
+        ));
+        let (deployments, t1) = spawn(
+            Api::namespaced(client.clone(), ns),
+            owned.clone(),
+            health(),
+            notify.clone(),
+        );
+        let (services, t2) = spawn(
+            Api::namespaced(client.clone(), ns),
+            owned,
+            health(),
+            notify.clone(),
+        );
+        let (slices, t3) = spawn(
+            Api::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            health(),
+            notify.clone(),
+        );
+        let (bgds, t4) = spawn(
+            Api::namespaced(client.clone(), ns),
+            watcher::Config::default(),
+            health(),
+            notify,
+        );
+        PlaceCache {
+            deployments,
+            services,
+            slices,
+            bgds,
+            healthy,
+            last_error,
+            tasks: vec![t1, t2, t3, t4],
+        }
+    }
+
+    /// `user` now watches exactly the places `keys`: it leaves the others, and a place left
+    /// without users stops being watched.
+    pub fn retain(&self, user: &User, keys: &[String]) {
+        lock(&self.0.places).retain(|key, p| {
+            if !keys.contains(key) {
+                p.users.remove(user);
+            }
+            !p.users.is_empty()
+        });
+    }
+
+    /// Whether `user` already watches place `key`.
+    pub fn watching(&self, key: &str, user: &User) -> bool {
+        lock(&self.0.places)
+            .get(key)
+            .is_some_and(|p| p.users.contains(user))
+    }
+
+    /// How many places are watched.
+    pub fn len(&self) -> usize {
+        lock(&self.0.places).len()
+    }
+
+    /// Whether no place is watched.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Inner {
+    /// Trigger every BlueGreenDeployment using place `key`.
+    fn changed(&self, key: &str) {
+        let users: Vec<User> = lock(&self.places)
+            .get(key)
+            .map(|p| p.users.iter().cloned().collect())
+            .unwrap_or_default();
+        for user in users {
+            if let User::Release(ns, name) = user {
+                let _ = self
+                    .trigger
+                    .unbounded_send(ObjectRef::new(&name).within(&ns));
+            }
+        }
+    }
+}
+
+/// The places map; a panic while it was held left it as it was (no invariant spans a
+/// panic), so a poisoned lock is taken as is.
+fn lock(m: &Mutex<HashMap<String, Place>>) -> std::sync::MutexGuard<'_, HashMap<String, Place>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The home cluster's watch caches of what BlueGreenDeployments own and read.
+#[derive(Clone)]
+pub struct Home {
+    /// Deployments (Cutover's, by label).
+    pub deployments: Store<Deployment>,
+    /// Services (Cutover's, by label).
+    pub services: Store<Service>,
+    /// EndpointSlices (the mirrored ones, Cutover's by label).
+    pub slices: Store<EndpointSlice>,
+    /// AnalysisRuns (Cutover's, by label).
+    pub runs: Store<AnalysisRun>,
+    /// ConfigMaps (templates reference them).
+    pub config_maps: Store<ConfigMap>,
+    /// Secrets (templates and `clusterRef`s reference them).
+    pub secrets: Store<Secret>,
+    /// AnalysisTemplates.
+    pub templates: Store<AnalysisTemplate>,
+    /// ClusterAnalysisTemplates.
+    pub cluster_templates: Store<ClusterAnalysisTemplate>,
+}
+
+impl Debug for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Home").finish_non_exhaustive()
+    }
+}
+
+impl Home {
+    /// Wait for every store's first list (the controller's streams fill them).
+    pub async fn ready(&self) {
+        let _ = futures::join!(
+            self.deployments.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.runs.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.templates.wait_until_ready(),
+            self.cluster_templates.wait_until_ready(),
+        );
+    }
+}
+
+/// A route kind's store and the task filling it.
+type RouteWatch = (Store<DynamicObject>, tokio::task::JoinHandle<()>);
+
+/// Route objects (HTTPRoute, VirtualService, TrafficSplit), one watch per kind, started
+/// when the first BlueGreenDeployment routes through that kind.
+pub struct Routes {
+    client: Client,
+    namespace: Option<String>,
+    stores: Mutex<HashMap<String, RouteWatch>>,
+    /// Called with each route that changes.
+    changed: Arc<dyn Fn(&DynamicObject) + Send + Sync>,
+}
+
+impl Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        if let Ok(stores) = self.stores.lock() {
+            for (_, task) in stores.values() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Routes {
+    /// Watches through `client` (in `namespace`, or all), calling `changed` on each change.
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        changed: impl Fn(&DynamicObject) + Send + Sync + 'static,
+    ) -> Self {
+        Routes {
+            client,
+            namespace,
+            stores: Mutex::default(),
+            changed: Arc::new(changed),
+        }
+    }
+
+    fn store(&self, ar: &ApiResource) -> Store<DynamicObject> {
+        let key = format!("{}/{}", ar.api_version, ar.kind);
+        let mut stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((store, _)) = stores.get(&key) {
+            return store.clone();
+        }
+        let api: Api<DynamicObject> = match &self.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        };
+        let writer = reflector::store::Writer::new(ar.clone());
+        let reader = writer.as_reader();
+        let changed = self.changed.clone();
+        let task = tokio::spawn(async move {
+            let mut events = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(slim::<DynamicObject>)
+                .reflect(writer)
+                .applied_objects()
+                .boxed();
+            while let Some(event) = events.next().await {
+                if let Ok(route) = event {
+                    changed(&route);
+                }
+            }
+        });
+        stores.insert(key, (reader.clone(), task));
+        reader
+    }
+
+    /// Route `name` of kind `ar` in `ns`: from the watch once it has listed, else (the kind
+    /// is not installed, or its watch does not answer yet) from the API.
+    pub async fn get(
+        &self,
+        ar: &ApiResource,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<DynamicObject>, cutover_api::kube::Error> {
+        let store = self.store(ar);
+        if tokio::time::timeout(SYNC_TIMEOUT, store.wait_until_ready())
+            .await
+            .is_ok()
+        {
+            return Ok(store
+                .get(&ObjectRef::new_with(name, ar.clone()).within(ns))
+                .map(|o| o.as_ref().clone()));
+        }
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), ns, ar)
+            .get_opt(name)
+            .await
+    }
+}
