@@ -9,6 +9,7 @@
 //! and prints throughput, the ratio to the baseline, and the controller's resident memory
 //! (current and peak) from /proc.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,12 @@ pub struct BenchArgs {
 
 pub const CLUSTER: &str = "bench";
 
+/// How long one phase may take: the control plane makes about 10 objects' pods a second
+/// (kube-controller-manager's default client rate), with room to spare.
+fn phase_timeout(n: usize) -> Duration {
+    Duration::from_secs(600).max(Duration::from_millis(500) * u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 /// `child` killed (SIGKILL, no grace) when dropped, so a failing benchmark leaves nothing
 /// running.
 pub fn kill_on_drop(child: std::process::Child) -> ChildGuard {
@@ -60,15 +67,44 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// The controller's API requests so far (the sum of `cutover_api_requests_total`).
-async fn api_requests(port: u16) -> anyhow::Result<f64> {
+/// The controller's API requests so far, by `verb resource`.
+async fn api_requests(port: u16) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = cutover_test_support::e2e::http_get(port, "/metrics")
         .await
         .context("the controller's /metrics")?;
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("cutover_api_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .filter_map(|l| l.strip_prefix("cutover_api_requests_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once("} ")?;
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+            };
+            Some((
+                format!("{} {}", label("verb")?, label("resource")?),
+                value.parse::<f64>().ok()?,
+            ))
+        })
+        .collect())
+}
+
+/// Requests between two readings, by kind, largest first.
+fn requests_between(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = b
+        .iter()
+        .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    out.sort_by(|x, y| y.1.total_cmp(&x.1));
+    out
+}
+
+/// Leader election renews its Lease on a timer whatever the number of objects.
+fn is_lease(kind: &str) -> bool {
+    kind.ends_with("coordination.k8s.io/leases")
 }
 
 fn rss_kib(pid: u32) -> (u64, u64) {
@@ -177,7 +213,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let baseline = started.elapsed()
         + wait_count(
             "baseline Deployments available",
-            Duration::from_secs(600),
+            phase_timeout(n),
             async || {
                 let list = deployments.list(&ListParams::default()).await?;
                 let ok = list
@@ -249,7 +285,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let rollout = started.elapsed()
         + wait_count(
             "first rollouts",
-            Duration::from_secs(900),
+            phase_timeout(n),
             healthy_on(cutover_api::Color::Blue),
         )
         .await?;
@@ -271,7 +307,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let release = started.elapsed()
         + wait_count(
             "releases",
-            Duration::from_secs(900),
+            phase_timeout(n),
             healthy_on(cutover_api::Color::Green),
         )
         .await?;
@@ -284,7 +320,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let requests_idle = api_requests(port).await?;
     let (rss, peak) = rss_kib(pid);
     let _ = child.stop();
-    let per = |a: f64, b: f64| (b - a) / n as f64;
+    let total = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| {
+        requests_between(a, b).iter().map(|(_, v)| v).sum::<f64>()
+    };
+    let per = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>| total(a, b) / n as f64;
+    let idle = requests_between(&requests_release, &requests_idle);
+    let idle_objects: f64 = idle
+        .iter()
+        .filter(|(k, _)| !is_lease(k))
+        .map(|(_, v)| v)
+        .sum();
+    let idle_lease: f64 = idle
+        .iter()
+        .filter(|(k, _)| is_lease(k))
+        .map(|(_, v)| v)
+        .sum();
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();
     println!();
@@ -316,15 +366,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "| controller API requests per BlueGreenDeployment: rollout / release / {} s idle | {:.1} / {:.1} / {:.2} | | |",
         args.idle_seconds,
-        per(requests_start, requests_rollout),
-        per(requests_rollout, requests_release),
-        per(requests_release, requests_idle)
+        per(&requests_start, &requests_rollout),
+        per(&requests_rollout, &requests_release),
+        per(&requests_release, &requests_idle)
+    );
+    println!(
+        "| of the idle requests: the leader Lease / everything else | {idle_lease:.0} / {idle_objects:.0} | | |"
     );
     println!(
         "| controller CPU seconds: rollout / release | {:.1} / {:.1} | | |",
         cpu_rollout - cpu_start,
         cpu_release - cpu_rollout
     );
+    println!();
+    for (phase, a, b) in [
+        ("rollout", &requests_start, &requests_rollout),
+        ("release", &requests_rollout, &requests_release),
+    ] {
+        let kinds: Vec<String> = requests_between(a, b)
+            .iter()
+            .map(|(k, v)| format!("{k} {:.2}", v / n as f64))
+            .collect();
+        println!(
+            "requests per object during the {phase}: {}",
+            kinds.join(", ")
+        );
+    }
     if !args.keep_cluster {
         local::down(CLUSTER)?;
     }

@@ -2,7 +2,9 @@
 //! against a local test cluster with their figures printed:
 //! - `cargo xtask bench failover`: `failover_benchmark` in `disaster_recovery.rs` (it
 //!   starts a second cluster of its own);
-//! - `cargo xtask bench environments`: `switch_latency_benchmark` in `environments.rs`.
+//! - `cargo xtask bench environments`: `switch_latency_benchmark` and
+//!   `remote_pod_change_benchmark` in `environments.rs` (the second starts a second
+//!   cluster of its own).
 
 use std::process::Command;
 
@@ -31,10 +33,12 @@ pub const FAILOVER: TestBench = TestBench {
     name: "dr",
 };
 
-/// The live-switch benchmark of colors in namespaces of their own.
+/// The benchmarks of colors away from home: the live switch with colors in namespaces of
+/// their own, and a pod change in a second cluster reaching the mirror at home (the
+/// test-name filter `_benchmark` runs both).
 pub const ENVIRONMENTS: TestBench = TestBench {
     target: "environments",
-    test: "switch_latency_benchmark",
+    test: "_benchmark",
     name: "environments",
 };
 
@@ -53,6 +57,7 @@ pub fn run(bench: &TestBench, args: &TestBenchArgs) -> anyhow::Result<()> {
             bench.test,
             "--",
             "--ignored",
+            "--test-threads=1",
             "--nocapture",
         ])
         .env("CUTOVER_TEST_CLUSTER", &cluster)

@@ -31,6 +31,8 @@ use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
 
+use crate::endpoint_mirror::{self, Endpoints, SERVICE_NAME_LABEL};
+
 /// Annotation `kubectl apply` leaves: a second copy of the object, never read here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -114,38 +116,169 @@ pub struct PlaceCache {
     pub services: Store<Service>,
     /// EndpointSlices there (all: they belong to the endpoint controller).
     pub slices: Store<EndpointSlice>,
-    /// BlueGreenDeployments there (a FailoverPolicy's members).
+    /// BlueGreenDeployments there: watched only once a FailoverPolicy uses the place (a
+    /// cluster that only runs a color need not have Cutover's resources or grant them).
     pub bgds: Store<BlueGreenDeployment>,
-    /// Whether every watch answers now (false after an error until it lists again).
-    healthy: Arc<AtomicBool>,
+    /// The writer of `bgds`, until its watch starts.
+    bgd_writer: Mutex<Option<reflector::store::Writer<BlueGreenDeployment>>>,
+    client: Client,
+    namespace: String,
+    changed: Arc<dyn Fn() + Send + Sync>,
+    /// Each watch: whether it answers now (false after an error until it lists again), and
+    /// its task.
+    watches: Mutex<Vec<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)>>,
     /// The last watch error, for messages.
     last_error: Arc<Mutex<Option<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Debug for PlaceCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PlaceCache").finish_non_exhaustive()
+        f.debug_struct("PlaceCache")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
     }
 }
 
 impl Drop for PlaceCache {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+        for (_, task) in self
+            .watches
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            task.abort();
         }
     }
 }
 
 impl PlaceCache {
-    /// Wait (up to [`SYNC_TIMEOUT`]) for every store's first list; then say whether the
-    /// watches answer, or why not.
+    fn new(client: &Client, ns: &str, changed: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let writer = reflector::store::Writer::default();
+        let cache = PlaceCache {
+            // Filled below, once the watches that write them run.
+            deployments: reflector::store::Writer::default().as_reader(),
+            services: reflector::store::Writer::default().as_reader(),
+            slices: reflector::store::Writer::default().as_reader(),
+            bgds: writer.as_reader(),
+            bgd_writer: Mutex::new(Some(writer)),
+            client: client.clone(),
+            namespace: ns.to_string(),
+            changed,
+            watches: Mutex::default(),
+            last_error: Arc::default(),
+        };
+        let owned = watcher::Config::default().labels(&format!(
+            "{}={}",
+            cutover_api::MANAGED_BY_LABEL,
+            cutover_api::MANAGED_BY
+        ));
+        let mut cache = cache;
+        cache.deployments = cache.spawn(owned.clone(), reflector::store::Writer::default());
+        cache.services = cache.spawn(owned, reflector::store::Writer::default());
+        cache.slices = cache.spawn(watcher::Config::default(), reflector::store::Writer::default());
+        cache
+    }
+
+    /// Run one watch of the place: fill its store, keep its health, trigger the users on
+    /// a change.
+    fn spawn<K>(&self, config: watcher::Config, writer: reflector::store::Writer<K>) -> Store<K>
+    where
+        K: Resource<DynamicType = (), Scope = cutover_api::k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let reader = writer.as_reader();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (flag, last_error, changed) = (
+            healthy.clone(),
+            self.last_error.clone(),
+            self.changed.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let mut events = watcher(api, config)
+                .default_backoff()
+                .modify(slim::<K>)
+                .reflect(writer)
+                .boxed();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
+                    Ok(_) => {
+                        flag.store(true, Ordering::Release);
+                        changed();
+                    }
+                    Err(e) => {
+                        if let Ok(mut last) = last_error.lock() {
+                            *last = Some(e.to_string());
+                        }
+                        if flag.swap(false, Ordering::AcqRel) {
+                            changed();
+                        }
+                    }
+                }
+            }
+        });
+        self.watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((healthy, task));
+        reader
+    }
+
+    /// Start watching the place's BlueGreenDeployments (once).
+    fn watch_bgds(&self) {
+        let writer = self
+            .bgd_writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            self.spawn(watcher::Config::default(), writer);
+        }
+    }
+
+    /// The ready endpoints of Service `service` in `ns`, from the cached EndpointSlices.
+    pub fn endpoints(
+        &self,
+        ns: &str,
+        service: &str,
+        service_port: i32,
+        port_name: &str,
+    ) -> Endpoints {
+        let slices: Vec<EndpointSlice> = self
+            .slices
+            .state()
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+            .filter(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|n| n == service)
+            })
+            .map(|s| s.as_ref().clone())
+            .collect();
+        endpoint_mirror::from_slices(&slices, service_port, port_name)
+    }
+
+    /// Wait (up to [`SYNC_TIMEOUT`]) for every started watch's first list; then say
+    /// whether they all answer, or why not.
     pub async fn synced(&self) -> Result<(), String> {
+        let bgds = self.bgd_writer.lock().map(|w| w.is_none()).unwrap_or(true);
         let ready = async {
             let _ = self.deployments.wait_until_ready().await;
             let _ = self.services.wait_until_ready().await;
             let _ = self.slices.wait_until_ready().await;
-            let _ = self.bgds.wait_until_ready().await;
+            if bgds {
+                let _ = self.bgds.wait_until_ready().await;
+            }
         };
         let why = || {
             self.last_error
@@ -157,11 +290,12 @@ impl PlaceCache {
         if tokio::time::timeout(SYNC_TIMEOUT, ready).await.is_err() {
             return Err(why());
         }
-        if self.healthy.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err(why())
-        }
+        let healthy = self
+            .watches
+            .lock()
+            .map(|w| w.iter().all(|(h, _)| h.load(Ordering::Acquire)))
+            .unwrap_or(false);
+        if healthy { Ok(()) } else { Err(why()) }
     }
 }
 
@@ -186,45 +320,6 @@ impl Debug for Places {
     }
 }
 
-/// Run one watch of a place: fill its store, flag its health, trigger the users on a change.
-fn spawn<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    health: (Arc<AtomicBool>, Arc<Mutex<Option<String>>>),
-    changed: impl Fn() + Send + 'static,
-) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let (healthy, last_error) = health;
-    let task = tokio::spawn(async move {
-        let mut events = watcher(api, config)
-            .default_backoff()
-            .modify(slim::<K>)
-            .reflect(writer)
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
-                Ok(_) => {
-                    healthy.store(true, Ordering::Release);
-                    changed();
-                }
-                Err(e) => {
-                    if let Ok(mut last) = last_error.lock() {
-                        *last = Some(e.to_string());
-                    }
-                    if healthy.swap(false, Ordering::AcqRel) {
-                        changed();
-                    }
-                }
-            }
-        }
-    });
-    (reader, task)
-}
-
 impl Places {
     /// No places yet; a change at a place sends its BlueGreenDeployments to `trigger`.
     pub fn new(trigger: UnboundedSender<ObjectRef<BlueGreenDeployment>>) -> Self {
@@ -240,9 +335,15 @@ impl Places {
         let mut places = lock(&self.0.places);
         if let Some(p) = places.get_mut(key) {
             p.users.insert(user.clone());
+            if matches!(user, User::Policy(..)) {
+                p.cache.watch_bgds();
+            }
             return p.cache.clone();
         }
         let cache = Arc::new(self.start(key, client, ns));
+        if matches!(user, User::Policy(..)) {
+            cache.watch_bgds();
+        }
         places.insert(
             key.to_string(),
             Place {
@@ -254,56 +355,17 @@ impl Places {
     }
 
     fn start(&self, key: &str, client: &Client, ns: &str) -> PlaceCache {
-        let healthy = Arc::new(AtomicBool::new(true));
-        let last_error = Arc::new(Mutex::new(None));
-        let health = || (healthy.clone(), last_error.clone());
-        let notify = {
-            let key = key.to_string();
-            let inner: Weak<Inner> = Arc::downgrade(&self.0);
-            move || {
+        let key = key.to_string();
+        let inner: Weak<Inner> = Arc::downgrade(&self.0);
+        PlaceCache::new(
+            client,
+            ns,
+            Arc::new(move || {
                 if let Some(inner) = inner.upgrade() {
                     inner.changed(&key);
                 }
-            }
-        };
-        let owned = watcher::Config::default().labels(&format!(
-            "{}={}",
-            cutover_api::MANAGED_BY_LABEL,
-            cutover_api::MANAGED_BY
-        ));
-        let (deployments, t1) = spawn(
-            Api::namespaced(client.clone(), ns),
-            owned.clone(),
-            health(),
-            notify.clone(),
-        );
-        let (services, t2) = spawn(
-            Api::namespaced(client.clone(), ns),
-            owned,
-            health(),
-            notify.clone(),
-        );
-        let (slices, t3) = spawn(
-            Api::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-            health(),
-            notify.clone(),
-        );
-        let (bgds, t4) = spawn(
-            Api::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-            health(),
-            notify,
-        );
-        PlaceCache {
-            deployments,
-            services,
-            slices,
-            bgds,
-            healthy,
-            last_error,
-            tasks: vec![t1, t2, t3, t4],
-        }
+            }),
+        )
     }
 
     /// `user` now watches exactly the places `keys`: it leaves the others, and a place left

@@ -25,12 +25,7 @@ fn environments(blue: &str, green: &str) -> serde_json::Value {
 
 /// Ready addresses of the EndpointSlices of Service `svc` in `ns`.
 async fn ready_addresses(ns: &TestNamespace, svc: &str) -> BTreeSet<String> {
-    let api: Api<EndpointSlice> = ns.api();
-    let list = api
-        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
-        .await
-        .expect("list EndpointSlices");
-    addresses(&list.items)
+    ready_addresses_in(&ns.api(), svc).await
 }
 
 fn addresses(slices: &[EndpointSlice]) -> BTreeSet<String> {
@@ -557,4 +552,175 @@ async fn switch_latency_benchmark() {
         sm / lm.max(f64::EPSILON)
     );
     delete_and_wait(&home, "spread").await;
+}
+
+/// A color in a second local cluster: from a pod change there to the mirrored
+/// EndpointSlice at home. The baseline, in the same runs, is Kubernetes' own path in that
+/// cluster: from the pod's deletion to its EndpointSlice there holding the replacement.
+/// The controller's part is the rest: the watch of that cluster seeing the slice change,
+/// one pass, and one write at home.
+#[tokio::test]
+#[ignore = "a benchmark: cargo xtask bench environments"]
+async fn remote_pod_change_benchmark() {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use std::time::Instant;
+
+    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let base = std::env::var("CUTOVER_TEST_CLUSTER").unwrap_or_else(|_| "cutover".into());
+    let far = Far::up(&format!("{base}-far")).await;
+    let (home, _ctrl) = setup("env-far").await;
+    let far_ns = home.name.clone();
+    let namespaces: Api<Namespace> = Api::all(far.client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": far_ns } })).expect("ns"),
+        )
+        .await
+        .expect("namespace in the far cluster");
+    let kubeconfig = std::fs::read_to_string(&far.kubeconfig).expect("far kubeconfig");
+    put_secret(&home, "far", &kubeconfig).await;
+    let spec = json!({ "environments": { "blue": { "namespace": far_ns,
+                                                   "clusterRef": { "secretName": "far" } } } });
+    create(&home, &bgd("shop", "shop:1", 2, spec)).await;
+    healthy_on(&home, "shop", Color::Blue).await;
+
+    let far_slices: Api<EndpointSlice> = Api::namespaced(far.client.clone(), &far_ns);
+    let far_pods: Api<Pod> = Api::namespaced(far.client.clone(), &far_ns);
+    let home_slices: Api<EndpointSlice> = home.api();
+    let (mut baseline, mut mirror) = (Vec::new(), Vec::new());
+    type Log = Arc<Mutex<Vec<(Instant, BTreeSet<String>)>>>;
+    for _ in 0..runs {
+        let before = ready_addresses_in(&far_slices, "shop-blue").await;
+        assert_eq!(before.len(), 2, "{before:?}");
+        let (far_log, home_log): (Log, Log) = Default::default();
+        let (fl, hl) = (far_log.clone(), home_log.clone());
+        let done = Arc::new(tokio::sync::Notify::new());
+        let notify = done.clone();
+        let before_set = before.clone();
+        let deleted_at = watch_while(
+            &far_slices,
+            watcher::Config::default().labels("kubernetes.io/service-name=shop-blue"),
+            move |objs| {
+                let now: Vec<EndpointSlice> = objs.iter().map(|s| s.as_ref().clone()).collect();
+                fl.lock()
+                    .expect("lock")
+                    .push((Instant::now(), addresses(&now)));
+            },
+            watch_while(
+                &home_slices,
+                watcher::Config::default().labels("kubernetes.io/service-name=shop"),
+                move |objs| {
+                    let now: Vec<EndpointSlice> = objs.iter().map(|s| s.as_ref().clone()).collect();
+                    let set = addresses(&now);
+                    hl.lock().expect("lock").push((Instant::now(), set.clone()));
+                    if set.len() == 2 && set != before_set {
+                        notify.notify_one();
+                    }
+                },
+                async {
+                    let pod = far_pods
+                        .list(&ListParams::default().labels(&format!("{COLOR_LABEL}=blue")))
+                        .await
+                        .expect("pods")
+                        .items
+                        .into_iter()
+                        .next()
+                        .expect("a blue pod");
+                    let t0 = Instant::now();
+                    far_pods
+                        .delete(&pod.metadata.name.expect("name"), &DeleteParams::default())
+                        .await
+                        .expect("delete the pod");
+                    tokio::time::timeout(TIMEOUT, done.notified())
+                        .await
+                        .expect("the home mirror followed the far pods in time");
+                    t0
+                },
+            ),
+        )
+        .await;
+        let far_log = far_log.lock().expect("lock").clone();
+        let home_log = home_log.lock().expect("lock").clone();
+        let (home_at, after) = home_log
+            .iter()
+            .find(|(_, s)| s.len() == 2 && *s != before)
+            .cloned()
+            .expect("the home mirror's new endpoints");
+        let far_at = far_log
+            .iter()
+            .find(|(_, s)| *s == after)
+            .map(|(t, _)| *t)
+            .expect("the far slice held them first");
+        baseline.push(far_at.duration_since(deleted_at).as_secs_f64() * 1000.0);
+        mirror.push(home_at.duration_since(far_at).as_secs_f64() * 1000.0);
+        healthy_on(&home, "shop", Color::Blue).await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+        (v[v.len() / 2], p90, v[0], v[v.len() - 1])
+    };
+    let (bm, bp, bmin, bmax) = stats(&mut baseline);
+    let (mm, mp, mmin, mmax) = stats(&mut mirror);
+    println!("a pod of a color in a second cluster is replaced, {runs} runs:");
+    println!(
+        "  baseline, pod deleted → its EndpointSlice there holds the replacement: median {bm:.1} ms, p90 {bp:.1} ms, min {bmin:.1}, max {bmax:.1}"
+    );
+    println!(
+        "  that slice → the mirrored EndpointSlice at home:                      median {mm:.1} ms, p90 {mp:.1} ms, min {mmin:.1}, max {mmax:.1}"
+    );
+    println!(
+        "  ratio (medians) mirror / baseline: {:.2}",
+        mm / bm.max(f64::EPSILON)
+    );
+    delete_and_wait(&home, "shop").await;
+}
+
+/// Ready addresses of Service `svc`'s EndpointSlices through `slices`.
+async fn ready_addresses_in(slices: &Api<EndpointSlice>, svc: &str) -> BTreeSet<String> {
+    let list = slices
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await
+        .expect("list EndpointSlices");
+    addresses(&list.items)
+}
+
+/// A second local cluster; brought down when dropped.
+struct Far {
+    name: String,
+    kubeconfig: std::path::PathBuf,
+    client: kube::Client,
+}
+
+impl Far {
+    async fn up(name: &str) -> Far {
+        let state = cutover_test_support::local_cluster::up(
+            &cutover_test_support::local_cluster::UpOptions {
+                name: name.to_string(),
+                nodes: 1,
+                process_node: None,
+                real_node: None,
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("second local cluster {name}: {e}"));
+        let client = cutover_test_support::local_cluster::client_for(&state.kubeconfig)
+            .await
+            .expect("client of the second cluster");
+        Far {
+            name: name.to_string(),
+            kubeconfig: state.kubeconfig,
+            client,
+        }
+    }
+}
+
+impl Drop for Far {
+    fn drop(&mut self) {
+        let _ = cutover_test_support::local_cluster::down(&self.name);
+    }
 }

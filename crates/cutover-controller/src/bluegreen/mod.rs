@@ -438,13 +438,8 @@ async fn observe_spread(
             s
         };
         *snap.color_services.get_mut(color) = svc;
-        *snap.endpoints.get_mut(color) = place_endpoints(
-            &cache,
-            &place.namespace,
-            &sname,
-            bgd.spec.service.port,
-            &port_name,
-        );
+        *snap.endpoints.get_mut(color) =
+            cache.endpoints(&place.namespace, &sname, bgd.spec.service.port, &port_name);
     }
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     for role in ServiceRole::ALL {
@@ -469,29 +464,6 @@ async fn observe_spread(
         snap.slices.insert(role_key(role), slice);
     }
     Ok(Ok(()))
-}
-
-/// The ready endpoints of Service `service` in `ns`, from the place's cached EndpointSlices.
-fn place_endpoints(
-    cache: &cache::PlaceCache,
-    ns: &str,
-    service: &str,
-    service_port: i32,
-    port_name: &str,
-) -> Endpoints {
-    let slices: Vec<EndpointSlice> = cache
-        .slices
-        .state()
-        .iter()
-        .filter(|s| s.namespace().as_deref() == Some(ns))
-        .filter(|s| {
-            s.labels()
-                .get(endpoint_mirror::SERVICE_NAME_LABEL)
-                .is_some_and(|n| n == service)
-        })
-        .map(|s| s.as_ref().clone())
-        .collect();
-    endpoint_mirror::from_slices(&slices, service_port, port_name)
 }
 
 fn color_observation(d: Option<&Deployment>) -> ColorObservation {
@@ -902,13 +874,7 @@ async fn keep_mirrors(bgd: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Res
         let Ok(cache) = place_cache(bgd, ctx, place).await else {
             continue;
         };
-        let eps = place_endpoints(
-            &cache,
-            &place.namespace,
-            &source,
-            bgd.spec.service.port,
-            &port_name,
-        );
+        let eps = cache.endpoints(&place.namespace, &source, bgd.spec.service.port, &port_name);
         if mirrors(&slice, color, &eps, &port_name) {
             continue;
         }
