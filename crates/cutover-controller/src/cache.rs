@@ -176,7 +176,10 @@ impl PlaceCache {
         let mut cache = cache;
         cache.deployments = cache.spawn(owned.clone(), reflector::store::Writer::default());
         cache.services = cache.spawn(owned, reflector::store::Writer::default());
-        cache.slices = cache.spawn(watcher::Config::default(), reflector::store::Writer::default());
+        cache.slices = cache.spawn(
+            watcher::Config::default(),
+            reflector::store::Writer::default(),
+        );
         cache
     }
 

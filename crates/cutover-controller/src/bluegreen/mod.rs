@@ -646,55 +646,111 @@ pub fn forget(ctx: &Context, bgd: &BlueGreenDeployment) {
     ctx.places.retain(&user_of(bgd), &[]);
 }
 
+/// One pass over a BlueGreenDeployment, in order: observe what is there, decide (in the
+/// core), make sure its Services exist, act, publish what changed, write the status.
 async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Requeue, Error> {
     let ns = bgd
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = bgd.name_any();
-    let old_status = bgd.status.clone().unwrap_or_default();
-    let (requests, handled) = new_requests(bgd);
-
-    let observed = match refuse_unsupported(bgd) {
-        Some(r) => Ok(Err(r)),
-        None => observe(bgd, &ns, ctx).await,
+    let snap = match observed(bgd, &ns, ctx).await? {
+        Observation::Ready(snap) => snap,
+        Observation::Refused(refusal) => return refuse(bgd, ctx, &ns, &refusal).await,
+        Observation::Unreachable(why) => return unreachable(bgd, ctx, &ns, &why).await,
     };
-    let refusal = match observed {
-        // A color's place does not answer: the release waits; the mirrors of the colors
-        // that do answer keep following their pods.
-        Err(Error::Remote { what, message }) => {
-            return unreachable(bgd, ctx, &ns, &old_status, &format!("{what}: {message}")).await;
-        }
-        other => other?,
-    };
-    let snap = match refusal {
-        Ok(s) => s,
-        Err(refusal) => {
-            tracing::warn!(namespace = %ns, name = %name, reason = refusal.reason, "not acting: {}", refusal.message);
-            let mut st = old_status.clone();
-            st.phase = Some(cutover_api::Phase::Degraded);
-            st.message = Some(refusal.message.clone());
-            st.observed_generation = bgd.metadata.generation;
-            let wanted = status::invalid_spec_conditions(refusal.reason, &refusal.message);
-            st.conditions = crate::conditions::merge(
-                &old_status.conditions,
-                &wanted,
-                bgd.metadata.generation,
-                &crate::clock::time(now()),
-            );
-            let changed = old_status.message != st.message || old_status.phase != st.phase;
-            if changed {
-                publish(ctx, bgd, refusal.reason, &refusal.message, true).await;
-            }
-            ctx.metrics.set_phase(&ns, &name, "Degraded");
-            write_status(bgd, ctx, &old_status, st).await?;
-            return Ok(Requeue::requeue(Duration::from_secs(60)));
-        }
-    };
-
     let template_hash = config::template_hash(&bgd.spec.template, &snap.configs);
     let traffic = traffic_of(bgd, ctx, &snap);
+    let input = input(bgd, &snap, &traffic, &template_hash)?;
+    let plan = release::decide(&input);
+    tracing::debug!(?plan, "plan");
+    ensure_services(bgd, ctx, &ns, &snap).await?;
+    for action in &plan.actions {
+        act(bgd, ctx, &ns, &snap, &template_hash, action, &traffic).await?;
+    }
+    if plan.actions.is_empty() && plan.memory.release.is_none() {
+        // Settled: config snapshots neither color uses any more can go.
+        prune_snapshots(bgd, &snap).await?;
+    }
+    announce(bgd, ctx, &ns, &plan.transitions).await;
+    let st = status_of(bgd, &snap, &input, &plan, template_hash);
+    ctx.metrics
+        .set_phase(&ns, &bgd.name_any(), &format!("{:?}", plan.phase));
+    ctx.metrics.set_weight(&ns, &bgd.name_any(), plan.weight);
+    write_status(bgd, ctx, st).await?;
+    // Every object a pass reads is watched (at home and at the colors' places), so a change
+    // triggers the next pass; the long resync is only a safety net, and costs no request.
+    Ok(Requeue::requeue(
+        plan.requeue_after.unwrap_or(Duration::from_secs(300)),
+    ))
+}
+
+/// What a pass found.
+enum Observation {
+    /// Everything it needs.
+    Ready(Box<Snapshot>),
+    /// A spec it will not act on (no traffic is touched).
+    Refused(Refusal),
+    /// A color's place does not answer: the release waits.
+    Unreachable(String),
+}
+
+/// Observe `bgd`, or say why the pass stops here.
+async fn observed(
+    bgd: &BlueGreenDeployment,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Observation, Error> {
+    if let Some(r) = refuse_unsupported(bgd) {
+        return Ok(Observation::Refused(r));
+    }
+    match observe(bgd, ns, ctx).await {
+        Ok(Ok(snap)) => Ok(Observation::Ready(Box::new(snap))),
+        Ok(Err(refusal)) => Ok(Observation::Refused(refusal)),
+        Err(Error::Remote { what, message }) => {
+            Ok(Observation::Unreachable(format!("{what}: {message}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Not acting: Degraded with the reason, one Event per new message; looked at again in a
+/// minute (or when something it reads changes).
+async fn refuse(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    refusal: &Refusal,
+) -> Result<Requeue, Error> {
+    tracing::warn!(reason = refusal.reason, "not acting: {}", refusal.message);
+    let old = bgd.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    st.phase = Some(cutover_api::Phase::Degraded);
+    st.message = Some(refusal.message.clone());
+    st.observed_generation = bgd.metadata.generation;
+    let wanted = status::invalid_spec_conditions(refusal.reason, &refusal.message);
+    st.conditions = crate::conditions::merge(
+        &old.conditions,
+        &wanted,
+        bgd.metadata.generation,
+        &crate::clock::time(now()),
+    );
+    if old.message != st.message || old.phase != st.phase {
+        publish(ctx, bgd, refusal.reason, &refusal.message, true).await;
+    }
+    ctx.metrics.set_phase(ns, &bgd.name_any(), "Degraded");
+    write_status(bgd, ctx, st).await?;
+    Ok(Requeue::requeue(Duration::from_secs(60)))
+}
+
+/// What the core decides on: the spec, the analysis gates, the traffic as read back, the
+/// colors, and the memory in status.
+fn input(
+    bgd: &BlueGreenDeployment,
+    snap: &Snapshot,
+    traffic: &Traffic<'_>,
+    template_hash: &str,
+) -> Result<Input, Error> {
+    let name = bgd.name_any();
     let observed = traffic.read()?;
-    let live = observed.live;
     let preview = if snap.spread {
         snap.slices
             .get("preview")
@@ -723,49 +779,69 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
             .as_ref()
             .and_then(|r| run_of(Gate::Step(r.step_index))),
     };
-    let input = Input {
+    let (requests, _) = new_requests(bgd);
+    Ok(Input {
         now: now(),
-        desired: desired(bgd, template_hash.clone()),
+        desired: desired(bgd, template_hash.to_string()),
         analysis: gates,
         traffic: observed.split,
         memory,
         colors: PerColor {
-            blue: observed_color(&snap, Color::Blue),
-            green: observed_color(&snap, Color::Green),
+            blue: observed_color(snap, Color::Blue),
+            green: observed_color(snap, Color::Green),
         },
-        live,
+        live: observed.live,
         preview,
         requests,
-    };
-    let plan = release::decide(&input);
-    tracing::debug!(namespace = %ns, name = %name, ?plan, "plan");
+    })
+}
 
+/// The per-color Services (and, with a color away from home, the mirrored ones).
+async fn ensure_services(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+) -> Result<(), Error> {
     if snap.spread {
-        ensure_spread_services(bgd, ctx, &ns, &snap).await?;
+        ensure_spread_services(bgd, ctx, ns, snap).await
     } else {
-        ensure_color_services(bgd, ctx, &ns, &snap).await?;
+        ensure_color_services(bgd, ctx, ns, snap).await
     }
-    for action in &plan.actions {
-        act(bgd, ctx, &ns, &snap, &template_hash, action, &traffic).await?;
-    }
-    if plan.actions.is_empty() && plan.memory.release.is_none() {
-        // Settled: config snapshots neither color uses any more can go.
-        prune_snapshots(bgd, &snap).await?;
-    }
-    for t in &plan.transitions {
-        tracing::info!(namespace = %ns, name = %name, reason = t.reason, "{}", t.message);
+}
+
+/// Log, publish and count the release's transitions of this pass.
+async fn announce(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    transitions: &[release::Transition],
+) {
+    let name = bgd.name_any();
+    for t in transitions {
+        tracing::info!(reason = t.reason, "{}", t.message);
         publish(ctx, bgd, t.reason, &t.message, t.warning).await;
         match t.reason {
-            "Promoted" => ctx.metrics.promoted(&ns, &name),
-            "Aborted" => ctx.metrics.rolled_back(&ns, &name, "abort"),
+            "Promoted" => ctx.metrics.promoted(ns, &name),
+            "Aborted" => ctx.metrics.rolled_back(ns, &name, "abort"),
             // A warning when analysis failed after promotion; normal for an undo.
-            "RolledBack" if t.warning => ctx.metrics.rolled_back(&ns, &name, "analysis"),
-            "RolledBack" => ctx.metrics.rolled_back(&ns, &name, "undo"),
+            "RolledBack" if t.warning => ctx.metrics.rolled_back(ns, &name, "analysis"),
+            "RolledBack" => ctx.metrics.rolled_back(ns, &name, "undo"),
             _ => {}
         }
     }
+}
 
-    let mut st = old_status.clone();
+/// The status after this pass.
+fn status_of(
+    bgd: &BlueGreenDeployment,
+    snap: &Snapshot,
+    input: &Input,
+    plan: &release::Plan,
+    template_hash: String,
+) -> BlueGreenDeploymentStatus {
+    let old = bgd.status.clone().unwrap_or_default();
+    let mut st = old.clone();
     status::write_memory(&mut st, &plan.memory);
     st.phase = Some(status::api_phase(plan.phase));
     st.message = Some(plan.message.clone());
@@ -775,7 +851,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         |r| i32::try_from(r.step_index).unwrap_or(0),
     ));
     st.observed_generation = bgd.metadata.generation;
-    st.handled_requests = handled;
+    st.handled_requests = new_requests(bgd).1;
     st.current_template_hash = Some(template_hash);
     st.blue = color_status(
         &input.colors.blue,
@@ -793,21 +869,12 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     st.selector = Some(selector_string(bgd, plan.memory.active));
     let wanted = status::conditions_for(plan.phase, plan.cause, &plan.message);
     st.conditions = crate::conditions::merge(
-        &old_status.conditions,
+        &old.conditions,
         &wanted,
         bgd.metadata.generation,
         &crate::clock::time(now()),
     );
-    ctx.metrics
-        .set_phase(&ns, &name, &format!("{:?}", plan.phase));
-    ctx.metrics.set_weight(&ns, &name, plan.weight);
-    write_status(bgd, ctx, &old_status, st).await?;
-
-    // Every object a pass reads is watched (at home and at the colors' places), so a change
-    // triggers the next pass; the long resync is only a safety net, and costs no request.
-    Ok(Requeue::requeue(
-        plan.requeue_after.unwrap_or(Duration::from_secs(300)),
-    ))
+    st
 }
 
 /// A color's namespace or cluster did not answer: touch no release state, keep the
@@ -817,9 +884,9 @@ async fn unreachable(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
     ns: &str,
-    old_status: &BlueGreenDeploymentStatus,
     why: &str,
 ) -> Result<Requeue, Error> {
+    let old_status = &bgd.status.clone().unwrap_or_default();
     let name = bgd.name_any();
     ctx.metrics.reconcile_failed(KIND, "remote");
     if let Err(e) = keep_mirrors(bgd, ctx, ns).await {
@@ -840,7 +907,7 @@ async fn unreachable(
         publish(ctx, bgd, "ClusterUnreachable", &message, true).await;
     }
     ctx.metrics.set_phase(ns, &name, "Degraded");
-    write_status(bgd, ctx, old_status, st).await?;
+    write_status(bgd, ctx, st).await?;
     Ok(Requeue::requeue(UNREACHABLE_RESYNC))
 }
 
@@ -991,13 +1058,14 @@ async fn publish(
     .await;
 }
 
+/// Write `new` (server-side apply, the controller's field manager) unless it is what the
+/// object already says.
 async fn write_status(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
-    old: &BlueGreenDeploymentStatus,
     new: BlueGreenDeploymentStatus,
 ) -> Result<(), Error> {
-    if *old == new {
+    if bgd.status.as_ref() == Some(&new) || (bgd.status.is_none() && new == Default::default()) {
         return Ok(());
     }
     let name = bgd.name_any();
