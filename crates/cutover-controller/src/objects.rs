@@ -116,6 +116,67 @@ where
     apply(client, ns, name, obj, kind).await
 }
 
+/// Server-side apply `status` as the status of `name` (the controller's field manager):
+/// the whole status is the controller's, so what it no longer says goes.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Server-side apply the fields `fields` (e.g. `{"spec": {"replicas": 2}}`) of `name` as
+/// field manager `FIELD_MANAGER/<part>`. A part of an object the controller changes on
+/// its own (a color's replicas, a run's `terminate`) has a manager of its own: applying
+/// those fields alone as the main manager would drop every other field it applied.
+pub async fn apply_fields<K>(
+    api: &Api<K>,
+    name: &str,
+    part: &str,
+    fields: serde_json::Value,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut patch = fields;
+    patch["apiVersion"] = json!(K::api_version(&()));
+    patch["kind"] = json!(K::kind(&()));
+    patch["metadata"]["name"] = json!(name);
+    api.patch(
+        name,
+        &PatchParams::apply(&format!("{FIELD_MANAGER}/{part}")).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: match K::kind(&()) {
+            std::borrow::Cow::Borrowed(k) => k,
+            std::borrow::Cow::Owned(_) => "object",
+        },
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(())
+}
+
 /// Controller owner reference to `bgd`.
 pub fn owner_reference(bgd: &BlueGreenDeployment) -> Result<OwnerReference, Error> {
     bgd.controller_owner_ref(&())

@@ -10,7 +10,7 @@ use cutover_api::analysis::{
 };
 use cutover_api::k8s_openapi::api::batch::v1::Job;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use cutover_api::kube::api::{Patch, PatchParams, PostParams};
+use cutover_api::kube::api::PostParams;
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
 use cutover_core::analysis::Value;
@@ -21,10 +21,8 @@ use cutover_core::analysis::verdict::{
     next_due, run_phase,
 };
 use cutover_core::release::Timestamp;
-use serde_json::json;
 
 use super::providers::{prometheus, web};
-use crate::FIELD_MANAGER;
 use crate::clock::{duration_or as duration, now, parse_time, rfc3339};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -531,21 +529,7 @@ async fn reconcile_inner(run: &AnalysisRun, ctx: &RunContext) -> Result<Requeue,
     if st != old {
         let api: Api<AnalysisRun> =
             Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-        let patch = json!({
-            "apiVersion": AnalysisRun::api_version(&()),
-            "kind": AnalysisRun::kind(&()),
-            "status": st,
-        });
-        api.patch_status(
-            &run.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| Error::Status {
-            name: run.name_any(),
-            source,
-        })?;
+        crate::objects::apply_status(&api, &run.name_any(), &st).await?;
     }
     if terminal(Some(phase)) {
         tracing::info!(run = %run.name_any(), ?phase, "analysis concluded: {}", st.message.unwrap_or_default());

@@ -20,7 +20,7 @@ use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use cutover_api::kube::api::DynamicObject;
-use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use cutover_api::kube::api::{DeleteParams, ListParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -36,7 +36,6 @@ use cutover_core::{Color, PerColor};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::FIELD_MANAGER;
 use crate::analysis;
 use crate::cache::{self, User, cached_or_read, lookup};
 use crate::clock::now;
@@ -44,7 +43,10 @@ use crate::clusters::Clusters;
 use crate::endpoint_mirror::{self, Endpoints};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::objects::{apply, controlled_by, create_once, owned_by, owned_labels, owner_reference};
+use crate::objects::{
+    apply, apply_fields, apply_status, controlled_by, create_once, owned_by, owned_labels,
+    owner_reference,
+};
 use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
 use crate::traffic::live_selector::LiveSelector;
 use crate::traffic::route::{Route, header_of};
@@ -1068,22 +1070,9 @@ async fn write_status(
     if bgd.status.as_ref() == Some(&new) || (bgd.status.is_none() && new == Default::default()) {
         return Ok(());
     }
-    let name = bgd.name_any();
     let api: Api<BlueGreenDeployment> =
         Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": BlueGreenDeployment::api_version(&()),
-        "kind": BlueGreenDeployment::kind(&()),
-        "status": new,
-    });
-    let written = api
-        .patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| Error::Status { name, source })?;
+    let written = apply_status(&api, &bgd.name_any(), &new).await?;
     wrote(ctx, bgd, written.metadata.resource_version.as_deref());
     Ok(())
 }
@@ -1442,18 +1431,13 @@ async fn act(
             let dname = render::deployment_name(&name, color);
             let place = snap.places.get(color);
             let api: Api<Deployment> = Api::namespaced(place.client.clone(), &place.namespace);
-            api.patch(
+            apply_fields(
+                &api,
                 &dname,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": { "replicas": replicas } })),
+                "scale",
+                json!({ "spec": { "replicas": replicas } }),
             )
             .await
-            .map_err(|source| Error::Apply {
-                kind: "Deployment",
-                name: dname,
-                source,
-            })?;
-            Ok(())
         }
         Action::Preview { color } if snap.spread => {
             crate::traffic::live_endpoints::point(
@@ -1492,18 +1476,13 @@ async fn act(
                 return Ok(());
             }
             let api: Api<AnalysisRun> = Api::namespaced(ctx.client.clone(), ns);
-            api.patch(
+            apply_fields(
+                &api,
                 &run_name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": { "terminate": true } })),
+                "terminate",
+                json!({ "spec": { "terminate": true } }),
             )
             .await
-            .map_err(|source| Error::Apply {
-                kind: "AnalysisRun",
-                name: run_name,
-                source,
-            })?;
-            Ok(())
         }
         Action::SetWeight { canary, weight } => traffic.set_weight(canary.other(), weight).await,
         Action::SetHeaderRoute { canary, step } => {
