@@ -115,7 +115,7 @@ fn template_users(
         .state()
         .iter()
         .filter(|b| cluster_scope || b.namespace() == ns)
-        .filter(|b| analysis::gate::uses_template(b, name, cluster_scope))
+        .filter(|b| bluegreen::gates::uses_template(b, name, cluster_scope))
         .map(|b| ObjectRef::from_obj(b.as_ref()))
         .collect()
 }

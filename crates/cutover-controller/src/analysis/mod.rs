@@ -1,5 +1,4 @@
 //! Analysis: runs, measurements and providers.
 
-pub mod gate;
 pub mod providers;
 pub mod run;

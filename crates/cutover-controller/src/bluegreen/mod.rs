@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod environments;
+pub mod gates;
 pub mod render;
 pub mod status;
 
@@ -36,7 +37,6 @@ use cutover_core::{Color, PerColor};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::analysis;
 use crate::cache::{self, User, cached_or_read, lookup};
 use crate::clock::now;
 use crate::clusters::Clusters;
@@ -350,7 +350,7 @@ async fn observe(
         }
         snap.configs.push((r, data));
     }
-    for (gate, reference) in analysis::gate::gates(bgd) {
+    for (gate, reference) in gates::gates(bgd) {
         let mut resolved = Vec::new();
         for t in &reference.templates {
             let spec = if t.cluster_scope {
@@ -386,7 +386,7 @@ async fn observe(
         // Check now that every argument resolves, so a release never starts a gate it
         // cannot run.
         if let Err(message) =
-            analysis::gate::build_run(bgd, gate, 0, 0, Color::Green, reference, &resolved)?
+            gates::build_run(bgd, gate, 0, 0, Color::Green, reference, &resolved)?
         {
             return Ok(Err(Refusal {
                 reason: "InvalidAnalysis",
@@ -396,7 +396,7 @@ async fn observe(
         snap.templates.insert(gate.name(), resolved);
     }
     if !snap.templates.is_empty() {
-        let selector = analysis::gate::runs_selector(&name);
+        let selector = gates::runs_selector(&name);
         let (key, value) = selector.split_once('=').unwrap_or_default();
         for r in ctx.cache.runs.state() {
             let labelled = r.labels().get(key).is_some_and(|v| v == value);
@@ -767,10 +767,10 @@ fn input(
     let memory = status::memory_from(bgd.status.as_ref());
     let run_of = |gate: Gate| {
         let r = memory.release.as_ref()?;
-        let run = snap.runs.get(&analysis::gate::run_name(
+        let run = snap.runs.get(&gates::run_name(
             &name, r.revision, r.attempt, gate,
         ))?;
-        Some(analysis::gate::gate_result(run))
+        Some(gates::gate_result(run))
     };
     let gates = Gates {
         pre: run_of(Gate::PrePromotion),
@@ -1471,7 +1471,7 @@ async fn act(
             revision,
             attempt,
         } => {
-            let run_name = analysis::gate::run_name(&name, revision, attempt, gate);
+            let run_name = gates::run_name(&name, revision, attempt, gate);
             if !snap.runs.contains_key(&run_name) {
                 return Ok(());
             }
@@ -1536,12 +1536,12 @@ async fn start_analysis(
     attempt: u32,
 ) -> Result<(), Error> {
     let name = bgd.name_any();
-    let run_name = analysis::gate::run_name(&name, revision, attempt, gate);
+    let run_name = gates::run_name(&name, revision, attempt, gate);
     if snap.runs.contains_key(&run_name) {
         return Ok(());
     }
     let (Some(reference), Some(templates)) = (
-        analysis::gate::reference(bgd, gate),
+        gates::reference(bgd, gate),
         snap.templates.get(&gate.name()),
     ) else {
         return Ok(());
@@ -1553,7 +1553,7 @@ async fn start_analysis(
         .and_then(|r| r.color)
         .map(status::core_color)
         .unwrap_or(Color::Green);
-    let run = match analysis::gate::build_run(
+    let run = match gates::build_run(
         bgd, gate, revision, attempt, new_color, reference, templates,
     )? {
         Ok(run) => run,
