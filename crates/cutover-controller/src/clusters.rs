@@ -2,12 +2,11 @@
 //! BlueGreenDeployment colors in `spec.environments`).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cutover_api::k8s_openapi::api::core::v1::Secret;
 use cutover_api::kube::config::{KubeConfigOptions, Kubeconfig};
-use cutover_api::kube::runtime::reflector::Store;
 use cutover_api::kube::{Api, Client, Config, ResourceExt as _};
 
 /// How long another cluster's API may take to answer one request.
@@ -40,7 +39,7 @@ pub struct Clusters {
     /// Where their requests are counted.
     requests: crate::api_requests::ApiRequests,
     /// The home cluster's Secrets, once watched: read there instead of from the API.
-    secrets: OnceLock<Store<Secret>>,
+    secrets: OnceLock<Arc<crate::cache::Configs>>,
 }
 
 impl std::fmt::Debug for Clusters {
@@ -60,8 +59,8 @@ impl Clusters {
     }
 
     /// Read kubeconfig Secrets from `store` (the home Secrets' watch cache) from now on.
-    pub fn read_secrets_from(&self, store: Store<Secret>) {
-        let _ = self.secrets.set(store);
+    pub fn read_secrets_from(&self, configs: Arc<crate::cache::Configs>) {
+        let _ = self.secrets.set(configs);
     }
 
     /// The Secret `ns/name`: from the watch cache once it has listed, else from the API.
@@ -71,12 +70,18 @@ impl Clusters {
         ns: &str,
         name: &str,
     ) -> Result<Option<Secret>, ClusterError> {
-        if let Some(store) = self.secrets.get()
-            && tokio::time::timeout(crate::cache::SYNC_TIMEOUT, store.wait_until_ready())
-                .await
-                .is_ok()
+        if let Some(configs) = self.secrets.get()
+            && tokio::time::timeout(
+                crate::cache::SYNC_TIMEOUT,
+                configs.secrets.wait_until_ready(),
+            )
+            .await
+            .is_ok()
         {
-            return Ok(crate::cache::lookup(store, ns, name));
+            return configs
+                .secret(ns, name)
+                .await
+                .map_err(|e| ClusterError::Unavailable(format!("reading Secret {name}: {e}")));
         }
         let secrets: Api<Secret> = Api::namespaced(home.clone(), ns);
         secrets

@@ -215,27 +215,52 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let (slices, slices_changed) =
         cache::watched(scoped::<EndpointSlice>(&client, ns), owned.clone());
     let (runs, runs_changed) = cache::watched(scoped::<AnalysisRun>(&client, ns), owned.clone());
-    let (config_maps, config_maps_changed) =
-        cache::watched(scoped::<ConfigMap>(&client, ns), all());
-    let (secrets, secrets_changed) = cache::watched(scoped::<Secret>(&client, ns), all());
+    // Their data only where referenced (a cluster's other Secrets can be large: Helm keeps
+    // every release in one).
+    let referenced = cache::Referenced::default();
+    let (config_maps, config_maps_changed) = cache::watched_with(
+        scoped::<ConfigMap>(&client, ns),
+        all(),
+        referenced.slim(cache::drop_config_map_data),
+    );
+    let (secrets, secrets_changed) = cache::watched_with(
+        scoped::<Secret>(&client, ns),
+        all(),
+        referenced.slim(cache::drop_secret_data),
+    );
+    let configs = Arc::new(cache::Configs::new(
+        client.clone(),
+        config_maps.clone(),
+        secrets.clone(),
+    ));
     let (templates, templates_changed) =
         cache::watched(scoped::<AnalysisTemplate>(&client, ns), all());
     let (cluster_templates, cluster_templates_changed) =
         cache::watched(Api::<ClusterAnalysisTemplate>::all(client.clone()), all());
-    clusters.read_secrets_from(secrets.clone());
+    clusters.read_secrets_from(configs.clone());
 
     // The BlueGreenDeployments themselves; a deletion forgets what was kept about one.
     let (bgd_store, bgd_writer) = reflector::store();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let forgotten: Arc<std::sync::OnceLock<Arc<Context>>> = Arc::default();
     let on_delete = forgotten.clone();
+    let refs = referenced.clone();
     let bgd_events = watcher(scoped::<BlueGreenDeployment>(&client, ns), all())
         .default_backoff()
         .modify(cache::slim::<BlueGreenDeployment>)
-        .inspect(move |event| {
-            if let (Ok(watcher::Event::Delete(b)), Some(ctx)) = (event, on_delete.get()) {
-                bluegreen::forget(ctx, b);
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
+                let ns = b.namespace().unwrap_or_default();
+                for name in bluegreen::referenced_names(b) {
+                    refs.add(&ns, &name);
+                }
             }
+            Ok(watcher::Event::Delete(b)) => {
+                if let Some(ctx) = on_delete.get() {
+                    bluegreen::forget(ctx, b);
+                }
+            }
+            _ => {}
         })
         .reflect(bgd_writer)
         .touched_objects();
@@ -259,12 +284,15 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
             runs,
             config_maps,
             secrets,
+            configs,
+            referenced,
             templates,
             cluster_templates,
         },
         routes: Arc::new(routes),
         places: cache::Places::new(trigger),
         written: std::sync::Mutex::default(),
+        pruned: std::sync::Mutex::default(),
     });
     let _ = forgotten.set(ctx.clone());
     let (s1, s2, s3, s4) = (

@@ -76,6 +76,9 @@ pub struct Context {
     /// The resourceVersion of each object's last write by this controller, so a pass
     /// never acts on a cached copy older than its own last status (the release's memory).
     pub written: std::sync::Mutex<BTreeMap<(String, String), u64>>,
+    /// The configs in use at each place (by BlueGreenDeployment uid and place) when its
+    /// snapshots were last pruned: pruning again before that changes would list for nothing.
+    pub pruned: std::sync::Mutex<BTreeMap<(String, String), Vec<ConfigRef>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -173,6 +176,23 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
         }
     }
     None
+}
+
+/// The ConfigMaps and Secrets `bgd` references in its namespace: its template's, and the
+/// kubeconfig Secrets of its colors' clusters.
+pub fn referenced_names(bgd: &BlueGreenDeployment) -> Vec<String> {
+    let mut names: Vec<String> = config::referenced(&bgd.spec.template)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    if let Some(envs) = &bgd.spec.environments {
+        for env in [&envs.blue, &envs.green].into_iter().flatten() {
+            if let Some(c) = &env.cluster_ref {
+                names.push(c.secret_name.clone());
+            }
+        }
+    }
+    names
 }
 
 /// The watch cache of `place` (another namespace or cluster), synced, or why it is not.
@@ -318,25 +338,45 @@ async fn observe(
     }
     for r in config::referenced(&bgd.spec.template) {
         let data = match r.kind {
-            ConfigKind::ConfigMap => lookup(&ctx.cache.config_maps, ns, &r.name).map(|cm| {
-                let mut d: BTreeMap<String, Vec<u8>> = cm
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .collect();
-                for (k, v) in cm.binary_data.unwrap_or_default() {
-                    d.insert(k, v.0);
-                }
-                d
-            }),
-            ConfigKind::Secret => lookup(&ctx.cache.secrets, ns, &r.name).map(|s| {
-                s.data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect()
-            }),
+            ConfigKind::ConfigMap => ctx
+                .cache
+                .configs
+                .config_map(ns, &r.name)
+                .await
+                .map_err(|source| Error::Read {
+                    kind: "ConfigMap",
+                    name: r.name.clone(),
+                    source,
+                })?
+                .map(|cm| {
+                    let mut d: BTreeMap<String, Vec<u8>> = cm
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    for (k, v) in cm.binary_data.unwrap_or_default() {
+                        d.insert(k, v.0);
+                    }
+                    d
+                }),
+            ConfigKind::Secret => ctx
+                .cache
+                .configs
+                .secret(ns, &r.name)
+                .await
+                .map_err(|source| Error::Read {
+                    kind: "Secret",
+                    name: r.name.clone(),
+                    source,
+                })?
+                .map(|s| {
+                    s.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect()
+                }),
         };
         if data.is_none() && !r.optional {
             return Ok(Err(Refusal {
@@ -385,8 +425,7 @@ async fn observe(
         }
         // Check now that every argument resolves, so a release never starts a gate it
         // cannot run.
-        if let Err(message) =
-            gates::build_run(bgd, gate, 0, 0, Color::Green, reference, &resolved)?
+        if let Err(message) = gates::build_run(bgd, gate, 0, 0, Color::Green, reference, &resolved)?
         {
             return Ok(Err(Refusal {
                 reason: "InvalidAnalysis",
@@ -646,6 +685,10 @@ pub fn forget(ctx: &Context, bgd: &BlueGreenDeployment) {
         written.remove(&(ns, name));
     }
     ctx.places.retain(&user_of(bgd), &[]);
+    let uid = bgd.metadata.uid.clone().unwrap_or_default();
+    if let Ok(mut pruned) = ctx.pruned.lock() {
+        pruned.retain(|(u, _), _| *u != uid);
+    }
 }
 
 /// One pass over a BlueGreenDeployment, in order: observe what is there, decide (in the
@@ -670,7 +713,7 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     }
     if plan.actions.is_empty() && plan.memory.release.is_none() {
         // Settled: config snapshots neither color uses any more can go.
-        prune_snapshots(bgd, &snap).await?;
+        prune_snapshots(bgd, ctx, &snap).await?;
     }
     announce(bgd, ctx, &ns, &plan.transitions).await;
     let st = status_of(bgd, &snap, &input, &plan, template_hash);
@@ -767,9 +810,9 @@ fn input(
     let memory = status::memory_from(bgd.status.as_ref());
     let run_of = |gate: Gate| {
         let r = memory.release.as_ref()?;
-        let run = snap.runs.get(&gates::run_name(
-            &name, r.revision, r.attempt, gate,
-        ))?;
+        let run = snap
+            .runs
+            .get(&gates::run_name(&name, r.revision, r.attempt, gate))?;
         Some(gates::gate_result(run))
     };
     let gates = Gates {
@@ -1180,14 +1223,18 @@ fn same_service(have: Option<&Service>, want: &Service) -> bool {
 const SNAPSHOT_OF_LABEL: &str = "cutover.dev/snapshot-of";
 
 /// Delete the config snapshots of `bgd` that neither color's Deployment references.
-async fn prune_snapshots(bgd: &BlueGreenDeployment, snap: &Snapshot) -> Result<(), Error> {
+async fn prune_snapshots(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    snap: &Snapshot,
+) -> Result<(), Error> {
     for (i, color) in Color::ALL.into_iter().enumerate() {
         let place = snap.places.get(color);
         // Each place once: the first color found there prunes it.
         if i > 0 && place.same_as(snap.places.get(color.other())) {
             continue;
         }
-        prune_snapshots_at(bgd, snap, place).await?;
+        prune_snapshots_at(bgd, ctx, snap, place).await?;
     }
     Ok(())
 }
@@ -1195,16 +1242,29 @@ async fn prune_snapshots(bgd: &BlueGreenDeployment, snap: &Snapshot) -> Result<(
 /// Prune the snapshots at `place` that the Deployments there do not reference.
 async fn prune_snapshots_at(
     bgd: &BlueGreenDeployment,
+    ctx: &Context,
     snap: &Snapshot,
     place: &Place,
 ) -> Result<(), Error> {
-    let in_use: Vec<ConfigRef> = Color::ALL
+    let mut in_use: Vec<ConfigRef> = Color::ALL
         .iter()
         .filter(|c| snap.places.get(**c).same_as(place))
         .filter_map(|c| snap.deployments.get(*c).as_ref())
         .filter_map(|d| d.spec.as_ref())
         .flat_map(|s| config::referenced(&s.template))
         .collect();
+    in_use.sort();
+    let memo = (
+        bgd.metadata.uid.clone().unwrap_or_default(),
+        place.key.clone(),
+    );
+    if ctx
+        .pruned
+        .lock()
+        .is_ok_and(|p| p.get(&memo) == Some(&in_use))
+    {
+        return Ok(());
+    }
     let used =
         |kind: ConfigKind, name: &str| in_use.iter().any(|r| r.kind == kind && r.name == name);
     let selector = format!(
@@ -1220,6 +1280,9 @@ async fn prune_snapshots_at(
     })
     .await?;
     delete_unused(&secrets, &lp, bgd, |name| used(ConfigKind::Secret, name)).await?;
+    if let Ok(mut p) = ctx.pruned.lock() {
+        p.insert(memo, in_use);
+    }
     Ok(())
 }
 
