@@ -323,7 +323,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         .reconcile_on(triggered)
         .graceful_shutdown_on(shutdown.clone().wait());
     let releases = controller
-        .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
+        .run(bluegreen::reconcile, bluegreen::error_policy, ctx.clone())
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile error");
@@ -355,6 +355,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         recorder: recorder.clone(),
         http: failover::http_client()?,
         clusters,
+        places: ctx.places.clone(),
+        secrets: ctx.cache.secrets.clone(),
+        routes: ctx.routes.clone(),
     });
     let policies: Api<FailoverPolicy> = scoped(&client, ns);
     let failovers = failover::run(failover_ctx, policies, shutdown.clone().wait());

@@ -27,7 +27,7 @@ use cutover_core::failover::{Event, MemberObs, Memory};
 use cutover_core::release::Timestamp;
 use serde_json::json;
 
-use super::{Context, Local};
+use super::{Context, Error, Local};
 use crate::FIELD_MANAGER;
 use crate::clock::{now, time, timestamp};
 
@@ -434,7 +434,7 @@ pub async fn write_report(
     p: &FailoverPolicy,
     report: &DrillReport,
     status: &mut FailoverPolicyStatus,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let ns = p.namespace().unwrap_or_default();
     let stamp = report.started.0.strftime("%Y%m%d-%H%M%S").to_string();
     let name = format!("{}-drill-{stamp}", p.name_any());
@@ -448,7 +448,11 @@ pub async fn write_report(
     let text = format!("{}\n\n{}\n", summary(&report), steps.join("\n"));
     let owner = p
         .controller_owner_ref(&())
-        .ok_or("the FailoverPolicy has no uid")?;
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let json = serde_json::to_string_pretty(&report).map_err(|source| Error::Serialize {
+        what: "the drill report",
+        source,
+    })?;
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": { "name": name, "ownerReferences": [owner], "labels": {
@@ -457,7 +461,7 @@ pub async fn write_report(
             "cutover.dev/drill-verdict": report.verdict.clone().unwrap_or_default(),
         }},
         "data": {
-            "report.json": serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+            "report.json": json,
             "report.txt": text,
         },
     });
@@ -468,7 +472,7 @@ pub async fn write_report(
         &Patch::Apply(&cm),
     )
     .await
-    .map_err(|e| format!("writing ConfigMap {name}: {e}"))?;
+    .map_err(|source| Error::Report { name, source })?;
     status.last_drill = Some(report);
     prune_reports(&api, p).await
 }
@@ -478,7 +482,7 @@ pub const REPORTS_KEPT: usize = 10;
 
 /// Delete this policy's report ConfigMaps beyond the newest [`REPORTS_KEPT`]; only those
 /// it owns.
-async fn prune_reports(api: &Api<ConfigMap>, p: &FailoverPolicy) -> Result<(), String> {
+async fn prune_reports(api: &Api<ConfigMap>, p: &FailoverPolicy) -> Result<(), Error> {
     let selector = format!(
         "cutover.dev/failoverpolicy={},cutover.dev/drill-verdict",
         p.name_any()
@@ -486,7 +490,10 @@ async fn prune_reports(api: &Api<ConfigMap>, p: &FailoverPolicy) -> Result<(), S
     let list = api
         .list_metadata(&ListParams::default().labels(&selector))
         .await
-        .map_err(|e| format!("listing drill reports: {e}"))?;
+        .map_err(|source| Error::ListReports {
+            policy: p.name_any(),
+            source,
+        })?;
     let uid = p.metadata.uid.as_deref().unwrap_or_default();
     let owned: Vec<String> = list
         .items
@@ -504,7 +511,7 @@ async fn prune_reports(api: &Api<ConfigMap>, p: &FailoverPolicy) -> Result<(), S
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(cutover_api::kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(format!("deleting drill report {name}: {e}")),
+            Err(source) => return Err(Error::PruneReport { name, source }),
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! cluster whose endpoints mirror them (the traffic entry sends to one of these).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_api::BlueGreenDeployment;
@@ -12,7 +13,9 @@ use cutover_api::kube::api::{Patch, PatchParams};
 use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
+use super::Error;
 use crate::FIELD_MANAGER;
+use crate::cache::{PlaceCache, Places, User};
 use crate::clusters::{ClusterError, Clusters};
 pub use crate::endpoint_mirror::Endpoints;
 use crate::endpoint_mirror::FAILOVER_SLICE_MANAGER as SLICE_MANAGER;
@@ -33,8 +36,85 @@ pub async fn client(
         .map_err(|e: ClusterError| e.to_string())
 }
 
-/// Read the live endpoints of `member`'s BlueGreenDeployment (its Service `<bgd>`).
-pub async fn endpoints(client: &Client, ns: &str, member: &Member) -> Result<Endpoints, String> {
+/// The place `member` runs in: its namespace (the policy's namespace `ns` unless it names
+/// one) in its cluster.
+pub struct MemberPlace {
+    /// The key of the place's watch cache.
+    pub key: String,
+    /// The watch cache, started for the policy if need be.
+    pub cache: Arc<PlaceCache>,
+    /// The client of the member's cluster.
+    pub client: Client,
+    /// The member's namespace.
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for MemberPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberPlace")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The place `member` runs in, watched for `user`.
+pub async fn place(
+    places: &Places,
+    clusters: &Clusters,
+    front: &Client,
+    ns: &str,
+    member: &Member,
+    user: &User,
+) -> Result<MemberPlace, String> {
+    let member_ns = member.namespace.clone().unwrap_or_else(|| ns.to_string());
+    let (client, cluster_key) = match &member.cluster_ref {
+        None => (front.clone(), String::new()),
+        Some(cref) => {
+            let c = client(clusters, front, ns, member)
+                .await
+                .map_err(|e| format!("its cluster: {e}"))?;
+            (c, clusters.key(ns, &cref.secret_name, cref.key.as_deref()))
+        }
+    };
+    let key = format!("{cluster_key}|{member_ns}");
+    let cache = places.watch(&key, &client, &member_ns, user);
+    Ok(MemberPlace {
+        key,
+        cache,
+        client,
+        namespace: member_ns,
+    })
+}
+
+/// The live endpoints of `member`'s BlueGreenDeployment (its Service `<bgd>`) in `ns`, as
+/// the watch cache of its place holds them. When that cache's watches report an error, the
+/// API is asked instead (within `timeout`, at least 3 s): a watch resumed after an error says
+/// nothing until something changes, so only a read tells whether the API answers now.
+pub async fn endpoints(
+    cache: &PlaceCache,
+    client: &Client,
+    ns: &str,
+    member: &Member,
+    timeout: Duration,
+) -> Result<Endpoints, String> {
+    if cache.synced().await.is_ok() {
+        let bgd_name = &member.blue_green_deployment;
+        let bgd = crate::cache::lookup(&cache.bgds, ns, bgd_name)
+            .ok_or_else(|| format!("BlueGreenDeployment {ns}/{bgd_name} does not exist"))?;
+        live_available(&bgd)?;
+        let port_name = bgd.spec.service.name.as_deref().unwrap_or("http");
+        return Ok(cache.endpoints(ns, bgd_name, bgd.spec.service.port, port_name));
+    }
+    tokio::time::timeout(
+        timeout.max(Duration::from_secs(3)),
+        read(client, ns, member),
+    )
+    .await
+    .unwrap_or_else(|_| Err("its API did not answer in time".into()))
+}
+
+/// Read the live endpoints of `member`'s BlueGreenDeployment from its API.
+async fn read(client: &Client, ns: &str, member: &Member) -> Result<Endpoints, String> {
     let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), ns);
     let bgd_name = &member.blue_green_deployment;
     let bgd = bgds
@@ -43,13 +123,8 @@ pub async fn endpoints(client: &Client, ns: &str, member: &Member) -> Result<End
         .map_err(|e| format!("its API did not answer: {e}"))?
         .ok_or_else(|| format!("BlueGreenDeployment {ns}/{bgd_name} does not exist"))?;
     live_available(&bgd)?;
-    let port_name = bgd
-        .spec
-        .service
-        .name
-        .clone()
-        .unwrap_or_else(|| "http".to_string());
-    crate::endpoint_mirror::read(client, ns, bgd_name, bgd.spec.service.port, &port_name)
+    let port_name = bgd.spec.service.name.as_deref().unwrap_or("http");
+    crate::endpoint_mirror::read(client, ns, bgd_name, bgd.spec.service.port, port_name)
         .await
         .map_err(|e| format!("its API did not answer: {e}"))
 }
@@ -83,17 +158,29 @@ pub async fn mirror(
     policy: &FailoverPolicy,
     member: &str,
     eps: &Endpoints,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let ns = policy.namespace().unwrap_or_default();
     let name = service_name(&policy.name_any(), member);
     let owner = policy
         .controller_owner_ref(&())
-        .ok_or("the FailoverPolicy has no uid")?;
-    let labels = json!({
-        cutover_api::MANAGED_BY_LABEL: cutover_api::MANAGED_BY,
-        "cutover.dev/failoverpolicy": policy.name_any(),
-        "cutover.dev/member": member,
-    });
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let labels = BTreeMap::from([
+        (
+            cutover_api::MANAGED_BY_LABEL.to_string(),
+            cutover_api::MANAGED_BY.to_string(),
+        ),
+        ("cutover.dev/failoverpolicy".to_string(), policy.name_any()),
+        ("cutover.dev/member".to_string(), member.to_string()),
+    ]);
+    let mirror_error = |kind: &'static str| {
+        let (member, name) = (member.to_string(), name.clone());
+        move |source| Error::Mirror {
+            member,
+            kind,
+            name,
+            source,
+        }
+    };
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let services: Api<Service> = Api::namespaced(front.clone(), &ns);
     let svc = json!({
@@ -105,14 +192,12 @@ pub async fn mirror(
     services
         .patch(&name, &pp, &Patch::Apply(&svc))
         .await
-        .map_err(|e| format!("applying Service {name}: {e}"))?;
-    let labels: BTreeMap<String, String> =
-        serde_json::from_value(labels).map_err(|e| format!("labels: {e}"))?;
+        .map_err(mirror_error("Service"))?;
     let slice =
         crate::endpoint_mirror::slice(&name, &name, "http", &labels, SLICE_MANAGER, &owner, eps);
     crate::endpoint_mirror::apply_slice(front, &ns, &slice)
         .await
-        .map_err(|e| format!("applying EndpointSlice {name}: {e}"))?;
+        .map_err(mirror_error("EndpointSlice"))?;
     Ok(())
 }
 

@@ -8,8 +8,14 @@
 //! route) and re-decides on the same health results until nothing is left to do, then
 //! writes status. A fixed cadence (rather than a pass per watch event) is what makes the
 //! failure and success thresholds mean "checks in a row", `interval` apart.
+//!
+//! What a pass reads of Kubernetes comes from watch caches: the members' BlueGreenDeployments
+//! and EndpointSlices from the cache of the namespace (and cluster) each runs in, the
+//! database Secrets and the entry route from the home caches. A member whose place's watch
+//! does not answer is unhealthy, as a member whose API did not answer a read was before.
 
 pub mod drill;
+mod error;
 pub mod members;
 pub mod postgres;
 
@@ -19,30 +25,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cutover_api::failover::{
-    FailbackMode, FailoverPolicy, FailoverPolicyStatus, MemberStatus, MoveStatus, requests,
+    FailbackMode, FailoverPolicy, FailoverPolicyStatus, Member, MemberStatus, MoveStatus, requests,
 };
 use cutover_api::k8s_openapi::api::core::v1::Secret;
-use cutover_api::kube::api::{Patch, PatchParams};
 use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
 use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
 use cutover_core::failover::{
-    self, Action, Counters, DataObs, Failback, Input, MemberObs, Memory, Move, Phase, Policy,
+    self, Action, Counters, DataObs, Failback, Input, MemberObs, Memory, Move, Phase, Plan, Policy,
     Requests,
 };
 use cutover_core::release::Timestamp;
 use futures::StreamExt as _;
-use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+pub use error::Error;
+
 use crate::analysis::providers::prometheus;
+use crate::cache::{self, Places, User};
 use crate::clock::{duration, now, time, timestamp};
 use crate::clusters::Clusters;
 use crate::conditions::{Wanted, merge};
 use crate::metrics::Metrics;
-use crate::traffic::TrafficProvider as _;
+use crate::objects;
 use crate::traffic::entry::{self, EntryRoute};
+use crate::traffic::{RouteKind, TrafficProvider as _};
 use members::Endpoints;
 use postgres::DbState;
 
@@ -60,6 +68,12 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Clients of member clusters.
     pub clusters: Arc<Clusters>,
+    /// Watch caches of the namespaces (and clusters) the members run in.
+    pub places: Places,
+    /// The Secrets of the policies' cluster (database connections), from its watch cache.
+    pub secrets: Store<Secret>,
+    /// Route watch caches (the entry HTTPRoutes).
+    pub routes: Arc<cache::Routes>,
 }
 
 impl std::fmt::Debug for Context {
@@ -117,6 +131,21 @@ pub(crate) struct Local {
     last_lag: HashMap<String, (Timestamp, f64)>,
     /// The drill's entry prober.
     prober: Option<drill::Prober>,
+    /// The resourceVersion of the policy after this task's last status write.
+    written: Option<u64>,
+    /// The newest resourceVersion of the entry route this task read from the API after
+    /// moving it; a cache older than this is behind this task's own move.
+    route_seen: Option<u64>,
+}
+
+/// A resourceVersion as a number (an etcd revision), to tell which of two is newer.
+fn version(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+/// Who uses the places a policy's members run in.
+fn user_of(ns: Option<&str>, name: &str) -> User {
+    User::Policy(ns.unwrap_or_default().to_string(), name.to_string())
 }
 
 /// Run the policies of `api` until `shutdown`.
@@ -143,7 +172,11 @@ pub async fn run(ctx: Arc<Context>, api: Api<FailoverPolicy>, shutdown: impl Fut
                     store.state().iter().map(|p| ObjectRef::from_obj(p.as_ref())).collect();
                 tasks.retain(|k, (h, _)| {
                     let keep = live.contains(k);
-                    if !keep { h.abort(); }
+                    if !keep {
+                        h.abort();
+                        // Its members' places lose a user (and stop when it was the last).
+                        ctx.places.retain(&user_of(k.namespace.as_deref(), &k.name), &[]);
+                    }
                     keep
                 });
                 for key in live {
@@ -174,6 +207,31 @@ fn wake_key(p: &FailoverPolicy) -> (Option<i64>, Vec<(String, String)>) {
     (p.metadata.generation, ann)
 }
 
+/// The policy as the store holds it, once the store holds this task's last status write:
+/// a pass must not start from a status older than the one the last pass wrote (it would
+/// count a check twice or answer a request again). Waits at most [`cache::SYNC_TIMEOUT`].
+async fn current(
+    store: &Store<FailoverPolicy>,
+    key: &ObjectRef<FailoverPolicy>,
+    notify: &Notify,
+    written: Option<u64>,
+) -> Option<Arc<FailoverPolicy>> {
+    let deadline = tokio::time::Instant::now() + cache::SYNC_TIMEOUT;
+    loop {
+        let p = store.get(key)?;
+        let seen = version(p.metadata.resource_version.as_deref());
+        let behind = written.zip(seen).is_some_and(|(w, s)| s < w);
+        if !behind || tokio::time::Instant::now() >= deadline {
+            return Some(p);
+        }
+        // Every watch event notifies the task.
+        tokio::select! {
+            () = notify.notified() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
 async fn policy_task(
     ctx: Arc<Context>,
     store: Store<FailoverPolicy>,
@@ -182,18 +240,18 @@ async fn policy_task(
 ) {
     let mut local = Local::default();
     loop {
-        let Some(p) = store.get(&key) else { return };
+        let Some(p) = current(&store, &key, &notify, local.written).await else {
+            return;
+        };
         let seen = wake_key(&p);
         let started = tokio::time::Instant::now();
-        let interval = match pass(&ctx, &p, &mut local).await {
-            Ok(i) => {
-                ctx.metrics.reconcile_finished(KIND, started.elapsed());
-                i
-            }
+        let result = pass(&ctx, &p, &mut local).await;
+        ctx.metrics.reconcile_finished(KIND, started.elapsed());
+        let interval = match result {
+            Ok(i) => i,
             Err(e) => {
-                tracing::warn!(policy = %key, error = %e, "failover pass failed");
-                ctx.metrics.reconcile_finished(KIND, started.elapsed());
-                ctx.metrics.reconcile_failed(KIND, "pass");
+                tracing::warn!(policy = %key, error = %e, kind = e.kind(), "failover pass failed");
+                ctx.metrics.reconcile_failed(KIND, e.kind());
                 Duration::from_secs(1)
             }
         };
@@ -213,6 +271,106 @@ async fn policy_task(
     }
 }
 
+/// Why a pass acts on nothing: the policy is Degraded with this reason and message.
+#[derive(Debug)]
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
+
+/// What one pass works on: the policy and what its spec names.
+struct Pass<'a> {
+    policy: &'a FailoverPolicy,
+    settings: Settings,
+    ns: String,
+    name: String,
+    /// Member names, in spec order.
+    names: Vec<String>,
+    /// Each member's Service `<policy>-<member>`, in member order.
+    services: Vec<String>,
+    /// The entry HTTPRoute.
+    route: String,
+}
+
+impl<'a> Pass<'a> {
+    /// The pass of `p`, or why it acts on nothing and when to look again.
+    fn of(p: &'a FailoverPolicy) -> Result<Self, (Refusal, Duration)> {
+        let invalid = |message: String| Refusal {
+            reason: "InvalidSpec",
+            message,
+        };
+        let settings = settings(p).map_err(|m| (invalid(m), Duration::from_secs(5)))?;
+        let Some(route) = p.spec.entry.http_route.as_ref().map(|r| r.name.clone()) else {
+            let interval = settings.interval;
+            return Err((invalid("spec.entry: set httpRoute".into()), interval));
+        };
+        let name = p.name_any();
+        let names: Vec<String> = p.spec.members.iter().map(|m| m.name.clone()).collect();
+        let services = names
+            .iter()
+            .map(|m| members::service_name(&name, m))
+            .collect();
+        Ok(Pass {
+            policy: p,
+            settings,
+            ns: p.namespace().unwrap_or_default(),
+            name,
+            names,
+            services,
+            route,
+        })
+    }
+}
+
+/// One pass; returns when the next one is due. Every step reads what it needs afresh, so
+/// a pass that stops early (an error, a refusal) leaves the next one nothing to undo.
+async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Duration, Error> {
+    let pass = match Pass::of(p) {
+        Ok(pass) => pass,
+        // Nothing was touched; a corrected spec wakes the task at once.
+        Err((refusal, next)) => {
+            refuse(ctx, p, refusal, local).await?;
+            return Ok(next);
+        }
+    };
+    let mut observed = observe(ctx, &pass, local).await;
+    mirror_endpoints(ctx, &pass, &observed.views, local).await?;
+    let mut status = p.status.clone().unwrap_or_default();
+    let taken = take_requests(&pass, &mut status);
+    let acted =
+        match decide_and_act(ctx, &pass, &mut observed.views, taken, &mut status, local).await? {
+            Ok(acted) => acted,
+            // The entry is missing or not one this policy moves: Degraded until it is
+            // fixed (the route is read before each round of actions, so none acts on a
+            // route it cannot read).
+            Err(refusal) => {
+                refuse(ctx, p, refusal, local).await?;
+                return Ok(pass.settings.interval);
+            }
+        };
+    drill::routed(
+        &status,
+        local,
+        acted.routed_to.map(|i| pass.names[i].as_str()),
+    );
+    count_moves(ctx, &pass, &acted, &mut status);
+    publish_all(ctx, p, &acted).await;
+    finish_drill(ctx, &pass, &mut status).await?;
+    build_status(&pass, &observed, &acted, local, &mut status);
+    ctx.metrics.set_failover_phase(
+        &pass.ns,
+        &pass.name,
+        status.phase.as_deref().unwrap_or_default(),
+    );
+    write_status(ctx, p, &status, local).await?;
+    // A drill's steps are timed more finely than the health checks.
+    Ok(if status.drill.is_some() {
+        pass.settings.interval.min(Duration::from_millis(250))
+    } else {
+        pass.settings.interval
+    })
+}
+
 /// One member as observed this pass.
 #[derive(Debug, Clone)]
 struct View {
@@ -222,6 +380,696 @@ struct View {
     db: Option<DbState>,
     /// The lag a Prometheus query gives (a database managed outside Cutover).
     lag: Option<QueriedLag>,
+    /// The key of the place (cluster and namespace) the member runs in, once known.
+    place: Option<String>,
+}
+
+/// What a pass observed before deciding.
+struct Observed {
+    views: Vec<View>,
+    /// The entry as clients reach it (`None`: no `spec.entry.url`, or a drill's prober is
+    /// on it).
+    entry: Option<Result<(), String>>,
+}
+
+/// Observe every member, and the entry as clients reach it; watch the places the members
+/// run in now (and no others).
+async fn observe(ctx: &Context, pass: &Pass<'_>, local: &Local) -> Observed {
+    let p = pass.policy;
+    let user = user_of(Some(&pass.ns), &pass.name);
+    let entry_probe = async {
+        match (&p.spec.entry.url, local.prober.is_none()) {
+            (Some(url), true) => Some(members::probe(&ctx.http, url, pass.settings.timeout).await),
+            _ => None,
+        }
+    };
+    let (views, entry): (Vec<View>, _) = futures::join!(
+        futures::future::join_all(
+            p.spec
+                .members
+                .iter()
+                .map(|m| observe_member(ctx, pass, m, &user)),
+        ),
+        entry_probe
+    );
+    let keys: Vec<String> = views.iter().filter_map(|v| v.place.clone()).collect();
+    ctx.places.retain(&user, &keys);
+    Observed { views, entry }
+}
+
+/// `name` in `ns` from the Secrets cache (or, while it has not listed, from the API).
+async fn secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secret>, String> {
+    if tokio::time::timeout(cache::SYNC_TIMEOUT, ctx.secrets.wait_until_ready())
+        .await
+        .is_ok()
+    {
+        return Ok(cache::lookup(&ctx.secrets, ns, name));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {name}: {e}"))
+}
+
+async fn connection_string(ctx: &Context, ns: &str, m: &Member) -> Option<Result<String, String>> {
+    let pg = m.database.as_ref()?.postgres.as_ref()?;
+    let key = pg.key.as_deref().unwrap_or("url");
+    Some(match secret(ctx, ns, &pg.secret_name).await {
+        Err(e) => Err(e),
+        Ok(None) => Err(format!("Secret {} does not exist", pg.secret_name)),
+        Ok(Some(s)) => s
+            .data
+            .and_then(|d| d.get(key).map(|b| b.0.clone()))
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| format!("Secret {} has no key {key}", pg.secret_name)),
+    })
+}
+
+async fn observe_member(ctx: &Context, pass: &Pass<'_>, m: &Member, user: &User) -> View {
+    let ns = &pass.ns;
+    let timeout = pass.settings.timeout;
+    let lag = async {
+        match m.database.as_ref().and_then(|d| d.prometheus.as_ref()) {
+            Some(prom) => Some(query_lag(&ctx.http, prom).await),
+            None => None,
+        }
+    };
+    let db = async {
+        match connection_string(ctx, ns, m).await {
+            None => (None, None),
+            Some(Err(e)) => (
+                None,
+                Some(DbState {
+                    error: Some(e),
+                    ..DbState::default()
+                }),
+            ),
+            Some(Ok(conn)) => {
+                let state = postgres::observe(&conn, timeout).await;
+                (Some(conn), Some(state))
+            }
+        }
+    };
+    let health = async {
+        let place = members::place(&ctx.places, &ctx.clusters, &ctx.client, ns, m, user);
+        let place = match place.await {
+            Ok(p) => p,
+            Err(e) => return (Err(e), None, None),
+        };
+        let eps = members::endpoints(&place.cache, &place.client, &place.namespace, m, timeout);
+        let eps = match eps.await {
+            Ok(eps) => eps,
+            Err(e) => return (Err(e), None, Some(place.key)),
+        };
+        let path = &pass.policy.spec.health_check.path;
+        let probe = members::probe_member(&ctx.http, m, &eps, path, timeout).await;
+        (probe, Some(eps), Some(place.key))
+    };
+    let ((conn, db), (health, endpoints, place), lag) = futures::join!(db, health, lag);
+    View {
+        health,
+        endpoints,
+        conn,
+        db,
+        lag,
+        place,
+    }
+}
+
+/// Mirror each member's live endpoints into its Service `<policy>-<member>` (when they
+/// changed since this task last did).
+async fn mirror_endpoints(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    views: &[View],
+    local: &mut Local,
+) -> Result<(), Error> {
+    for (name, v) in pass.names.iter().zip(views) {
+        if let Some(eps) = &v.endpoints
+            && local.mirrored.get(name) != Some(eps)
+        {
+            members::mirror(&ctx.client, pass.policy, name, eps).await?;
+            local.mirrored.insert(name.clone(), eps.clone());
+        }
+    }
+    Ok(())
+}
+
+/// What people asked for, taken this pass.
+struct Taken {
+    requests: Requests,
+    /// A drill was asked for.
+    drill: bool,
+    /// Requests refused (a failover to no such member).
+    events: Vec<failover::Event>,
+}
+
+/// Take the new request annotations: each is answered once (its token goes to
+/// `status.handledRequests`, which the CLI waits for).
+fn take_requests(pass: &Pass<'_>, status: &mut FailoverPolicyStatus) -> Taken {
+    let p = pass.policy;
+    let mut taken = Taken {
+        requests: Requests::default(),
+        drill: false,
+        events: Vec::new(),
+    };
+    if let Some(v) = new_request(p, requests::FAILOVER) {
+        let r = parse_request(&v);
+        status
+            .handled_requests
+            .insert(requests::FAILOVER.into(), r.token.clone());
+        match r
+            .to
+            .as_deref()
+            .map(|t| pass.names.iter().position(|n| n == t))
+        {
+            Some(None) => taken.events.push(failover::Event {
+                reason: "FailoverRefused",
+                message: format!(
+                    "failover to {:?} refused: no such member (members: {})",
+                    r.to.unwrap_or_default(),
+                    pass.names.join(", ")
+                ),
+                warning: true,
+            }),
+            Some(Some(i)) => {
+                taken.requests.failover = Some(Some(i));
+                taken.requests.force = r.force;
+            }
+            None => {
+                taken.requests.failover = Some(None);
+                taken.requests.force = r.force;
+            }
+        }
+    }
+    if let Some(v) = new_request(p, requests::DRILL) {
+        let token = v.split_whitespace().next().unwrap_or_default().to_string();
+        status
+            .handled_requests
+            .insert(requests::DRILL.into(), token);
+        taken.drill = true;
+    }
+    taken
+}
+
+/// What deciding and acting left.
+struct Acted {
+    /// The last decision.
+    plan: Plan,
+    /// Members as the core saw them last.
+    obs: Vec<MemberObs>,
+    /// Where the entry sends, as last read (after the last action, or before an action
+    /// that failed).
+    routed_to: Option<usize>,
+    /// Events of the requests and decisions.
+    events: Vec<failover::Event>,
+    /// Events of the drill.
+    drill_events: Vec<failover::Event>,
+}
+
+/// Decide, carry the actions out, re-read the databases (not the health) and the route,
+/// and decide again, until nothing is left to do or an action fails.
+async fn decide_and_act(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    views: &mut [View],
+    taken: Taken,
+    status: &mut FailoverPolicyStatus,
+    local: &mut Local,
+) -> Result<Result<Acted, Refusal>, Error> {
+    let p = pass.policy;
+    let started = now();
+    let mut memory = memory_from(p.status.as_ref(), &pass.names);
+    let mut requests = taken.requests;
+    let mut events = taken.events;
+    let mut drill_events = Vec::new();
+    let mut first = true;
+    loop {
+        // After this pass's own actions the cache may not hold the route yet.
+        let routed_to = match read_entry(ctx, pass, !first, local).await? {
+            Ok(r) => r,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let data = data_obs(&pass.names, views, memory.active, now(), local);
+        let obs: Vec<MemberObs> = views
+            .iter()
+            .zip(data)
+            .zip(&pass.names)
+            .map(|((v, data), name)| MemberObs {
+                name: name.clone(),
+                healthy: v.health.is_ok(),
+                reason: v.health.clone().err().unwrap_or_default(),
+                data,
+            })
+            .collect();
+        if first {
+            // A drill may ask for a traffic-only move.
+            let d = drill::step(
+                &drill::Inputs {
+                    policy: p,
+                    names: &pass.names,
+                    members: &obs,
+                    memory: &memory,
+                    routed_to,
+                    now: started,
+                    requested: taken.drill,
+                },
+                status,
+                local,
+            );
+            if let Some(to) = d.move_to {
+                requests = Requests {
+                    failover: Some(Some(to)),
+                    force: false,
+                    traffic_only: true,
+                };
+            }
+            drill_events.extend(d.events);
+        }
+        let plan = failover::decide(&Input {
+            now: now(),
+            policy: pass.settings.policy.clone(),
+            members: obs.clone(),
+            routed_to,
+            memory: memory.clone(),
+            requests: if first { requests } else { Requests::default() },
+            fresh_health: first,
+        });
+        first = false;
+        events.extend(plan.events.iter().cloned());
+        memory = plan.memory.clone();
+        let failed = if plan.actions.is_empty() {
+            None
+        } else {
+            act(ctx, pass, &plan.actions, views, local).await
+        };
+        let done = plan.actions.is_empty() || failed.is_some();
+        events.extend(failed);
+        if done {
+            return Ok(Ok(Acted {
+                plan,
+                obs,
+                routed_to,
+                events,
+                drill_events,
+            }));
+        }
+        for v in views.iter_mut() {
+            if let Some(c) = &v.conn {
+                let timeout = pass.settings.timeout.max(Duration::from_secs(2));
+                v.db = Some(postgres::observe(c, timeout).await);
+            }
+        }
+    }
+}
+
+/// Where the entry route sends, or why it cannot be moved. Read from the watch cache,
+/// except `fresh` (after this pass's own actions) or while the cache is older than the
+/// route this task last read after a move: then from the API.
+async fn read_entry(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    fresh: bool,
+    local: &mut Local,
+) -> Result<Result<Option<usize>, Refusal>, Error> {
+    let read_error = |source| Error::ReadRoute {
+        name: pass.route.clone(),
+        source,
+    };
+    let mut found = None;
+    if !fresh {
+        let ar = RouteKind::Gateway.api_resource();
+        let cached = ctx
+            .routes
+            .get(&ar, &pass.ns, &pass.route)
+            .await
+            .map_err(read_error)?;
+        let cached_version = cached
+            .as_ref()
+            .and_then(|r| version(r.metadata.resource_version.as_deref()));
+        let behind = local
+            .route_seen
+            .is_some_and(|seen| cached_version.is_none_or(|v| v < seen));
+        if !behind {
+            local.route_seen = None;
+            found = Some(cached);
+        }
+    }
+    let found = match found {
+        Some(cached) => cached,
+        None => {
+            let read = entry::api(&ctx.client, &pass.ns)
+                .get_opt(&pass.route)
+                .await
+                .map_err(read_error)?;
+            local.route_seen = read
+                .as_ref()
+                .and_then(|r| version(r.metadata.resource_version.as_deref()));
+            read
+        }
+    };
+    let Some(route) = found else {
+        return Ok(Err(Refusal {
+            reason: "MissingRoute",
+            message: format!(
+                "spec.entry.httpRoute: HTTPRoute {} does not exist in namespace {}; no traffic was moved",
+                pass.route, pass.ns
+            ),
+        }));
+    };
+    Ok(
+        entry::routed_to(&route.data["spec"], &pass.services).map_err(|msg| Refusal {
+            reason: "InvalidRoute",
+            message: format!("HTTPRoute {}: {msg}", pass.route),
+        }),
+    )
+}
+
+/// Carry `actions` out in order; the first that fails stops the rest and comes back as
+/// the Event saying so.
+async fn act(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    actions: &[Action],
+    views: &[View],
+    local: &Local,
+) -> Option<failover::Event> {
+    let names = &pass.names;
+    for a in actions {
+        let result = match *a {
+            Action::Fence(i) => match &views[i].conn {
+                Some(c) => postgres::fence(c).await,
+                None => Err("no database connection".into()),
+            },
+            Action::Promote(i) => match &views[i].conn {
+                Some(c) => postgres::promote(c).await,
+                None => Err("no database connection".into()),
+            },
+            Action::Route(i) => route_to(ctx, pass, i, local).await,
+        };
+        if let Err(e) = result {
+            let what = match a {
+                Action::Fence(i) => format!("fencing {}'s database", names[*i]),
+                Action::Promote(i) => format!("promoting {}'s database", names[*i]),
+                Action::Route(i) => format!("routing to {}", names[*i]),
+            };
+            return Some(failover::Event {
+                reason: "FailoverStepFailed",
+                message: format!("{what}: {e}"),
+                warning: true,
+            });
+        }
+    }
+    None
+}
+
+/// Point the entry at member `to`, on the route as the API has it: the cache may be
+/// behind, and it drops the copy `kubectl apply` keeps in an annotation, which a replace
+/// of the cached object would delete.
+async fn route_to(ctx: &Context, pass: &Pass<'_>, to: usize, local: &Local) -> Result<(), String> {
+    let route = entry::api(&ctx.client, &pass.ns)
+        .get_opt(&pass.route)
+        .await
+        .map_err(|e| format!("reading HTTPRoute {}: {e}", pass.route))?
+        .ok_or_else(|| format!("HTTPRoute {} does not exist", pass.route))?;
+    let ports = pass
+        .names
+        .iter()
+        .map(|n| local.mirrored.get(n).map_or(80, |e| e.service_port))
+        .collect();
+    let entry = EntryRoute::new(&ctx.client, &pass.ns, &route, &pass.services, ports);
+    let t = std::time::Instant::now();
+    let res = entry.switch_live(to).await.map_err(|e| e.to_string());
+    ctx.metrics.traffic_switched(t.elapsed());
+    res
+}
+
+/// Count the moves this pass finished: in status and in the metric with their duration.
+fn count_moves(ctx: &Context, pass: &Pass<'_>, acted: &Acted, status: &mut FailoverPolicyStatus) {
+    let started = pass
+        .policy
+        .status
+        .as_ref()
+        .and_then(|s| s.moving.as_ref())
+        .map(|m| timestamp(&m.started));
+    for e in &acted.events {
+        if e.reason == "FailoverDone" || e.reason == "FailbackDone" {
+            let took = acted
+                .plan
+                .memory
+                .last_move
+                .zip(started)
+                .map(|(a, b)| a.since(b))
+                .unwrap_or_default();
+            ctx.metrics
+                .failed_over(&pass.ns, &pass.name, e.reason == "FailbackDone", took);
+            status.failovers += 1;
+        }
+    }
+}
+
+/// Publish the pass's Events: the decisions', then the drill's.
+async fn publish_all(ctx: &Context, p: &FailoverPolicy, acted: &Acted) {
+    for e in acted.events.iter().chain(&acted.drill_events) {
+        publish(ctx, p, e.reason, &e.message, e.warning).await;
+    }
+}
+
+/// A drill that finished this pass: its report written, counted and announced.
+async fn finish_drill(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    status: &mut FailoverPolicyStatus,
+) -> Result<(), Error> {
+    let Some(report) = drill::finished(status) else {
+        return Ok(());
+    };
+    let p = pass.policy;
+    drill::write_report(ctx, p, &report, status).await?;
+    let verdict = report.verdict.clone().unwrap_or_default();
+    ctx.metrics.drilled(&pass.ns, &pass.name, &verdict);
+    let passed = verdict == "Passed";
+    let reason = if passed { "DrillPassed" } else { "DrillFailed" };
+    publish(ctx, p, reason, &drill::summary(&report), !passed).await;
+    Ok(())
+}
+
+/// The status after this pass: phase, active member, the move, each member and the
+/// conditions.
+fn build_status(
+    pass: &Pass<'_>,
+    observed: &Observed,
+    acted: &Acted,
+    local: &Local,
+    status: &mut FailoverPolicyStatus,
+) {
+    let (plan, memory, names) = (&acted.plan, &acted.plan.memory, &pass.names);
+    let s = &pass.settings;
+    status.phase = Some(if status.drill.is_some() && plan.phase != Phase::Degraded {
+        "Drilling".to_string()
+    } else {
+        phase_name(plan.phase).to_string()
+    });
+    status.active_member = names.get(memory.active).cloned();
+    status.message = Some(plan.message.clone());
+    status.moving = memory.moving.map(|m| MoveStatus {
+        from: names[m.from].clone(),
+        to: names[m.to].clone(),
+        forced: m.forced,
+        failback: m.failback,
+        traffic_only: m.traffic_only,
+        started: time(m.started),
+    });
+    status.last_move_time = memory.last_move.map(time);
+    status.failed_from = memory.failed_from.and_then(|i| names.get(i).cloned());
+    let threshold = pass.policy.spec.health_check.failure_threshold.max(1);
+    status.detection_budget_seconds = Some(
+        s.interval.max(s.timeout).as_secs_f64() * f64::from(threshold) + s.timeout.as_secs_f64(),
+    );
+    status.members = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let counters = memory.counters.get(i).copied().unwrap_or_default();
+            member_status(n, counters, &observed.views[i], &acted.obs[i], local)
+        })
+        .collect();
+    let wanted = conditions(pass, observed, acted);
+    status.conditions = merge(
+        &status.conditions,
+        &wanted,
+        pass.policy.metadata.generation,
+        &time(now()),
+    );
+    status.observed_generation = pass.policy.metadata.generation;
+}
+
+/// One member's status.
+fn member_status(
+    name: &str,
+    c: Counters,
+    v: &View,
+    obs: &MemberObs,
+    local: &Local,
+) -> MemberStatus {
+    let d = obs.data.as_ref();
+    MemberStatus {
+        name: name.to_string(),
+        healthy: v.health.is_ok(),
+        down: c.down,
+        failures: i32::try_from(c.failures).unwrap_or(i32::MAX),
+        successes: i32::try_from(c.successes).unwrap_or(i32::MAX),
+        up_since: c.up_since.map(time),
+        seen_up: c.seen_up,
+        reason: v
+            .health
+            .clone()
+            .err()
+            .or_else(|| v.db.as_ref().and_then(|d| d.error.clone())),
+        endpoints: local
+            .mirrored
+            .get(name)
+            .map(|e| i32::try_from(e.addresses.len()).unwrap_or(0))
+            .unwrap_or(0),
+        database_role: v
+            .db
+            .as_ref()
+            .map(|d| d.role().to_string())
+            .or_else(|| v.lag.as_ref().map(|_| "external".to_string())),
+        lag_seconds: d
+            .and_then(|d| d.lag_seconds)
+            .map(|s| (s * 1000.0).round() / 1000.0),
+        lag_bytes: d
+            .and_then(|d| d.lag_bytes)
+            .and_then(|b| i64::try_from(b).ok()),
+    }
+}
+
+/// The conditions wanted: Ready, EntryReachable (with an entry URL) and DataGateOpen
+/// (with a standby).
+fn conditions(pass: &Pass<'_>, observed: &Observed, acted: &Acted) -> Vec<Wanted> {
+    let (plan, names) = (&acted.plan, &pass.names);
+    let ready = matches!(plan.phase, Phase::Healthy | Phase::FailedOver);
+    let mut wanted = vec![Wanted {
+        type_: "Ready",
+        status: ready,
+        reason: match plan.phase {
+            Phase::Healthy => "Healthy",
+            Phase::FailedOver => "FailedOver",
+            Phase::FailingOver => "FailingOver",
+            Phase::Degraded => "Degraded",
+        },
+        message: plan.message.clone(),
+    }];
+    if let Some(entry) = &observed.entry {
+        // Reported, not acted on: the entry is shared by every member, so moving traffic
+        // would not mend it.
+        wanted.push(Wanted {
+            type_: "EntryReachable",
+            status: entry.is_ok(),
+            reason: if entry.is_ok() {
+                "EntryAnswers"
+            } else {
+                "EntryFails"
+            },
+            message: match entry {
+                Ok(()) => "spec.entry.url answers".into(),
+                Err(e) => format!("spec.entry.url: {e}"),
+            },
+        });
+    }
+    let first_standby = (0..names.len()).find(|&i| i != plan.memory.active);
+    if let Some(i) = first_standby {
+        let gate = failover::data_gate(&pass.settings.policy, &acted.obs[i]);
+        wanted.push(Wanted {
+            type_: "DataGateOpen",
+            status: gate.is_ok(),
+            reason: if gate.is_ok() {
+                "WithinLimits"
+            } else {
+                "BeyondLimits"
+            },
+            message: match gate {
+                Ok(()) => {
+                    "a failover to the first standby would lose no more than the data gate allows"
+                        .into()
+                }
+                Err(e) => format!("a failover to {} would be refused: {e}", names[i]),
+            },
+        });
+    }
+    wanted
+}
+
+/// Write `status` (when it changed) by server-side apply as the controller's field
+/// manager: the fields it leaves out are removed, as this manager owns them.
+async fn write_status(
+    ctx: &Context,
+    p: &FailoverPolicy,
+    status: &FailoverPolicyStatus,
+    local: &mut Local,
+) -> Result<(), Error> {
+    if p.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<FailoverPolicy> =
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let written = objects::apply_status(&api, &p.name_any(), status).await?;
+    local.written = version(written.metadata.resource_version.as_deref());
+    Ok(())
+}
+
+/// The status of a policy that acts on nothing: Degraded with the reason; a request made
+/// meanwhile is answered, refused with the reason (the CLI waits for it).
+fn refused_status(p: &FailoverPolicy, refusal: Refusal) -> FailoverPolicyStatus {
+    let mut status = p.status.clone().unwrap_or_default();
+    let mut asked = Vec::new();
+    for (key, verb) in [(requests::FAILOVER, "failover"), (requests::DRILL, "drill")] {
+        if let Some(v) = new_request(p, key) {
+            let token = v.split_whitespace().next().unwrap_or_default().to_string();
+            status.handled_requests.insert(key.into(), token);
+            asked.push(verb);
+        }
+    }
+    let message = if asked.is_empty() {
+        refusal.message
+    } else {
+        format!("{} refused: {}", asked.join(" and "), refusal.message)
+    };
+    status.phase = Some("Degraded".into());
+    status.message = Some(message.clone());
+    status.conditions = merge(
+        &status.conditions,
+        &[Wanted {
+            type_: "Ready",
+            status: false,
+            reason: refusal.reason,
+            message,
+        }],
+        p.metadata.generation,
+        &time(now()),
+    );
+    status.observed_generation = p.metadata.generation;
+    status
+}
+
+/// Refuse to act (nothing touched): the refused status, and one Event per new message.
+async fn refuse(
+    ctx: &Context,
+    p: &FailoverPolicy,
+    refusal: Refusal,
+    local: &mut Local,
+) -> Result<(), Error> {
+    let reason = refusal.reason;
+    let status = refused_status(p, refusal);
+    let old = p.status.as_ref().and_then(|s| s.message.as_deref());
+    if let Some(message) = status.message.as_deref()
+        && old != Some(message)
+    {
+        publish(ctx, p, reason, message, true).await;
+    }
+    write_status(ctx, p, &status, local).await
 }
 
 /// A member's replication lag read from Prometheus.
@@ -258,91 +1106,6 @@ async fn query_lag(
         }
     }
     out
-}
-
-async fn connection_string(
-    client: &Client,
-    ns: &str,
-    m: &cutover_api::failover::Member,
-) -> Option<Result<String, String>> {
-    let pg = m.database.as_ref()?.postgres.as_ref()?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let key = pg.key.as_deref().unwrap_or("url");
-    Some(match secrets.get_opt(&pg.secret_name).await {
-        Err(e) => Err(format!("reading Secret {}: {e}", pg.secret_name)),
-        Ok(None) => Err(format!("Secret {} does not exist", pg.secret_name)),
-        Ok(Some(s)) => s
-            .data
-            .and_then(|d| d.get(key).map(|b| b.0.clone()))
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| format!("Secret {} has no key {key}", pg.secret_name)),
-    })
-}
-
-async fn observe_member(
-    ctx: &Context,
-    policy: &FailoverPolicy,
-    m: &cutover_api::failover::Member,
-    timeout: Duration,
-) -> View {
-    let ns = policy.namespace().unwrap_or_default();
-    let member_ns = m.namespace.clone().unwrap_or_else(|| ns.clone());
-    let mut view = View {
-        health: Ok(()),
-        endpoints: None,
-        conn: None,
-        db: None,
-        lag: None,
-    };
-    let lag = async {
-        match m.database.as_ref().and_then(|d| d.prometheus.as_ref()) {
-            Some(prom) => Some(query_lag(&ctx.http, prom).await),
-            None => None,
-        }
-    };
-    let db = async {
-        match connection_string(&ctx.client, &ns, m).await {
-            None => (None, None),
-            Some(Err(e)) => (
-                None,
-                Some(DbState {
-                    error: Some(e),
-                    ..DbState::default()
-                }),
-            ),
-            Some(Ok(conn)) => {
-                let state = postgres::observe(&conn, timeout).await;
-                (Some(conn), Some(state))
-            }
-        }
-    };
-    let health = async {
-        let client = match members::client(&ctx.clusters, &ctx.client, &ns, m).await {
-            Ok(c) => c,
-            Err(e) => return (Err(format!("its cluster: {e}")), None),
-        };
-        let eps = match tokio::time::timeout(
-            timeout.max(Duration::from_secs(3)),
-            members::endpoints(&client, &member_ns, m),
-        )
-        .await
-        {
-            Err(_) => return (Err("its API did not answer in time".into()), None),
-            Ok(Err(e)) => return (Err(e), None),
-            Ok(Ok(eps)) => eps,
-        };
-        let probe =
-            members::probe_member(&ctx.http, m, &eps, &policy.spec.health_check.path, timeout)
-                .await;
-        (probe, Some(eps))
-    };
-    let ((conn, db), (health, eps), lag) = futures::join!(db, health, lag);
-    view.lag = lag;
-    view.health = health;
-    view.endpoints = eps;
-    view.conn = conn;
-    view.db = db;
-    view
 }
 
 /// The core's view of every member's data, from the databases observed.
@@ -512,477 +1275,6 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
-async fn write_status(
-    ctx: &Context,
-    p: &FailoverPolicy,
-    status: &FailoverPolicyStatus,
-) -> Result<(), String> {
-    if p.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let mut value = serde_json::to_value(status).map_err(|e| e.to_string())?;
-    // A merge patch keeps fields it does not mention: clear the ones now absent.
-    if let (Some(old), Some(new)) = (
-        p.status
-            .as_ref()
-            .and_then(|s| serde_json::to_value(s).ok())
-            .and_then(|v| v.as_object().cloned()),
-        value.as_object_mut(),
-    ) {
-        for k in old.keys() {
-            new.entry(k.clone()).or_insert(Value::Null);
-        }
-    }
-    let api: Api<FailoverPolicy> =
-        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": value })),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| format!("writing the status: {e}"))
-}
-
-/// Refuse to act (nothing touched): Degraded with the reason, one Event per new message.
-async fn refuse(
-    ctx: &Context,
-    p: &FailoverPolicy,
-    reason: &'static str,
-    message: String,
-) -> Result<(), String> {
-    let mut status = p.status.clone().unwrap_or_default();
-    // A request made meanwhile is answered: refused, with the reason (the CLI waits for it).
-    let mut asked = Vec::new();
-    for (key, verb) in [(requests::FAILOVER, "failover"), (requests::DRILL, "drill")] {
-        if let Some(v) = new_request(p, key) {
-            let token = v.split_whitespace().next().unwrap_or_default().to_string();
-            status.handled_requests.insert(key.into(), token);
-            asked.push(verb);
-        }
-    }
-    let message = if asked.is_empty() {
-        message
-    } else {
-        format!("{} refused: {message}", asked.join(" and "))
-    };
-    if status.message.as_deref() != Some(message.as_str()) {
-        publish(ctx, p, reason, &message, true).await;
-    }
-    let now = time(now());
-    status.phase = Some("Degraded".into());
-    status.message = Some(message.clone());
-    status.conditions = merge(
-        &status.conditions,
-        &[Wanted {
-            type_: "Ready",
-            status: false,
-            reason,
-            message,
-        }],
-        p.metadata.generation,
-        &now,
-    );
-    status.observed_generation = p.metadata.generation;
-    write_status(ctx, p, &status).await
-}
-
-/// One pass; returns when the next one is due.
-async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Duration, String> {
-    let s = match settings(p) {
-        Ok(s) => s,
-        Err(msg) => {
-            refuse(ctx, p, "InvalidSpec", msg).await?;
-            return Ok(Duration::from_secs(5));
-        }
-    };
-    let ns = p.namespace().unwrap_or_default();
-    let name = p.name_any();
-    let names: Vec<String> = p.spec.members.iter().map(|m| m.name.clone()).collect();
-    let services: Vec<String> = names
-        .iter()
-        .map(|m| members::service_name(&name, m))
-        .collect();
-
-    // The entry.
-    let Some(route_name) = p.spec.entry.http_route.as_ref().map(|r| r.name.clone()) else {
-        refuse(ctx, p, "InvalidSpec", "spec.entry: set httpRoute".into()).await?;
-        return Ok(s.interval);
-    };
-    let routes = entry::api(&ctx.client, &ns);
-
-    // Observe: the members, and the entry as clients reach it (not while a drill's prober
-    // is on it).
-    let entry_probe = async {
-        match (&p.spec.entry.url, local.prober.is_none()) {
-            (Some(url), true) => Some(members::probe(&ctx.http, url, s.timeout).await),
-            _ => None,
-        }
-    };
-    let (views, entry_health): (Vec<View>, _) = futures::join!(
-        futures::future::join_all(
-            p.spec
-                .members
-                .iter()
-                .map(|m| observe_member(ctx, p, m, s.timeout)),
-        ),
-        entry_probe
-    );
-    for (i, v) in views.iter().enumerate() {
-        if let Some(eps) = &v.endpoints
-            && local.mirrored.get(&names[i]) != Some(eps)
-        {
-            members::mirror(&ctx.client, p, &names[i], eps).await?;
-            local.mirrored.insert(names[i].clone(), eps.clone());
-        }
-    }
-
-    let mut memory = memory_from(p.status.as_ref(), &names);
-    let mut status = p.status.clone().unwrap_or_default();
-    let now0 = now();
-
-    // Requests.
-    let mut req = Requests::default();
-    let mut events: Vec<failover::Event> = Vec::new();
-    if let Some(v) = new_request(p, requests::FAILOVER) {
-        let r = parse_request(&v);
-        status
-            .handled_requests
-            .insert(requests::FAILOVER.into(), r.token.clone());
-        match r.to.as_deref().map(|t| names.iter().position(|n| n == t)) {
-            Some(None) => events.push(failover::Event {
-                reason: "FailoverRefused",
-                message: format!(
-                    "failover to {:?} refused: no such member (members: {})",
-                    r.to.unwrap_or_default(),
-                    names.join(", ")
-                ),
-                warning: true,
-            }),
-            Some(Some(i)) => {
-                req.failover = Some(Some(i));
-                req.force = r.force;
-            }
-            None => {
-                req.failover = Some(None);
-                req.force = r.force;
-            }
-        }
-    }
-    let drill_request = new_request(p, requests::DRILL).map(|v| {
-        let token = v.split_whitespace().next().unwrap_or_default().to_string();
-        status
-            .handled_requests
-            .insert(requests::DRILL.into(), token);
-    });
-
-    let mut route;
-    let mut routed_to;
-    let mut obs: Vec<MemberObs>;
-    let mut first = true;
-    let mut plan;
-    let mut views = views;
-    let mut drill_events = Vec::new();
-    loop {
-        // Where the entry sends.
-        let found = routes
-            .get_opt(&route_name)
-            .await
-            .map_err(|e| format!("reading HTTPRoute {route_name}: {e}"))?;
-        let Some(found) = found else {
-            refuse(
-                ctx,
-                p,
-                "MissingRoute",
-                format!("spec.entry.httpRoute: HTTPRoute {route_name} does not exist in namespace {ns}; no traffic was moved"),
-            )
-            .await?;
-            return Ok(s.interval);
-        };
-        routed_to = match entry::routed_to(&found.data["spec"], &services) {
-            Ok(r) => r,
-            Err(msg) => {
-                refuse(
-                    ctx,
-                    p,
-                    "InvalidRoute",
-                    format!("HTTPRoute {route_name}: {msg}"),
-                )
-                .await?;
-                return Ok(s.interval);
-            }
-        };
-        route = Some(found);
-        let data = data_obs(&names, &views, memory.active, now(), local);
-        obs = views
-            .iter()
-            .zip(data)
-            .enumerate()
-            .map(|(i, (v, data))| MemberObs {
-                name: names[i].clone(),
-                healthy: v.health.is_ok(),
-                reason: v.health.clone().err().unwrap_or_default(),
-                data,
-            })
-            .collect();
-        if first {
-            // A drill may ask for a traffic-only move.
-            let d = drill::step(
-                &drill::Inputs {
-                    policy: p,
-                    names: &names,
-                    members: &obs,
-                    memory: &memory,
-                    routed_to,
-                    now: now0,
-                    requested: drill_request.is_some(),
-                },
-                &mut status,
-                local,
-            );
-            if let Some(to) = d.move_to {
-                req = Requests {
-                    failover: Some(Some(to)),
-                    force: false,
-                    traffic_only: true,
-                };
-            }
-            drill_events.extend(d.events);
-        }
-        plan = failover::decide(&Input {
-            now: now(),
-            policy: s.policy.clone(),
-            members: obs.clone(),
-            routed_to,
-            memory: memory.clone(),
-            requests: if first { req } else { Requests::default() },
-            fresh_health: first,
-        });
-        first = false;
-        events.extend(plan.events.iter().cloned());
-        memory = plan.memory.clone();
-        if plan.actions.is_empty() {
-            break;
-        }
-        for a in &plan.actions {
-            let result = match *a {
-                Action::Fence(i) => match &views[i].conn {
-                    Some(c) => postgres::fence(c).await,
-                    None => Err("no database connection".into()),
-                },
-                Action::Promote(i) => match &views[i].conn {
-                    Some(c) => postgres::promote(c).await,
-                    None => Err("no database connection".into()),
-                },
-                Action::Route(i) => {
-                    let r = route.as_ref().ok_or("no route")?;
-                    let ports = names
-                        .iter()
-                        .map(|n| local.mirrored.get(n).map_or(80, |e| e.service_port))
-                        .collect();
-                    let entry = EntryRoute::new(&ctx.client, &ns, r, &services, ports);
-                    let t = std::time::Instant::now();
-                    let res = entry.switch_live(i).await.map_err(|e| e.to_string());
-                    ctx.metrics.traffic_switched(t.elapsed());
-                    res
-                }
-            };
-            if let Err(e) = result {
-                let what = match a {
-                    Action::Fence(i) => format!("fencing {}'s database", names[*i]),
-                    Action::Promote(i) => format!("promoting {}'s database", names[*i]),
-                    Action::Route(i) => format!("routing to {}", names[*i]),
-                };
-                events.push(failover::Event {
-                    reason: "FailoverStepFailed",
-                    message: format!("{what}: {e}"),
-                    warning: true,
-                });
-                break;
-            }
-        }
-        if events.iter().any(|e| e.reason == "FailoverStepFailed") {
-            break;
-        }
-        // Re-read the databases (not the health) and the route, and decide again.
-        for v in &mut views {
-            if let Some(c) = &v.conn {
-                v.db = Some(postgres::observe(c, s.timeout.max(Duration::from_secs(2))).await);
-            }
-        }
-    }
-
-    // Drill bookkeeping after the moves of this pass (the route as last read: after the
-    // last action, or unchanged when an action failed).
-    drill::routed(&status, local, routed_to.map(|i| names[i].as_str()));
-    for e in &events {
-        if e.reason == "FailoverDone" || e.reason == "FailbackDone" {
-            let took = memory
-                .last_move
-                .zip(
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.moving.as_ref())
-                        .map(|m| timestamp(&m.started)),
-                )
-                .map(|(a, b)| a.since(b))
-                .unwrap_or_default();
-            ctx.metrics
-                .failed_over(&ns, &name, e.reason == "FailbackDone", took);
-            status.failovers += 1;
-        }
-    }
-    for e in events.iter().chain(drill_events.iter()) {
-        publish(ctx, p, e.reason, &e.message, e.warning).await;
-    }
-    if let Some(report) = drill::finished(&mut status) {
-        drill::write_report(ctx, p, &report, &mut status).await?;
-        let verdict = report.verdict.clone().unwrap_or_default();
-        ctx.metrics.drilled(&ns, &name, &verdict);
-        publish(
-            ctx,
-            p,
-            if verdict == "Passed" {
-                "DrillPassed"
-            } else {
-                "DrillFailed"
-            },
-            &drill::summary(&report),
-            verdict != "Passed",
-        )
-        .await;
-    }
-
-    // Status.
-    let t = time(now());
-    status.phase = Some(if status.drill.is_some() && plan.phase != Phase::Degraded {
-        "Drilling".to_string()
-    } else {
-        phase_name(plan.phase).to_string()
-    });
-    status.active_member = names.get(memory.active).cloned();
-    status.message = Some(plan.message.clone());
-    status.moving = memory.moving.map(|m| MoveStatus {
-        from: names[m.from].clone(),
-        to: names[m.to].clone(),
-        forced: m.forced,
-        failback: m.failback,
-        traffic_only: m.traffic_only,
-        started: time(m.started),
-    });
-    status.last_move_time = memory.last_move.map(time);
-    status.failed_from = memory.failed_from.and_then(|i| names.get(i).cloned());
-    let hc = &p.spec.health_check;
-    status.detection_budget_seconds = Some(
-        s.interval.max(s.timeout).as_secs_f64() * f64::from(hc.failure_threshold.max(1))
-            + s.timeout.as_secs_f64(),
-    );
-    status.members = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let c = memory.counters.get(i).copied().unwrap_or_default();
-            let v = &views[i];
-            let d = obs[i].data.as_ref();
-            MemberStatus {
-                name: n.clone(),
-                healthy: v.health.is_ok(),
-                down: c.down,
-                failures: i32::try_from(c.failures).unwrap_or(i32::MAX),
-                successes: i32::try_from(c.successes).unwrap_or(i32::MAX),
-                up_since: c.up_since.map(time),
-                seen_up: c.seen_up,
-                reason: v
-                    .health
-                    .clone()
-                    .err()
-                    .or_else(|| v.db.as_ref().and_then(|d| d.error.clone())),
-                endpoints: local
-                    .mirrored
-                    .get(n)
-                    .map(|e| i32::try_from(e.addresses.len()).unwrap_or(0))
-                    .unwrap_or(0),
-                database_role: v
-                    .db
-                    .as_ref()
-                    .map(|d| d.role().to_string())
-                    .or_else(|| v.lag.as_ref().map(|_| "external".to_string())),
-                lag_seconds: d
-                    .and_then(|d| d.lag_seconds)
-                    .map(|s| (s * 1000.0).round() / 1000.0),
-                lag_bytes: d
-                    .and_then(|d| d.lag_bytes)
-                    .and_then(|b| i64::try_from(b).ok()),
-            }
-        })
-        .collect();
-    let ready = matches!(plan.phase, Phase::Healthy | Phase::FailedOver);
-    let mut wanted = vec![Wanted {
-        type_: "Ready",
-        status: ready,
-        reason: match plan.phase {
-            Phase::Healthy => "Healthy",
-            Phase::FailedOver => "FailedOver",
-            Phase::FailingOver => "FailingOver",
-            Phase::Degraded => "Degraded",
-        },
-        message: plan.message.clone(),
-    }];
-    let standbys: Vec<(usize, Result<(), String>)> = (0..names.len())
-        .filter(|&i| i != memory.active)
-        .map(|i| (i, failover::data_gate(&s.policy, &obs[i])))
-        .collect();
-    if let Some(entry) = &entry_health {
-        // Reported, not acted on: the entry is shared by every member, so moving traffic
-        // would not mend it.
-        wanted.push(Wanted {
-            type_: "EntryReachable",
-            status: entry.is_ok(),
-            reason: if entry.is_ok() {
-                "EntryAnswers"
-            } else {
-                "EntryFails"
-            },
-            message: match entry {
-                Ok(()) => "spec.entry.url answers".into(),
-                Err(e) => format!("spec.entry.url: {e}"),
-            },
-        });
-    }
-    if let Some((_, gate)) = standbys.first() {
-        wanted.push(Wanted {
-            type_: "DataGateOpen",
-            status: gate.is_ok(),
-            reason: if gate.is_ok() {
-                "WithinLimits"
-            } else {
-                "BeyondLimits"
-            },
-            message: match gate {
-                Ok(()) => {
-                    "a failover to the first standby would lose no more than the data gate allows"
-                        .into()
-                }
-                Err(e) => format!(
-                    "a failover to {} would be refused: {e}",
-                    names[standbys[0].0]
-                ),
-            },
-        });
-    }
-    status.conditions = merge(&status.conditions, &wanted, p.metadata.generation, &t);
-    status.observed_generation = p.metadata.generation;
-    ctx.metrics
-        .set_failover_phase(&ns, &name, status.phase.as_deref().unwrap_or_default());
-    write_status(ctx, p, &status).await?;
-    Ok(if status.drill.is_some() {
-        s.interval.min(Duration::from_millis(250))
-    } else {
-        s.interval
-    })
-}
-
 /// The Context's HTTP client for probes.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
@@ -1002,6 +1294,7 @@ mod tests {
             conn: None,
             db: Some(db),
             lag: None,
+            place: None,
         }
     }
 
