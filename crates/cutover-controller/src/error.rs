@@ -1,6 +1,8 @@
 //! Errors of the controller: one variant per failed action, with the object and the cause.
 
-/// Why a reconcile failed. Each becomes a Warning Event and a metric labelled by [`Error::kind`].
+/// Why a reconcile failed. Each is logged, counted (`cutover_reconcile_errors_total`,
+/// labelled by [`Error::kind`]) and retried; what the user must fix is a refusal with its
+/// own Event and condition instead, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading {kind} {name}: {source}")]
@@ -31,6 +33,10 @@ pub enum Error {
     MissingField(&'static str),
     #[error("{what} are not supported")]
     Unsupported { what: &'static str },
+    #[error(
+        "the watch caches have not listed yet (the controller needs list and watch on what it reads)"
+    )]
+    NotSynced,
     #[error("serializing {what}: {source}")]
     Serialize {
         what: &'static str,
@@ -66,6 +72,7 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::Unsupported { .. } => "unsupported",
             Error::Serialize { .. } => "serialize",
+            Error::NotSynced => "not_synced",
         }
     }
 }

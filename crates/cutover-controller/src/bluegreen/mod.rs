@@ -616,7 +616,13 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
     if behind(&ctx, &bgd) {
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
-    ctx.cache.ready().await;
+    // A pass on caches that have not listed yet would take what exists for missing.
+    if tokio::time::timeout(Duration::from_secs(30), ctx.cache.ready())
+        .await
+        .is_err()
+    {
+        return Err(Error::NotSynced);
+    }
     let result = if environments::spread(&bgd) || has_finalizer(&bgd) {
         // Objects away from home have no owner reference to go with: the finalizer deletes
         // them first. It is added before anything is made there.
@@ -1643,7 +1649,7 @@ async fn start_analysis(
     Ok(())
 }
 
-/// What to do after a failed reconcile: a Warning Event, a metric, and a retry.
+/// What to do after a failed reconcile: a log line, the error metric, and a retry.
 pub fn error_policy(bgd: Arc<BlueGreenDeployment>, error: &Error, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(namespace = ?bgd.namespace(), name = %bgd.name_any(), error = %error, "reconcile failed");
     ctx.metrics.reconcile_failed(KIND, error.kind());
