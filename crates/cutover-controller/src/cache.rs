@@ -46,7 +46,7 @@ pub fn slim<K: Resource>(obj: &mut K) {
 }
 
 /// A store of `api`'s objects (`config` selects them) and the stream that keeps it filled:
-/// the stream must be polled (by a `Controller` or [`spawn`]) for the store to fill.
+/// the stream must be polled (by a `Controller`) for the store to fill.
 pub fn watched<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -57,13 +57,7 @@ pub fn watched<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(slim::<K>)
-        .reflect(writer)
-        .touched_objects();
-    (reader, stream)
+    watched_with(api, config, slim::<K>)
 }
 
 /// Look `name` up in `ns` in `store`.

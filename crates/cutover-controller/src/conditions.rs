@@ -17,6 +17,18 @@ pub struct Wanted {
     pub message: String,
 }
 
+impl Wanted {
+    /// Condition `type_` with `status`, `reason` and `message`.
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: &str) -> Self {
+        Wanted {
+            type_,
+            status,
+            reason,
+            message: message.to_string(),
+        }
+    }
+}
+
 /// Merge `wanted` into `old`: unchanged statuses keep their `lastTransitionTime`; types not
 /// in `wanted` are kept as they were.
 pub fn merge(
@@ -53,15 +65,6 @@ pub fn merge(
 mod tests {
     use super::*;
 
-    fn want(type_: &'static str, status: bool, reason: &'static str, message: &str) -> Wanted {
-        Wanted {
-            type_,
-            status,
-            reason,
-            message: message.to_string(),
-        }
-    }
-
     fn time(s: &str) -> Time {
         Time(s.parse().expect("time"))
     }
@@ -72,13 +75,13 @@ mod tests {
         let t1 = time("2026-01-01T00:05:00Z");
         let first = merge(
             &[],
-            &[want("Paused", true, "WaitingForPromotion", "a")],
+            &[Wanted::new("Paused", true, "WaitingForPromotion", "a")],
             Some(1),
             &t0,
         );
         let same = merge(
             &first,
-            &[want("Paused", true, "WaitingForPromotion", "b")],
+            &[Wanted::new("Paused", true, "WaitingForPromotion", "b")],
             Some(2),
             &t1,
         );
@@ -86,7 +89,7 @@ mod tests {
         assert_eq!(same[0].message, "b");
         let flipped = merge(
             &same,
-            &[want("Paused", false, "NotPaused", "c")],
+            &[Wanted::new("Paused", false, "NotPaused", "c")],
             Some(2),
             &t1,
         );

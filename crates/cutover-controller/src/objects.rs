@@ -18,6 +18,25 @@ use crate::error::Error;
 /// Label on objects owned away from home (no owner reference can cross namespaces or
 /// clusters): the uid of the owning BlueGreenDeployment.
 pub const OWNER_UID_LABEL: &str = "cutover.dev/owner-uid";
+/// A namespaced object the controller reads and writes whole.
+pub trait Namespaced:
+    Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+{
+}
+
 /// Read `name`, `None` when it does not exist.
 pub async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
 where
@@ -68,11 +87,7 @@ pub async fn apply<K>(
     kind: &'static str,
 ) -> Result<(), Error>
 where
-    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: Namespaced,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut value =
@@ -103,11 +118,7 @@ pub async fn create_once<K>(
     kind: &'static str,
 ) -> Result<(), Error>
 where
-    K: Resource<Scope = cutover_api::k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
+    K: Namespaced,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     if get(&api, kind, name).await?.is_some() {

@@ -89,12 +89,7 @@ pub fn write_memory(status: &mut BlueGreenDeploymentStatus, memory: &Memory) {
 }
 
 fn want(type_: &'static str, status: bool, reason: &'static str, message: &str) -> Wanted {
-    Wanted {
-        type_,
-        status,
-        reason,
-        message: message.to_string(),
-    }
+    Wanted::new(type_, status, reason, message)
 }
 
 /// The conditions for a plan's phase and cause.

@@ -12,7 +12,6 @@ use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
 use cutover_core::{Color, PerColor};
 
 use super::services::{self, ServiceRole};
-use super::{HeaderRoute, Observed, TrafficProvider, unsupported};
 use crate::endpoint_mirror::{self, BLUEGREEN_SLICE_MANAGER, Endpoints};
 use crate::error::Error;
 use crate::objects::{apply, owned_labels, owner_reference};
@@ -52,7 +51,13 @@ impl<'a> LiveEndpoints<'a> {
         }
     }
 
-    async fn point_live(&self, color: Color) -> Result<(), Error> {
+    /// The color the live Service's mirrored EndpointSlice holds, as observed.
+    pub fn live(&self) -> Option<Color> {
+        self.observed.and_then(slice_color)
+    }
+
+    /// Make the live Service's EndpointSlice hold `color`'s ready endpoints.
+    pub async fn point(&self, color: Color) -> Result<(), Error> {
         let eps = self.endpoints.get(color);
         if eps.addresses.is_empty() {
             return Err(Error::NoEndpoints {
@@ -115,44 +120,5 @@ pub fn slice_color(slice: &EndpointSlice) -> Option<Color> {
         "blue" => Some(Color::Blue),
         "green" => Some(Color::Green),
         _ => None,
-    }
-}
-
-impl TrafficProvider for LiveEndpoints<'_> {
-    type Backend = Color;
-
-    fn read(&self) -> Result<Observed<Color>, Error> {
-        Ok(Observed {
-            live: self.observed.and_then(slice_color),
-            split: Default::default(),
-        })
-    }
-
-    /// No weights: 100 sends everything to the other color, anything less leaves it on
-    /// `stable`.
-    async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
-        self.point_live(if weight >= 100 {
-            stable.other()
-        } else {
-            stable
-        })
-        .await
-    }
-
-    async fn set_header_route(&self, _: Color, _: Option<HeaderRoute>) -> Result<(), Error> {
-        Err(unsupported())
-    }
-
-    async fn set_mirror(&self, _: Color, _: u8) -> Result<(), Error> {
-        Err(unsupported())
-    }
-
-    async fn switch_live(&self, to: Color) -> Result<(), Error> {
-        self.point_live(to).await
-    }
-
-    /// The live Service is the user's entry point: it stays (with its owner).
-    async fn remove(&self) -> Result<(), Error> {
-        Ok(())
     }
 }

@@ -9,7 +9,6 @@ use cutover_api::kube::{Client, ResourceExt as _};
 use cutover_core::Color;
 
 use super::services::{self, ServiceRole};
-use super::{HeaderRoute, Observed, TrafficProvider, unsupported};
 use crate::error::Error;
 use crate::objects::apply;
 
@@ -43,49 +42,16 @@ impl<'a> LiveSelector<'a> {
         }
     }
 
-    async fn point(&self, color: Color) -> Result<(), Error> {
+    /// The color the live Service selects, as observed.
+    pub fn live(&self) -> Option<Color> {
+        self.observed.and_then(services::selected_color)
+    }
+
+    /// Make the live Service select `color`'s pods.
+    pub async fn point(&self, color: Color) -> Result<(), Error> {
         let svc = services::service(self.bgd, ServiceRole::Live, color)?;
         let name = ServiceRole::Live.service_name(&self.bgd.name_any());
         let ns = self.bgd.namespace().unwrap_or_default();
         apply(&self.client, &ns, &name, &svc, "Service").await
-    }
-}
-
-impl TrafficProvider for LiveSelector<'_> {
-    type Backend = Color;
-
-    fn read(&self) -> Result<Observed<Color>, Error> {
-        Ok(Observed {
-            live: self.observed.and_then(services::selected_color),
-            split: Default::default(),
-        })
-    }
-
-    /// No weights: 100 sends everything to the other color, anything less leaves it on
-    /// `stable`.
-    async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
-        self.point(if weight >= 100 {
-            stable.other()
-        } else {
-            stable
-        })
-        .await
-    }
-
-    async fn set_header_route(&self, _: Color, _: Option<HeaderRoute>) -> Result<(), Error> {
-        Err(unsupported())
-    }
-
-    async fn set_mirror(&self, _: Color, _: u8) -> Result<(), Error> {
-        Err(unsupported())
-    }
-
-    async fn switch_live(&self, to: Color) -> Result<(), Error> {
-        self.point(to).await
-    }
-
-    /// The live Service is the user's entry point: it stays (with its owner).
-    async fn remove(&self) -> Result<(), Error> {
-        Ok(())
     }
 }

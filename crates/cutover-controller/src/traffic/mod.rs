@@ -112,18 +112,49 @@ pub struct Traffic<'a> {
     pub live: Live<'a>,
 }
 
-impl Traffic<'_> {
-    /// Whether a weighted provider is configured.
-    pub fn weighted(&self) -> bool {
-        self.route.is_some()
+impl TrafficProvider for Live<'_> {
+    type Backend = Color;
+
+    fn read(&self) -> Result<Observed<Color>, Error> {
+        let live = match self {
+            Live::Selector(l) => l.live(),
+            Live::Endpoints(l) => l.live(),
+        };
+        Ok(Observed {
+            live,
+            split: TrafficObs::default(),
+        })
     }
 
-    fn live_color(&self) -> Option<Color> {
-        let read = match &self.live {
-            Live::Selector(l) => l.read(),
-            Live::Endpoints(l) => l.read(),
+    /// No weights: 100 sends everything to the other color, anything less leaves it on
+    /// `stable`.
+    async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
+        let to = if weight >= 100 {
+            stable.other()
+        } else {
+            stable
         };
-        read.ok()?.live
+        self.switch_live(to).await
+    }
+
+    async fn set_header_route(&self, _: Color, _: Option<HeaderRoute>) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn set_mirror(&self, _: Color, _: u8) -> Result<(), Error> {
+        Err(unsupported())
+    }
+
+    async fn switch_live(&self, to: Color) -> Result<(), Error> {
+        match self {
+            Live::Selector(l) => l.point(to).await,
+            Live::Endpoints(l) => l.point(to).await,
+        }
+    }
+
+    /// The live Service is the user's entry point: it stays (with its owner).
+    async fn remove(&self) -> Result<(), Error> {
+        Ok(())
     }
 }
 
@@ -143,7 +174,7 @@ impl TrafficProvider for Traffic<'_> {
     /// the other color: a split the next switch completes or undoes. Before the first
     /// rollout (no live Service yet) nothing is live, whatever the route names.
     fn read(&self) -> Result<Observed<Color>, Error> {
-        let live = self.live_color();
+        let live = self.live.read()?.live;
         let split = match (&self.route, live) {
             (Some(route), Some(live)) => route
                 .observe()
@@ -155,10 +186,9 @@ impl TrafficProvider for Traffic<'_> {
     }
 
     async fn set_weight(&self, stable: Color, weight: u8) -> Result<(), Error> {
-        match (&self.route, &self.live) {
-            (Some(r), _) => r.set_weight(stable, weight).await,
-            (None, Live::Selector(l)) => l.set_weight(stable, weight).await,
-            (None, Live::Endpoints(l)) => l.set_weight(stable, weight).await,
+        match &self.route {
+            Some(r) => r.set_weight(stable, weight).await,
+            None => self.live.set_weight(stable, weight).await,
         }
     }
 
@@ -169,14 +199,14 @@ impl TrafficProvider for Traffic<'_> {
     ) -> Result<(), Error> {
         match &self.route {
             Some(r) => r.set_header_route(stable, header).await,
-            None => Err(unsupported()),
+            None => self.live.set_header_route(stable, header).await,
         }
     }
 
     async fn set_mirror(&self, stable: Color, percent: u8) -> Result<(), Error> {
         match &self.route {
             Some(r) => r.set_mirror(stable, percent).await,
-            None => Err(unsupported()),
+            None => self.live.set_mirror(stable, percent).await,
         }
     }
 
@@ -185,10 +215,7 @@ impl TrafficProvider for Traffic<'_> {
         if let Some(r) = &self.route {
             r.switch_live(to).await?;
         }
-        match &self.live {
-            Live::Selector(l) => l.switch_live(to).await,
-            Live::Endpoints(l) => l.switch_live(to).await,
-        }
+        self.live.switch_live(to).await
     }
 
     async fn remove(&self) -> Result<(), Error> {
