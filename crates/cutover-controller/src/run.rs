@@ -356,7 +356,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         http: failover::http_client()?,
         clusters,
         places: ctx.places.clone(),
-        secrets: ctx.cache.secrets.clone(),
+        configs: ctx.cache.configs.clone(),
+        referenced: ctx.cache.referenced.clone(),
         routes: ctx.routes.clone(),
     });
     let policies: Api<FailoverPolicy> = scoped(&client, ns);

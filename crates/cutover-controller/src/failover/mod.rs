@@ -71,7 +71,9 @@ pub struct Context {
     /// Watch caches of the namespaces (and clusters) the members run in.
     pub places: Places,
     /// The Secrets of the policies' cluster (database connections), from its watch cache.
-    pub secrets: Store<Secret>,
+    pub configs: Arc<cache::Configs>,
+    /// What the caches keep the data of: the Secrets the members name.
+    pub referenced: cache::Referenced,
     /// Route watch caches (the entry HTTPRoutes).
     pub routes: Arc<cache::Routes>,
 }
@@ -417,19 +419,22 @@ async fn observe(ctx: &Context, pass: &Pass<'_>, local: &Local) -> Observed {
     Observed { views, entry }
 }
 
-/// `name` in `ns` from the Secrets cache (or, while it has not listed, from the API).
+/// Secret `name` in `ns` with its data: from the Secrets cache (or, while it has not
+/// listed, from the API).
 async fn secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secret>, String> {
-    if tokio::time::timeout(cache::SYNC_TIMEOUT, ctx.secrets.wait_until_ready())
+    // Its data is kept in the cache from now on.
+    ctx.referenced.add(ns, name);
+    let read = if tokio::time::timeout(cache::SYNC_TIMEOUT, ctx.configs.secrets.wait_until_ready())
         .await
         .is_ok()
     {
-        return Ok(cache::lookup(&ctx.secrets, ns, name));
-    }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    secrets
-        .get_opt(name)
-        .await
-        .map_err(|e| format!("reading Secret {name}: {e}"))
+        ctx.configs.secret(ns, name).await
+    } else {
+        Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .get_opt(name)
+            .await
+    };
+    read.map_err(|e| format!("reading Secret {name}: {e}"))
 }
 
 async fn connection_string(ctx: &Context, ns: &str, m: &Member) -> Option<Result<String, String>> {
@@ -472,6 +477,10 @@ async fn observe_member(ctx: &Context, pass: &Pass<'_>, m: &Member, user: &User)
         }
     };
     let health = async {
+        if let Some(c) = &m.cluster_ref {
+            // Its kubeconfig Secret's data is kept in the cache from now on.
+            ctx.referenced.add(ns, &c.secret_name);
+        }
         let place = members::place(&ctx.places, &ctx.clusters, &ctx.client, ns, m, user);
         let place = match place.await {
             Ok(p) => p,
