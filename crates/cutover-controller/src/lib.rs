@@ -17,6 +17,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod providers;
 pub mod run;
 pub mod traffic;
 

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use cutover_controller::analysis::providers::web::{Method, WebRequest, measure};
-use cutover_controller::analysis::providers::{ProviderError, http_client, prometheus};
+use cutover_controller::providers::web::{Method, WebRequest, measure};
+use cutover_controller::providers::{ProviderError, http_client, prometheus};
 use cutover_core::analysis::Value;
 use cutover_test_support::prometheus::{MetricsEndpoint, Prometheus};
 use serde_json::json;

@@ -1,4 +1,3 @@
 //! Analysis: runs, measurements and providers.
 
-pub mod providers;
 pub mod run;

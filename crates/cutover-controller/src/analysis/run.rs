@@ -22,10 +22,10 @@ use cutover_core::analysis::verdict::{
 };
 use cutover_core::release::Timestamp;
 
-use super::providers::{prometheus, web};
 use crate::clock::{duration_or as duration, now, parse_time, rfc3339};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::providers::{prometheus, web};
 
 const KIND: &str = "AnalysisRun";
 /// Measurements listed per metric in status (the counts keep the full history).

@@ -42,13 +42,13 @@ use tokio::sync::Notify;
 
 pub use error::Error;
 
-use crate::analysis::providers::prometheus;
 use crate::cache::{self, Places, User};
 use crate::clock::{duration, now, time, timestamp};
 use crate::clusters::Clusters;
 use crate::conditions::{Wanted, merge};
 use crate::metrics::Metrics;
 use crate::objects;
+use crate::providers::prometheus;
 use crate::traffic::entry::{self, EntryRoute};
 use crate::traffic::{RouteKind, TrafficProvider as _};
 use members::Endpoints;

@@ -1,4 +1,5 @@
-//! Measurement providers: where an analysis metric's value comes from.
+//! Measurement providers: where a value to judge comes from — an analysis metric, or a
+//! FailoverPolicy member's replication lag (shared by both features, so it lives below them).
 //!
 //! Each provider returns a [`Value`](cutover_core::analysis::Value) or a [`ProviderError`].
 //! The difference matters: an error (Prometheus down, a 500, a bad query) counts toward the
