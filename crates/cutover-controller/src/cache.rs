@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -102,6 +102,78 @@ pub enum User {
     Policy(String, String),
 }
 
+/// Milliseconds since the first call (a monotonic clock for [`Health`]).
+fn millis() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long after its last error a watch counts as broken. Its retries come at most
+/// [`RETRY_MAX`] apart, so while its API server is down an error is never older than
+/// this; once it answers again the watch resumes without an event (nothing changed), and
+/// the error ages out.
+const BROKEN_FOR: Duration = Duration::from_secs(5);
+
+/// The longest wait between a broken watch's retries.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Whether one watch answers: its last error, and its last event after it.
+#[derive(Debug, Default)]
+struct Health {
+    /// When it last failed (milliseconds, 0: never).
+    failed_at: AtomicU64,
+    /// When it last delivered an event.
+    ok_at: AtomicU64,
+}
+
+impl Health {
+    fn ok(&self) {
+        self.ok_at.store(millis().max(1), Ordering::Release);
+    }
+
+    /// Record a failure; whether the watch was healthy before it.
+    fn failed(&self) -> bool {
+        let was = self.healthy();
+        self.failed_at.store(millis().max(1), Ordering::Release);
+        was
+    }
+
+    fn healthy(&self) -> bool {
+        let failed = self.failed_at.load(Ordering::Acquire);
+        failed == 0
+            || self.ok_at.load(Ordering::Acquire) >= failed
+            || millis().saturating_sub(failed)
+                > u64::try_from(BROKEN_FOR.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The retries of a broken watch: from 200 ms, doubling, at most [`RETRY_MAX`] apart.
+#[derive(Debug, Clone)]
+struct Retry(Duration);
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry(Duration::from_millis(200))
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+        Some(now)
+    }
+}
+
+impl cutover_api::kube::runtime::utils::Backoff for Retry {
+    fn reset(&mut self) {
+        *self = Retry::default();
+    }
+}
+
 /// What is cached of one namespace of one cluster.
 pub struct PlaceCache {
     /// Deployments there (Cutover's, by label).
@@ -118,9 +190,8 @@ pub struct PlaceCache {
     client: Client,
     namespace: String,
     changed: Arc<dyn Fn() + Send + Sync>,
-    /// Each watch: whether it answers now (false after an error until it lists again), and
-    /// its task.
-    watches: Mutex<Vec<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)>>,
+    /// Each watch's health, and its task.
+    watches: Mutex<Vec<(Arc<Health>, tokio::task::JoinHandle<()>)>>,
     /// The last watch error, for messages.
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -191,15 +262,15 @@ impl PlaceCache {
     {
         let reader = writer.as_reader();
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
-        let healthy = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health::default());
         let (flag, last_error, changed) = (
-            healthy.clone(),
+            health.clone(),
             self.last_error.clone(),
             self.changed.clone(),
         );
         let task = tokio::spawn(async move {
             let mut events = watcher(api, config)
-                .default_backoff()
+                .backoff(Retry::default())
                 .modify(slim::<K>)
                 .reflect(writer)
                 .boxed();
@@ -207,14 +278,14 @@ impl PlaceCache {
                 match event {
                     Ok(watcher::Event::InitApply(_) | watcher::Event::Init) => {}
                     Ok(_) => {
-                        flag.store(true, Ordering::Release);
+                        flag.ok();
                         changed();
                     }
                     Err(e) => {
                         if let Ok(mut last) = last_error.lock() {
                             *last = Some(e.to_string());
                         }
-                        if flag.swap(false, Ordering::AcqRel) {
+                        if flag.failed() {
                             changed();
                         }
                     }
@@ -224,7 +295,7 @@ impl PlaceCache {
         self.watches
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((healthy, task));
+            .push((health, task));
         reader
     }
 
@@ -290,7 +361,7 @@ impl PlaceCache {
         let healthy = self
             .watches
             .lock()
-            .map(|w| w.iter().all(|(h, _)| h.load(Ordering::Acquire)))
+            .map(|w| w.iter().all(|(h, _)| h.healthy()))
             .unwrap_or(false);
         if healthy { Ok(()) } else { Err(why()) }
     }
@@ -765,6 +836,25 @@ mod tests {
         .expect("secret");
         s.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         s
+    }
+
+    #[test]
+    fn a_failed_watch_is_broken_until_an_event_or_until_its_error_ages_out() {
+        let h = Health::default();
+        assert!(h.healthy());
+        assert!(h.failed(), "it was healthy before this failure");
+        assert!(!h.healthy());
+        assert!(!h.failed(), "already broken");
+        h.ok();
+        assert!(h.healthy());
+        let waits: Vec<Duration> = Retry::default().take(6).collect();
+        assert_eq!(waits[0], Duration::from_millis(200));
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*waits.last().expect("waits"), RETRY_MAX);
+        assert!(
+            RETRY_MAX < BROKEN_FOR,
+            "a down API server's errors must recur before they age out"
+        );
     }
 
     #[test]

@@ -32,10 +32,19 @@ impl std::fmt::Display for ClusterError {
     }
 }
 
+/// The clients of one cluster: for requests (each answers within [`REMOTE_API_TIMEOUT`])
+/// and for watches (a watch is quiet for minutes; kube-runtime's watcher has its own idle
+/// timeout).
+#[derive(Clone)]
+struct Pair {
+    requests: Client,
+    watches: Client,
+}
+
 /// Clients of other clusters, by Secret (namespace/name/key) and its resourceVersion.
 #[derive(Default)]
 pub struct Clusters {
-    cache: Mutex<HashMap<String, (String, Client)>>,
+    cache: Mutex<HashMap<String, (String, Pair)>>,
     /// Where their requests are counted.
     requests: crate::api_requests::ApiRequests,
     /// The home cluster's Secrets, once watched: read there instead of from the API.
@@ -125,7 +134,7 @@ impl Clusters {
             && let Some((v, c)) = cache.get(&cache_key)
             && *v == version
         {
-            return Ok(c.clone());
+            return Ok(c.requests.clone());
         }
         let bad = |what: String| ClusterError::Secret(format!("Secret {secret_name} {what}"));
         let bytes = secret
@@ -142,14 +151,22 @@ impl Clusters {
             .await
             .map_err(|e| bad(format!("key {field}: {e}")))?;
         config.connect_timeout = Some(REMOTE_API_TIMEOUT);
-        config.read_timeout = Some(REMOTE_API_TIMEOUT);
         config.write_timeout = Some(REMOTE_API_TIMEOUT);
+        let watches = self
+            .requests
+            .client(config.clone())
+            .map_err(|e| bad(format!("key {field}: {e}")))?;
+        config.read_timeout = Some(REMOTE_API_TIMEOUT);
         let client = self
             .requests
             .client(config)
             .map_err(|e| bad(format!("key {field}: {e}")))?;
         if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(cache_key, (version, client.clone()));
+            let pair = Pair {
+                requests: client.clone(),
+                watches,
+            };
+            cache.insert(cache_key, (version, pair));
         }
         Ok(client)
     }
@@ -161,6 +178,16 @@ impl Clusters {
         self.cache
             .lock()
             .ok()
-            .and_then(|c| c.get(&cache_key).map(|(_, c)| c.clone()))
+            .and_then(|c| c.get(&cache_key).map(|(_, c)| c.requests.clone()))
+    }
+
+    /// The client for watches of the cluster [`Clusters::client`] last gave for the same
+    /// Secret: without the per-request read timeout, which would cut a quiet watch.
+    pub fn watch_client(&self, ns: &str, secret_name: &str, key: Option<&str>) -> Option<Client> {
+        let cache_key = format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY));
+        self.cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&cache_key).map(|(_, c)| c.watches.clone()))
     }
 }

@@ -89,6 +89,20 @@ pub async fn apply<K>(
 where
     K: Namespaced,
 {
+    apply_object(client, ns, name, obj, kind).await.map(|_| ())
+}
+
+/// [`apply`], returning the object as the API server stored it.
+pub async fn apply_object<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    obj: &K,
+    kind: &'static str,
+) -> Result<K, Error>
+where
+    K: Namespaced,
+{
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut value =
         serde_json::to_value(obj).map_err(|source| Error::Serialize { what: kind, source })?;
@@ -104,8 +118,7 @@ where
         kind,
         name: name.to_string(),
         source,
-    })?;
-    Ok(())
+    })
 }
 
 /// Snapshots are immutable: create once; an existing one with this content-derived name

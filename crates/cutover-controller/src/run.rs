@@ -22,14 +22,14 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::analysis;
-use crate::analysis::providers;
 use crate::analysis::run::RunContext;
-use crate::bluegreen::{self, Context, config};
+use crate::bluegreen::{self, Context};
 use crate::cache;
 use crate::failover;
 use crate::http::{self, HttpState};
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::providers;
 use crate::traffic::RouteKind;
 
 /// How the controller runs.
@@ -84,7 +84,8 @@ impl Shutdown {
     }
 }
 
-/// Find the BlueGreenDeployments whose template references config `name` in `ns`.
+/// Find the BlueGreenDeployments that reference config `name` in `ns`: in their template,
+/// or as the kubeconfig Secret of a color's cluster (a new kubeconfig is a new place).
 fn users_of(
     store: &Store<BlueGreenDeployment>,
     ns: Option<String>,
@@ -94,11 +95,7 @@ fn users_of(
         .state()
         .iter()
         .filter(|b| b.namespace() == ns)
-        .filter(|b| {
-            config::referenced(&b.spec.template)
-                .iter()
-                .any(|r| r.name == name)
-        })
+        .filter(|b| bluegreen::referenced_names(b).iter().any(|r| r == name))
         .map(|b| ObjectRef::from_obj(b.as_ref()))
         .collect()
 }
@@ -293,6 +290,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         places: cache::Places::new(trigger),
         written: std::sync::Mutex::default(),
         pruned: std::sync::Mutex::default(),
+        deployed: std::sync::Mutex::default(),
     });
     let _ = forgotten.set(ctx.clone());
     let (s1, s2, s3, s4) = (

@@ -46,6 +46,8 @@ pub struct Place {
     pub home: bool,
     /// Names the cluster's client and the namespace: the key of the place's watch cache.
     pub key: String,
+    /// The client for the place's watches (no per-request read timeout).
+    pub watch_client: Client,
 }
 
 impl std::fmt::Debug for Place {
@@ -134,7 +136,12 @@ pub async fn place_of(
             }
         },
     };
+    let watch_client = env
+        .and_then(|e| e.cluster_ref.as_ref())
+        .and_then(|c| clusters.watch_client(&home_ns, &c.secret_name, c.key.as_deref()))
+        .unwrap_or_else(|| client.clone());
     Ok(Ok(Place {
+        watch_client,
         client,
         home: cluster.is_none() && namespace == home_ns,
         key: format!("{cluster_key}|{namespace}"),
@@ -278,6 +285,7 @@ pub async fn places_for_cleanup(
                     .and_then(|e| e.namespace.clone())
                     .unwrap_or_else(|| home_ns.clone());
                 Place {
+                    watch_client: client.clone(),
                     client,
                     key: format!("{secret}|{namespace}"),
                     namespace,
@@ -396,6 +404,7 @@ mod tests {
             cluster: Some("dr".into()),
             home: false,
             key: "dr|prod-green".into(),
+            watch_client: dummy_client(),
         };
         locate(&mut meta, &b, &place);
         assert_eq!(meta.namespace.as_deref(), Some("prod-green"));

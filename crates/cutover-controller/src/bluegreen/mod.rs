@@ -44,8 +44,8 @@ use crate::endpoint_mirror::{self, Endpoints};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::objects::{
-    apply, apply_fields, apply_status, controlled_by, create_once, owned_by, owned_labels,
-    owner_reference,
+    apply, apply_fields, apply_object, apply_status, controlled_by, create_once, owned_by,
+    owned_labels, owner_reference,
 };
 use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
 use crate::traffic::live_selector::LiveSelector;
@@ -79,6 +79,9 @@ pub struct Context {
     /// The configs in use at each place (by BlueGreenDeployment uid and place) when its
     /// snapshots were last pruned: pruning again before that changes would list for nothing.
     pub pruned: std::sync::Mutex<BTreeMap<(String, String), Vec<ConfigRef>>>,
+    /// The last Deployment this controller applied for each color (by uid and color): a
+    /// hash of what it applied and the generation the API server gave it.
+    pub deployed: std::sync::Mutex<BTreeMap<(String, String), (u64, i64)>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -204,7 +207,7 @@ async fn place_cache(
     let user = user_of(bgd);
     let cache = ctx
         .places
-        .watch(&place.key, &place.client, &place.namespace, &user);
+        .watch(&place.key, &place.watch_client, &place.namespace, &user);
     cache.synced().await.map_err(|message| Error::Remote {
         what: format!("watching {}", place.describe()),
         message,
@@ -694,6 +697,9 @@ pub fn forget(ctx: &Context, bgd: &BlueGreenDeployment) {
     let uid = bgd.metadata.uid.clone().unwrap_or_default();
     if let Ok(mut pruned) = ctx.pruned.lock() {
         pruned.retain(|(u, _), _| *u != uid);
+    }
+    if let Ok(mut deployed) = ctx.deployed.lock() {
+        deployed.retain(|(u, _), _| *u != uid);
     }
 }
 
@@ -1328,15 +1334,14 @@ where
     Ok(())
 }
 
-/// Copy each referenced config into an immutable snapshot owned by `bgd`; returns the
-/// renames to apply to the template.
+/// Copy each referenced config into an immutable snapshot owned by `bgd`, named as
+/// [`snapshot_names`] says.
 async fn snapshot_configs(
     bgd: &BlueGreenDeployment,
     place: &Place,
     snap: &Snapshot,
-) -> Result<BTreeMap<(ConfigKind, String), String>, Error> {
+) -> Result<(), Error> {
     let (client, ns) = (&place.client, place.namespace.as_str());
-    let mut renames = BTreeMap::new();
     let owner = owner_reference(bgd)?;
     for (r, data) in &snap.configs {
         let Some(data) = data else { continue };
@@ -1390,9 +1395,8 @@ async fn snapshot_configs(
                 create_once(client, ns, &snap_name, &secret, "Secret").await?;
             }
         }
-        renames.insert((r.kind, r.name.clone()), snap_name);
     }
-    Ok(renames)
+    Ok(())
 }
 
 /// Record the revision's template in a ControllerRevision (once; they are immutable) and
@@ -1478,24 +1482,7 @@ async fn act(
             color,
             revision,
             replicas,
-        } => {
-            record_revision(bgd, ctx, ns, template_hash, revision).await?;
-            let place = snap.places.get(color);
-            let renames = snapshot_configs(bgd, place, snap).await?;
-            let mut d = render::color_deployment(bgd, color, template_hash, revision, replicas)?;
-            if let Some(spec) = d.spec.as_mut() {
-                spec.template = config::with_snapshots(&spec.template, &renames);
-            }
-            environments::locate(&mut d.metadata, bgd, place);
-            apply(
-                &place.client,
-                &place.namespace,
-                &render::deployment_name(&name, color),
-                &d,
-                "Deployment",
-            )
-            .await
-        }
+        } => deploy(bgd, ctx, ns, snap, template_hash, color, revision, replicas).await,
         Action::Scale { color, replicas } => {
             let dname = render::deployment_name(&name, color);
             let place = snap.places.get(color);
@@ -1567,6 +1554,85 @@ async fn act(
             Ok(())
         }
     }
+}
+
+/// Apply `color`'s Deployment (recording its revision and config snapshots first), unless
+/// this controller applied exactly that and nobody changed the Deployment's spec since
+/// (same generation): the core asks for it on every pass of a rollout, and each apply costs
+/// a write plus the revision's reads.
+#[allow(clippy::too_many_arguments)]
+async fn deploy(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+    template_hash: &str,
+    color: Color,
+    revision: i64,
+    replicas: i32,
+) -> Result<(), Error> {
+    let place = snap.places.get(color);
+    let mut d = render::color_deployment(bgd, color, template_hash, revision, replicas)?;
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = config::with_snapshots(&spec.template, &snapshot_names(snap));
+    }
+    environments::locate(&mut d.metadata, bgd, place);
+    let rendered = {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&d)
+            .map_err(|source| Error::Serialize {
+                what: "Deployment",
+                source,
+            })?
+            .hash(&mut h);
+        h.finish()
+    };
+    let key = (
+        bgd.metadata.uid.clone().unwrap_or_default(),
+        color.as_str().to_string(),
+    );
+    let generation = snap
+        .deployments
+        .get(color)
+        .as_ref()
+        .and_then(|d| d.metadata.generation);
+    let unchanged = ctx.deployed.lock().is_ok_and(|applied| {
+        applied
+            .get(&key)
+            .is_some_and(|(h, g)| *h == rendered && Some(*g) == generation)
+    });
+    if unchanged {
+        return Ok(());
+    }
+    record_revision(bgd, ctx, ns, template_hash, revision).await?;
+    snapshot_configs(bgd, place, snap).await?;
+    let applied = apply_object(
+        &place.client,
+        &place.namespace,
+        &render::deployment_name(&bgd.name_any(), color),
+        &d,
+        "Deployment",
+    )
+    .await?;
+    if let (Some(g), Ok(mut deployed)) = (applied.metadata.generation, ctx.deployed.lock()) {
+        deployed.insert(key, (rendered, g));
+    }
+    Ok(())
+}
+
+/// The names of the config snapshots this pass's configs would have (pure: content-derived).
+fn snapshot_names(snap: &Snapshot) -> BTreeMap<(ConfigKind, String), String> {
+    snap.configs
+        .iter()
+        .filter_map(|(r, data)| {
+            let data = data.as_ref()?;
+            Some((
+                (r.kind, r.name.clone()),
+                config::snapshot_name(&r.name, &config::data_hash(data)),
+            ))
+        })
+        .collect()
 }
 
 /// The providers of `bgd`'s traffic, over what this pass observed.

@@ -67,17 +67,24 @@ pub async fn place(
     user: &User,
 ) -> Result<MemberPlace, String> {
     let member_ns = member.namespace.clone().unwrap_or_else(|| ns.to_string());
-    let (client, cluster_key) = match &member.cluster_ref {
-        None => (front.clone(), String::new()),
+    let (client, watch_client, cluster_key) = match &member.cluster_ref {
+        None => (front.clone(), front.clone(), String::new()),
         Some(cref) => {
             let c = client(clusters, front, ns, member)
                 .await
                 .map_err(|e| format!("its cluster: {e}"))?;
-            (c, clusters.key(ns, &cref.secret_name, cref.key.as_deref()))
+            let w = clusters
+                .watch_client(ns, &cref.secret_name, cref.key.as_deref())
+                .unwrap_or_else(|| c.clone());
+            (
+                c,
+                w,
+                clusters.key(ns, &cref.secret_name, cref.key.as_deref()),
+            )
         }
     };
     let key = format!("{cluster_key}|{member_ns}");
-    let cache = places.watch(&key, &client, &member_ns, user);
+    let cache = places.watch(&key, &watch_client, &member_ns, user);
     Ok(MemberPlace {
         key,
         cache,
