@@ -1,0 +1,167 @@
+//! Watch caches: everything a pass reads comes from reflector stores, so a pass makes no
+//! API read and, while nothing changes, the controller makes no API request at all.
+//!
+//! - [`watched`] turns an `Api` into a store and the stream that fills it, for
+//!   `Controller::owns_stream` / `watches_stream`. Stored objects lose their
+//!   `managedFields` and `last-applied-configuration` (most of an object's bytes, never read
+//!   here), which keeps the caches small.
+//! - [`Places`]: one watcher per namespace of another cluster (or another namespace of this
+//!   one) that a BlueGreenDeployment's color or a FailoverPolicy's member runs in, started
+//!   when the first user needs it and stopped when the last one goes. A change there
+//!   triggers its users at once (`Controller::reconcile_on`), so endpoints mirrored home
+//!   follow the pods without polling ([`places`]).
+//! - [`Configs`]: ConfigMaps and Secrets, with their data only where referenced
+//!   ([`configs`]).
+//! - [`Routes`]: route objects, one watch per kind in use ([`routes`]).
+//! - [`Home`]: the home cluster's stores a BlueGreenDeployment pass reads.
+
+mod configs;
+mod places;
+mod routes;
+
+pub use configs::{Configs, Referenced, drop_config_map_data, drop_secret_data};
+pub use places::{PlaceCache, Places, User};
+pub use routes::Routes;
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
+use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
+use cutover_api::kube::{Api, Resource};
+use futures::Stream;
+use serde::de::DeserializeOwned;
+
+/// Annotation `kubectl apply` leaves: a second copy of the object, never read here.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what a cache never reads (managed fields, the last-applied copy).
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
+
+/// A store of `api`'s objects (`config` selects them) and the stream that keeps it filled:
+/// the stream must be polled (by a `Controller`) for the store to fill.
+pub fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watched_with(api, config, slim::<K>)
+}
+
+/// A store of `api`'s objects with each object through `modify` first (see [`watched`]).
+pub fn watched_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(modify)
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Look `name` up in `ns` in `store`.
+pub fn lookup<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|o| o.as_ref().clone())
+}
+
+/// `name` in `ns`: from `store`, or, when the store does not hold it, from `api`. A store
+/// filtered by label (Cutover's objects only) cannot tell "absent" from "someone else's":
+/// reading the API then keeps the controller from taking over an object it does not own,
+/// and costs a request only until the object exists.
+pub async fn cached_or_read<K>(
+    store: &Store<K>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<K>, cutover_api::kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    match lookup(store, ns, name) {
+        Some(found) => Ok(Some(found)),
+        None => api.get_opt(name).await,
+    }
+}
+
+/// How long a pass waits for a new watch's first list before calling its place unreachable.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The home cluster's watch caches of what BlueGreenDeployments own and read.
+#[derive(Clone)]
+pub struct Home {
+    /// Deployments (Cutover's, by label).
+    pub deployments: Store<Deployment>,
+    /// Services (Cutover's, by label).
+    pub services: Store<Service>,
+    /// EndpointSlices (the mirrored ones, Cutover's by label).
+    pub slices: Store<EndpointSlice>,
+    /// AnalysisRuns (Cutover's, by label).
+    pub runs: Store<AnalysisRun>,
+    /// ConfigMaps (templates reference them).
+    pub config_maps: Store<ConfigMap>,
+    /// Secrets (templates and `clusterRef`s reference them).
+    pub secrets: Store<Secret>,
+    /// ConfigMaps and Secrets with their data.
+    pub configs: Arc<Configs>,
+    /// What is referenced (their data is cached).
+    pub referenced: Referenced,
+    /// AnalysisTemplates.
+    pub templates: Store<AnalysisTemplate>,
+    /// ClusterAnalysisTemplates.
+    pub cluster_templates: Store<ClusterAnalysisTemplate>,
+}
+
+impl Debug for Home {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Home").finish_non_exhaustive()
+    }
+}
+
+impl Home {
+    /// Wait for every store's first list (the controller's streams fill them).
+    pub async fn ready(&self) {
+        let _ = futures::join!(
+            self.deployments.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.slices.wait_until_ready(),
+            self.runs.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.secrets.wait_until_ready(),
+            self.templates.wait_until_ready(),
+            self.cluster_templates.wait_until_ready(),
+        );
+    }
+}
