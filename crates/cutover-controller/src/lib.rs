@@ -1,4 +1,11 @@
-//! The Cutover controller's building blocks; `main.rs` wires them together.
+//! The Cutover controller's building blocks; `main.rs` and `run.rs` wire them together.
+//!
+//! Features: [`bluegreen`] (releases), [`failover`] (disaster recovery), [`analysis`]
+//! (AnalysisRuns). Below them, shared by all and importing none: [`traffic`] (one
+//! interface over every way of moving traffic), [`cache`] (watch caches), [`objects`]
+//! (reads, server-side applies, ownership), [`providers`] (measurements), [`conditions`],
+//! [`clock`], [`endpoint_mirror`], [`clusters`], [`error`], [`metrics`], [`events`].
+//! `tests/layers.rs` checks that no feature imports from inside another.
 
 pub mod analysis;
 pub mod api_requests;

@@ -1,9 +1,10 @@
 //! The BlueGreenDeployment reconciler: observe → decide (in `cutover-core`) → act.
 //!
 //! Each pass reads everything it needs (the colors' Deployments, the four Services, the
-//! referenced ConfigMaps and Secrets), asks [`cutover_core::release::decide`] for a plan,
-//! applies the plan's actions in order, then writes status. Nothing is assumed from why the
-//! pass was triggered.
+//! referenced ConfigMaps and Secrets, the route) from watch caches ([`crate::cache`]), asks
+//! [`cutover_core::release::decide`] for a plan, applies the plan's actions in order through
+//! the traffic interface ([`crate::traffic`]) and [`crate::objects`], then writes status.
+//! Nothing is assumed from why the pass was triggered; [`reconcile_inner`] lists the steps.
 
 pub mod config;
 pub mod environments;
