@@ -134,7 +134,12 @@ fn resolve(path: &Path) -> PathBuf {
 /// has gone. Records whose pid no longer runs their binary are skipped.
 pub fn stop_all(records: &[ProcessRecord], grace: Duration) {
     for record in records {
-        match stop_pid(record.pid, grace, || is_running(record)) {
+        // Which process the pid is, is checked once, before any signal: an exiting process
+        // loses its `/proc/<pid>/exe` link before it is gone, so "still there" is its state.
+        if !is_running(record) {
+            continue;
+        }
+        match stop_pid(record.pid, grace, || exists(record.pid)) {
             PidStopped::Exited => {}
             PidStopped::Killed => {
                 tracing::warn!(component = %record.component, pid = record.pid, "did not stop on SIGTERM; killed (SIGKILL)");
@@ -144,6 +149,18 @@ pub fn stop_all(records: &[ProcessRecord], grace: Duration) {
             }
         }
     }
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has: it only waits to be
+/// reaped by its parent).
+fn exists(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// The last `lines` lines of a log file, for error messages.
