@@ -18,6 +18,10 @@ fn is_alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn two_named_clusters_run_side_by_side_and_stop_cleanly() {
+    // A run that failed half-way may have left them up, with its objects: start from none.
+    for name in ["it-side-a", "it-side-b"] {
+        local::down(name).expect("down a leftover");
+    }
     let a = local::up(&UpOptions {
         name: "it-side-a".into(),
         nodes: 1,
