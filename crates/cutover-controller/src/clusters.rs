@@ -41,6 +41,11 @@ struct Pair {
     watches: Client,
 }
 
+/// Where the clients built from key `key` of Secret `ns/secret_name` are cached.
+fn cache_key(ns: &str, secret_name: &str, key: Option<&str>) -> String {
+    format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY))
+}
+
 /// Clients of other clusters, by Secret (namespace/name/key) and its resourceVersion.
 #[derive(Default)]
 pub struct Clusters {
@@ -72,37 +77,29 @@ impl Clusters {
         let _ = self.secrets.set(configs);
     }
 
-    /// The Secret `ns/name`: from the watch cache once it has listed, else from the API.
+    /// The Secret `ns/name`: from the watch cache (see [`crate::cache::Configs`]), else from
+    /// the API.
     async fn secret(
         &self,
         home: &Client,
         ns: &str,
         name: &str,
     ) -> Result<Option<Secret>, ClusterError> {
-        if let Some(configs) = self.secrets.get()
-            && tokio::time::timeout(
-                crate::cache::SYNC_TIMEOUT,
-                configs.secrets.wait_until_ready(),
-            )
-            .await
-            .is_ok()
-        {
-            return configs
-                .secret(ns, name)
-                .await
-                .map_err(|e| ClusterError::Unavailable(format!("reading Secret {name}: {e}")));
-        }
-        let secrets: Api<Secret> = Api::namespaced(home.clone(), ns);
-        secrets
-            .get_opt(name)
-            .await
-            .map_err(|e| ClusterError::Unavailable(format!("reading Secret {name}: {e}")))
+        let read = match self.secrets.get() {
+            Some(configs) => configs.secret(ns, name).await,
+            None => {
+                Api::<Secret>::namespaced(home.clone(), ns)
+                    .get_opt(name)
+                    .await
+            }
+        };
+        read.map_err(|e| ClusterError::Unavailable(format!("reading Secret {name}: {e}")))
     }
 
     /// The key of the client [`Clusters::client`] gives for the same arguments: the same
     /// key, the same client (it changes when the Secret does).
     pub fn key(&self, ns: &str, secret_name: &str, key: Option<&str>) -> String {
-        let cache_key = format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY));
+        let cache_key = cache_key(ns, secret_name, key);
         let version = self
             .cache
             .lock()
@@ -122,7 +119,7 @@ impl Clusters {
         key: Option<&str>,
     ) -> Result<Client, ClusterError> {
         let field = key.unwrap_or(DEFAULT_KEY);
-        let cache_key = format!("{ns}/{secret_name}/{field}");
+        let cache_key = cache_key(ns, secret_name, key);
         let secret = self.secret(home, ns, secret_name).await?;
         let Some(secret) = secret else {
             return Err(ClusterError::Secret(format!(
@@ -174,7 +171,7 @@ impl Clusters {
     /// The last client built from Secret `ns/secret_name`, if any (used to clean up after a
     /// BlueGreenDeployment whose Secret went first, as in a namespace deletion).
     pub fn cached(&self, ns: &str, secret_name: &str, key: Option<&str>) -> Option<Client> {
-        let cache_key = format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY));
+        let cache_key = cache_key(ns, secret_name, key);
         self.cache
             .lock()
             .ok()
@@ -184,7 +181,7 @@ impl Clusters {
     /// The client for watches of the cluster [`Clusters::client`] last gave for the same
     /// Secret: without the per-request read timeout, which would cut a quiet watch.
     pub fn watch_client(&self, ns: &str, secret_name: &str, key: Option<&str>) -> Option<Client> {
-        let cache_key = format!("{ns}/{secret_name}/{}", key.unwrap_or(DEFAULT_KEY));
+        let cache_key = cache_key(ns, secret_name, key);
         self.cache
             .lock()
             .ok()

@@ -37,6 +37,13 @@ impl<K> Namespaced for K where
 {
 }
 
+/// An object's resourceVersion as etcd counts it, to tell which of two copies is newer.
+/// The API calls it opaque; every API server in use writes etcd's revision, and an object
+/// whose version does not parse is simply never taken for older.
+pub fn revision(meta: &ObjectMeta) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
+}
+
 /// Read `name`, `None` when it does not exist.
 pub async fn get<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
 where
@@ -64,12 +71,7 @@ pub fn owned_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
     let Some(uid) = bgd.metadata.uid.as_deref() else {
         return false;
     };
-    let controller = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid);
-    controller
+    controlled_by(meta, bgd)
         || meta
             .labels
             .as_ref()
@@ -207,6 +209,7 @@ pub fn owner_reference(bgd: &BlueGreenDeployment) -> Result<OwnerReference, Erro
         .ok_or(Error::MissingField("metadata.uid"))
 }
 
+/// The name of `bgd`, which every object it owns is named after.
 pub fn name_of(bgd: &BlueGreenDeployment) -> Result<&str, Error> {
     bgd.metadata
         .name

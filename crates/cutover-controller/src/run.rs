@@ -197,11 +197,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let clusters = Arc::new(crate::clusters::Clusters::new(
         settings.api_requests.clone(),
     ));
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        cutover_api::MANAGED_BY_LABEL,
-        cutover_api::MANAGED_BY
-    ));
+    let owned = cache::owned();
     let ns = settings.namespace.as_deref();
     let all = watcher::Config::default;
     // Every store a pass reads, filled by the stream that also triggers the passes.
@@ -279,8 +275,6 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
             services,
             slices,
             runs,
-            config_maps,
-            secrets,
             configs,
             referenced,
             templates,

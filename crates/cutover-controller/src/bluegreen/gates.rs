@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use cutover_api::BlueGreenDeployment;
 use cutover_api::analysis::{
     AnalysisPhase, AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, ArgSpec, Metric,
 };
 use cutover_api::blue_green::AnalysisRef;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use cutover_api::{BlueGreenDeployment, INSTANCE_LABEL};
 use cutover_core::Color;
 use cutover_core::release::{Gate, GateResult};
 
@@ -210,11 +210,6 @@ pub fn gate_result(run: &AnalysisRun) -> GateResult {
         Some(AnalysisPhase::Inconclusive) => GateResult::Inconclusive(message),
         Some(AnalysisPhase::Error) => GateResult::Error(message),
     }
-}
-
-/// Label selector of a BlueGreenDeployment's runs.
-pub fn runs_selector(name: &str) -> String {
-    format!("{INSTANCE_LABEL}={name}")
 }
 
 #[cfg(test)]

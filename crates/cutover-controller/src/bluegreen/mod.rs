@@ -46,7 +46,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::objects::{
     apply, apply_fields, apply_object, apply_status, controlled_by, create_once, owned_by,
-    owned_labels, owner_reference,
+    owned_labels, owner_reference, revision,
 };
 use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
 use crate::traffic::live_selector::LiveSelector;
@@ -439,10 +439,8 @@ async fn observe(
         snap.templates.insert(gate.name(), resolved);
     }
     if !snap.templates.is_empty() {
-        let selector = gates::runs_selector(&name);
-        let (key, value) = selector.split_once('=').unwrap_or_default();
         for r in ctx.cache.runs.state() {
-            let labelled = r.labels().get(key).is_some_and(|v| v == value);
+            let labelled = r.labels().get(cutover_api::INSTANCE_LABEL) == Some(&name);
             if r.namespace().as_deref() == Some(ns) && labelled && controlled_by(&r.metadata, bgd) {
                 snap.runs.insert(r.name_any(), r.as_ref().clone());
             }
@@ -660,29 +658,20 @@ fn key_of(bgd: &BlueGreenDeployment) -> (String, String) {
     (bgd.namespace().unwrap_or_default(), bgd.name_any())
 }
 
-/// The resourceVersion as etcd counts it (the API calls it opaque; every API server in
-/// use writes etcd's revision, and one that does not is simply never "behind").
-fn version(rv: Option<&str>) -> Option<u64> {
-    rv?.parse().ok()
-}
-
 /// Whether the cached `bgd` predates this controller's last write to it.
 fn behind(ctx: &Context, bgd: &BlueGreenDeployment) -> bool {
     let Ok(written) = ctx.written.lock() else {
         return false;
     };
-    match (
-        written.get(&key_of(bgd)),
-        version(bgd.metadata.resource_version.as_deref()),
-    ) {
+    match (written.get(&key_of(bgd)), revision(&bgd.metadata)) {
         (Some(w), Some(seen)) => seen < *w,
         _ => false,
     }
 }
 
 /// Remember the resourceVersion this controller's write to `bgd` produced.
-fn wrote(ctx: &Context, bgd: &BlueGreenDeployment, rv: Option<&str>) {
-    if let (Some(v), Ok(mut written)) = (version(rv), ctx.written.lock()) {
+fn wrote(ctx: &Context, bgd: &BlueGreenDeployment, written_meta: &ObjectMeta) {
+    if let (Some(v), Ok(mut written)) = (revision(written_meta), ctx.written.lock()) {
         written.insert(key_of(bgd), v);
     }
 }
@@ -1129,7 +1118,7 @@ async fn write_status(
     let api: Api<BlueGreenDeployment> =
         Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
     let written = apply_status(&api, &bgd.name_any(), &new).await?;
-    wrote(ctx, bgd, written.metadata.resource_version.as_deref());
+    wrote(ctx, bgd, &written.metadata);
     Ok(())
 }
 

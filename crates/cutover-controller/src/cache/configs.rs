@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use cutover_api::kube::runtime::reflector::Store;
 use cutover_api::kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
 
-use super::{lookup, slim};
+use super::{SYNC_TIMEOUT, lookup, slim};
+use crate::objects::Namespaced;
 
 /// Annotation on a cached ConfigMap or Secret whose data was dropped: nothing referenced
 /// it when it was seen. Its metadata (and resourceVersion) stay.
@@ -130,19 +130,21 @@ impl Configs {
         self.full(&self.secrets, ns, name).await
     }
 
-    async fn full<K>(
+    /// `ns/name` with its data: from `store`; while the store has not listed yet (up to
+    /// [`SYNC_TIMEOUT`]), from the API.
+    async fn full<K: Namespaced>(
         &self,
         store: &Store<K>,
         ns: &str,
         name: &str,
-    ) -> Result<Option<K>, cutover_api::kube::Error>
-    where
-        K: Resource<DynamicType = (), Scope = cutover_api::k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + Debug,
-    {
+    ) -> Result<Option<K>, cutover_api::kube::Error> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        if tokio::time::timeout(SYNC_TIMEOUT, store.wait_until_ready())
+            .await
+            .is_err()
+        {
+            return api.get_opt(name).await;
+        }
         let Some(cached) = lookup(store, ns, name) else {
             return Ok(None);
         };
@@ -164,7 +166,6 @@ impl Configs {
         if let Some(obj) = known.and_then(|o| serde_json::from_value(o).ok()) {
             return Ok(Some(obj));
         }
-        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let found = api.get_opt(name).await?;
         if let (Some(obj), Ok(mut read)) = (&found, self.read.lock())
             && let Ok(value) = serde_json::to_value(obj)

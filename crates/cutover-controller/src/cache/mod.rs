@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
-use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::api::core::v1::Service;
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
@@ -86,6 +86,15 @@ where
     (reader, stream)
 }
 
+/// What Cutover made: the objects labelled `app.kubernetes.io/managed-by: cutover`.
+pub fn owned() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}={}",
+        cutover_api::MANAGED_BY_LABEL,
+        cutover_api::MANAGED_BY
+    ))
+}
+
 /// Look `name` up in `ns` in `store`.
 pub fn lookup<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
 where
@@ -130,10 +139,6 @@ pub struct Home {
     pub slices: Store<EndpointSlice>,
     /// AnalysisRuns (Cutover's, by label).
     pub runs: Store<AnalysisRun>,
-    /// ConfigMaps (templates reference them).
-    pub config_maps: Store<ConfigMap>,
-    /// Secrets (templates and `clusterRef`s reference them).
-    pub secrets: Store<Secret>,
     /// ConfigMaps and Secrets with their data.
     pub configs: Arc<Configs>,
     /// What is referenced (their data is cached).
@@ -158,8 +163,8 @@ impl Home {
             self.services.wait_until_ready(),
             self.slices.wait_until_ready(),
             self.runs.wait_until_ready(),
-            self.config_maps.wait_until_ready(),
-            self.secrets.wait_until_ready(),
+            self.configs.config_maps.wait_until_ready(),
+            self.configs.secrets.wait_until_ready(),
             self.templates.wait_until_ready(),
             self.cluster_templates.wait_until_ready(),
         );

@@ -19,7 +19,7 @@ use futures::StreamExt as _;
 use futures::channel::mpsc::UnboundedSender;
 use serde::de::DeserializeOwned;
 
-use super::{SYNC_TIMEOUT, slim};
+use super::{SYNC_TIMEOUT, owned, slim};
 use crate::endpoint_mirror::{self, Endpoints, SERVICE_NAME_LABEL};
 
 /// Who uses a place.
@@ -148,38 +148,34 @@ impl Drop for PlaceCache {
 
 impl PlaceCache {
     fn new(client: &Client, ns: &str, changed: Arc<dyn Fn() + Send + Sync>) -> Self {
-        let writer = reflector::store::Writer::default();
+        use reflector::store::Writer;
+        let (deployments, services, slices, bgds) = (
+            Writer::default(),
+            Writer::default(),
+            Writer::default(),
+            Writer::default(),
+        );
         let cache = PlaceCache {
-            // Filled below, once the watches that write them run.
-            deployments: reflector::store::Writer::default().as_reader(),
-            services: reflector::store::Writer::default().as_reader(),
-            slices: reflector::store::Writer::default().as_reader(),
-            bgds: writer.as_reader(),
-            bgd_writer: Mutex::new(Some(writer)),
+            deployments: deployments.as_reader(),
+            services: services.as_reader(),
+            slices: slices.as_reader(),
+            bgds: bgds.as_reader(),
+            bgd_writer: Mutex::new(Some(bgds)),
             client: client.clone(),
             namespace: ns.to_string(),
             changed,
             watches: Mutex::default(),
             last_error: Arc::default(),
         };
-        let owned = watcher::Config::default().labels(&format!(
-            "{}={}",
-            cutover_api::MANAGED_BY_LABEL,
-            cutover_api::MANAGED_BY
-        ));
-        let mut cache = cache;
-        cache.deployments = cache.spawn(owned.clone(), reflector::store::Writer::default());
-        cache.services = cache.spawn(owned, reflector::store::Writer::default());
-        cache.slices = cache.spawn(
-            watcher::Config::default(),
-            reflector::store::Writer::default(),
-        );
+        cache.spawn(owned(), deployments);
+        cache.spawn(owned(), services);
+        cache.spawn(watcher::Config::default(), slices);
         cache
     }
 
     /// Run one watch of the place: fill its store, keep its health, trigger the users on
     /// a change.
-    fn spawn<K>(&self, config: watcher::Config, writer: reflector::store::Writer<K>) -> Store<K>
+    fn spawn<K>(&self, config: watcher::Config, writer: reflector::store::Writer<K>)
     where
         K: Resource<DynamicType = (), Scope = cutover_api::k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -189,7 +185,6 @@ impl PlaceCache {
             + Sync
             + 'static,
     {
-        let reader = writer.as_reader();
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
         let health = Arc::new(Health::default());
         let (flag, last_error, changed) = (
@@ -225,7 +220,6 @@ impl PlaceCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((health, task));
-        reader
     }
 
     /// Start watching the place's BlueGreenDeployments (once).
@@ -381,16 +375,6 @@ impl Places {
         lock(&self.0.places)
             .get(key)
             .is_some_and(|p| p.users.contains(user))
-    }
-
-    /// How many places are watched.
-    pub fn len(&self) -> usize {
-        lock(&self.0.places).len()
-    }
-
-    /// Whether no place is watched.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -140,11 +140,6 @@ pub(crate) struct Local {
     route_seen: Option<u64>,
 }
 
-/// A resourceVersion as a number (an etcd revision), to tell which of two is newer.
-fn version(rv: Option<&str>) -> Option<u64> {
-    rv?.parse().ok()
-}
-
 /// Who uses the places a policy's members run in.
 fn user_of(ns: Option<&str>, name: &str) -> User {
     User::Policy(ns.unwrap_or_default().to_string(), name.to_string())
@@ -221,7 +216,7 @@ async fn current(
     let deadline = tokio::time::Instant::now() + cache::SYNC_TIMEOUT;
     loop {
         let p = store.get(key)?;
-        let seen = version(p.metadata.resource_version.as_deref());
+        let seen = objects::revision(&p.metadata);
         let behind = written.zip(seen).is_some_and(|(w, s)| s < w);
         if !behind || tokio::time::Instant::now() >= deadline {
             return Some(p);
@@ -419,22 +414,14 @@ async fn observe(ctx: &Context, pass: &Pass<'_>, local: &Local) -> Observed {
     Observed { views, entry }
 }
 
-/// Secret `name` in `ns` with its data: from the Secrets cache (or, while it has not
-/// listed, from the API).
+/// Secret `name` in `ns` with its data (see [`cache::Configs`]).
 async fn secret(ctx: &Context, ns: &str, name: &str) -> Result<Option<Secret>, String> {
     // Its data is kept in the cache from now on.
     ctx.referenced.add(ns, name);
-    let read = if tokio::time::timeout(cache::SYNC_TIMEOUT, ctx.configs.secrets.wait_until_ready())
+    ctx.configs
+        .secret(ns, name)
         .await
-        .is_ok()
-    {
-        ctx.configs.secret(ns, name).await
-    } else {
-        Api::<Secret>::namespaced(ctx.client.clone(), ns)
-            .get_opt(name)
-            .await
-    };
-    read.map_err(|e| format!("reading Secret {name}: {e}"))
+        .map_err(|e| format!("reading Secret {name}: {e}"))
 }
 
 async fn connection_string(ctx: &Context, ns: &str, m: &Member) -> Option<Result<String, String>> {
@@ -714,9 +701,7 @@ async fn read_entry(
             .get(&ar, &pass.ns, &pass.route)
             .await
             .map_err(read_error)?;
-        let cached_version = cached
-            .as_ref()
-            .and_then(|r| version(r.metadata.resource_version.as_deref()));
+        let cached_version = cached.as_ref().and_then(|r| objects::revision(&r.metadata));
         let behind = local
             .route_seen
             .is_some_and(|seen| cached_version.is_none_or(|v| v < seen));
@@ -732,9 +717,7 @@ async fn read_entry(
                 .get_opt(&pass.route)
                 .await
                 .map_err(read_error)?;
-            local.route_seen = read
-                .as_ref()
-                .and_then(|r| version(r.metadata.resource_version.as_deref()));
+            local.route_seen = read.as_ref().and_then(|r| objects::revision(&r.metadata));
             read
         }
     };
@@ -1025,7 +1008,7 @@ async fn write_status(
     let api: Api<FailoverPolicy> =
         Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let written = objects::apply_status(&api, &p.name_any(), status).await?;
-    local.written = version(written.metadata.resource_version.as_deref());
+    local.written = objects::revision(&written.metadata);
     Ok(())
 }
 

@@ -4,21 +4,17 @@
 //! and field is written back as read, with optimistic concurrency (`spec.rules` is an
 //! atomic list, which a server-side apply would take over).
 
-use cutover_api::kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use cutover_api::kube::api::{DynamicObject, PostParams};
 use cutover_api::kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::{HeaderRoute, Observed, TrafficProvider};
+use super::{HeaderRoute, Observed, RouteKind, TrafficProvider};
 use crate::FIELD_MANAGER;
 use crate::error::Error;
 
 /// The HTTPRoute API.
 pub fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
-        "httproutes",
-    );
-    Api::namespaced_with(client.clone(), ns, &ar)
+    Api::namespaced_with(client.clone(), ns, &RouteKind::Gateway.api_resource())
 }
 
 fn names(rule: &Value) -> impl Iterator<Item = &str> {
