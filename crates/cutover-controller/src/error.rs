@@ -19,6 +19,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("{kind} {name} exists and is not owned by this BlueGreenDeployment")]
+    Taken { kind: &'static str, name: String },
     #[error("writing the status of {name}: {source}")]
     Status {
         name: String,
@@ -66,6 +68,7 @@ impl Error {
         match self {
             Error::Read { .. } => "read",
             Error::Apply { .. } => "apply",
+            Error::Taken { .. } => "taken",
             Error::Status { .. } => "status",
             Error::Remote { .. } => "remote",
             Error::NoEndpoints { .. } => "no_endpoints",

@@ -123,6 +123,34 @@ where
     })
 }
 
+/// [`apply_object`] for an object the pass did not see (`seen` false): read it first, so
+/// that one of this name that someone else made since is refused ([`Error::Taken`]), never
+/// taken over. Passes do not read an object again each time while it does not exist.
+pub async fn apply_owned<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    obj: &K,
+    kind: &'static str,
+    (bgd, seen): (&BlueGreenDeployment, bool),
+) -> Result<K, Error>
+where
+    K: Namespaced,
+{
+    if !seen {
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
+        if let Some(found) = get(&api, kind, name).await?
+            && !owned_by(found.meta(), bgd)
+        {
+            return Err(Error::Taken {
+                kind,
+                name: name.to_string(),
+            });
+        }
+    }
+    apply_object(client, ns, name, obj, kind).await
+}
+
 /// Snapshots are immutable: create once; an existing one with this content-derived name
 /// already holds the same data.
 pub async fn create_once<K>(

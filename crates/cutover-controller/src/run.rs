@@ -12,7 +12,7 @@ use cutover_api::k8s_openapi::api::batch::v1::Job;
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::api::DynamicObject;
-use cutover_api::kube::runtime::events::{Recorder, Reporter};
+use cutover_api::kube::runtime::events::Reporter;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{Controller, WatchStreamExt as _, controller, watcher};
 use cutover_api::kube::{Api, Client, ResourceExt as _};
@@ -185,7 +185,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     metrics.set_leader(true);
     tracing::info!(identity = %settings.identity, "leading");
 
-    let recorder = Recorder::new(
+    let events = crate::events::Events::new(
         client.clone(),
         Reporter {
             controller: "cutover-controller".into(),
@@ -201,8 +201,11 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let ns = settings.namespace.as_deref();
     let all = watcher::Config::default;
     // Every store a pass reads, filled by the stream that also triggers the passes.
-    let (deployments, deployments_changed) =
-        cache::watched(scoped::<Deployment>(&client, ns), owned.clone());
+    let (deployments, deployments_changed) = cache::watched_with(
+        scoped::<Deployment>(&client, ns),
+        owned.clone(),
+        cache::slim_deployment,
+    );
     let (services, services_changed) =
         cache::watched(scoped::<Service>(&client, ns), owned.clone());
     let (slices, slices_changed) =
@@ -268,7 +271,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let ctx = Arc::new(Context {
         client: client.clone(),
         metrics: metrics.clone(),
-        recorder: recorder.clone(),
+        events: events.clone(),
         clusters: clusters.clone(),
         cache: cache::Home {
             deployments,
@@ -285,6 +288,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         written: std::sync::Mutex::default(),
         pruned: std::sync::Mutex::default(),
         deployed: std::sync::Mutex::default(),
+        absent: cache::Absent::default(),
     });
     let _ = forgotten.set(ctx.clone());
     let (s1, s2, s3, s4) = (
@@ -344,7 +348,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let failover_ctx = Arc::new(failover::Context {
         client: client.clone(),
         metrics: metrics.clone(),
-        recorder: recorder.clone(),
+        events: events.clone(),
         http: failover::http_client()?,
         clusters,
         places: ctx.places.clone(),

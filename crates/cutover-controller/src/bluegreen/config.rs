@@ -209,6 +209,50 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_keeps_a_deployments_references_and_images() {
+        use cutover_api::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+        let mut t = template();
+        if let Some(spec) = t.spec.as_mut() {
+            spec.volumes.get_or_insert_default().push(
+                serde_json::from_value(serde_json::json!({ "name": "tmp", "emptyDir": {} }))
+                    .expect("volume"),
+            );
+            spec.containers[0].args = Some(vec!["--port=8080".into()]);
+            spec.init_containers = Some(vec![
+                serde_json::from_value(serde_json::json!({
+                    "name": "init", "image": "init:1",
+                    "env": [
+                        { "name": "PLAIN", "value": "x" },
+                        { "name": "S", "valueFrom": { "secretKeyRef": { "name": "init-only", "key": "k", "optional": true } } }
+                    ]
+                }))
+                .expect("container"),
+            ]);
+        }
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                template: t.clone(),
+                ..DeploymentSpec::default()
+            }),
+            ..Deployment::default()
+        };
+        crate::cache::slim_deployment(&mut d);
+        let kept = d.spec.expect("spec").template;
+        assert_eq!(referenced(&kept), referenced(&t));
+        let spec = kept.spec.expect("pod spec");
+        assert_eq!(spec.containers[0].image.as_deref(), Some("shop:1"));
+        assert_eq!(spec.containers[0].args, None, "what no pass reads is gone");
+        assert_eq!(
+            spec.volumes
+                .iter()
+                .flatten()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>(),
+            ["cfg", "tls"]
+        );
+    }
+
+    #[test]
     fn finds_every_reference_once() {
         let refs = referenced(&template());
         let names: Vec<_> = refs

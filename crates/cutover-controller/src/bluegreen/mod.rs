@@ -24,7 +24,6 @@ use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::api::{DeleteParams, ListParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
-use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
 use cutover_api::{
@@ -45,8 +44,8 @@ use crate::endpoint_mirror::{self, Endpoints};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::objects::{
-    apply, apply_fields, apply_object, apply_status, controlled_by, create_once, owned_by,
-    owned_labels, owner_reference, revision,
+    apply_fields, apply_owned, apply_status, controlled_by, create_once, owned_by, owned_labels,
+    owner_reference, revision,
 };
 use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
 use crate::traffic::live_selector::LiveSelector;
@@ -65,7 +64,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Event recorder.
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     /// Clients of the clusters colors run in (`spec.environments`).
     pub clusters: Arc<Clusters>,
     /// The home cluster's watch caches.
@@ -83,6 +82,8 @@ pub struct Context {
     /// The last Deployment this controller applied for each color (by uid and color): a
     /// hash of what it applied and the generation the API server gave it.
     pub deployed: std::sync::Mutex<BTreeMap<(String, String), (u64, i64)>>,
+    /// Owned objects read absent (not read again each pass until they exist).
+    pub absent: cache::Absent,
 }
 
 impl std::fmt::Debug for Context {
@@ -227,6 +228,7 @@ async fn observe(
 ) -> Result<Result<Snapshot, Refusal>, Error> {
     let client = &ctx.client;
     let name = bgd.name_any();
+    let uid = bgd.metadata.uid.clone().unwrap_or_default();
     let user = user_of(bgd);
     // A place this BlueGreenDeployment already watches exists (its namespace was checked).
     let known = |p: &Place| ctx.places.watching(&p.key, &user);
@@ -309,9 +311,15 @@ async fn observe(
         } else {
             place_cache(bgd, ctx, place).await?.deployments.clone()
         };
-        let d = cached_or_read(&store, &deployments, &place.namespace, &dname)
-            .await
-            .map_err(|e| environments::read_error(place, "Deployment", &dname, e))?;
+        let d = cached_or_read(
+            &store,
+            &deployments,
+            &dname,
+            &ctx.absent,
+            (&uid, &place.key),
+        )
+        .await
+        .map_err(|e| environments::read_error(place, "Deployment", &dname, e))?;
         if let Some(d) = &d
             && !owned_by(&d.metadata, bgd)
         {
@@ -321,13 +329,19 @@ async fn observe(
     }
     for role in ServiceRole::ALL {
         let sname = role.service_name(&name);
-        let s = cached_or_read(&ctx.cache.services, &services, ns, &sname)
-            .await
-            .map_err(|source| Error::Read {
-                kind: "Service",
-                name: sname.clone(),
-                source,
-            })?;
+        let s = cached_or_read(
+            &ctx.cache.services,
+            &services,
+            &sname,
+            &ctx.absent,
+            (&uid, ""),
+        )
+        .await
+        .map_err(|source| Error::Read {
+            kind: "Service",
+            name: sname.clone(),
+            source,
+        })?;
         if let Some(s) = &s
             && !owned_by(&s.metadata, bgd)
         {
@@ -458,6 +472,7 @@ async fn observe_spread(
     snap: &mut Snapshot,
 ) -> Result<Result<(), Refusal>, Error> {
     let name = bgd.name_any();
+    let uid = bgd.metadata.uid.clone().unwrap_or_default();
     let port_name = services::port_name(bgd);
     for color in Color::ALL {
         let place = snap.places.get(color).clone();
@@ -470,9 +485,15 @@ async fn observe_spread(
                 .flatten()
         } else {
             let api: Api<Service> = Api::namespaced(place.client.clone(), &place.namespace);
-            let s = cached_or_read(&cache.services, &api, &place.namespace, &sname)
-                .await
-                .map_err(|e| environments::read_error(&place, "Service", &sname, e))?;
+            let s = cached_or_read(
+                &cache.services,
+                &api,
+                &sname,
+                &ctx.absent,
+                (&uid, &place.key),
+            )
+            .await
+            .map_err(|e| environments::read_error(&place, "Service", &sname, e))?;
             if let Some(s) = &s
                 && !owned_by(&s.metadata, bgd)
             {
@@ -492,7 +513,7 @@ async fn observe_spread(
             continue;
         }
         let sname = role.service_name(&name);
-        let slice = cached_or_read(&ctx.cache.slices, &slices, ns, &sname)
+        let slice = cached_or_read(&ctx.cache.slices, &slices, &sname, &ctx.absent, (&uid, ""))
             .await
             .map_err(|source| Error::Read {
                 kind: "EndpointSlice",
@@ -625,6 +646,7 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
     {
         return Err(Error::NotSynced);
     }
+    let uid = bgd.metadata.uid.clone().unwrap_or_default();
     let result = if environments::spread(&bgd) || has_finalizer(&bgd) {
         // Objects away from home have no owner reference to go with: the finalizer deletes
         // them first. It is added before anything is made there.
@@ -650,6 +672,10 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
     } else {
         reconcile_inner(&bgd, &ctx).await
     };
+    if let Err(Error::Taken { .. }) = &result {
+        // Made since a pass read it absent: the next pass reads again and refuses.
+        ctx.absent.forget_owner(&uid);
+    }
     ctx.metrics.reconcile_finished(KIND, started.elapsed());
     result
 }
@@ -691,6 +717,7 @@ pub fn forget(ctx: &Context, bgd: &BlueGreenDeployment) {
     if let Ok(mut deployed) = ctx.deployed.lock() {
         deployed.retain(|(u, _), _| *u != uid);
     }
+    ctx.absent.forget_owner(&uid);
 }
 
 /// One pass over a BlueGreenDeployment, in order: observe what is there, decide (in the
@@ -1094,15 +1121,9 @@ async fn publish(
     warning: bool,
 ) {
     let object = bgd.object_ref(&());
-    crate::events::publish(
-        &ctx.recorder,
-        &object,
-        "Reconcile",
-        reason,
-        message,
-        warning,
-    )
-    .await;
+    ctx.events
+        .publish(&object, "Reconcile", reason, message, warning)
+        .await;
 }
 
 /// Write `new` (server-side apply, the controller's field manager) unless it is what the
@@ -1135,12 +1156,13 @@ async fn ensure_color_services(
         let have = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
         let same = same_service(have, &want);
         if !same {
-            apply(
+            apply_owned(
                 &ctx.client,
                 ns,
                 &role.service_name(&bgd.name_any()),
                 &want,
                 "Service",
+                (bgd, have.is_some()),
             )
             .await?;
         }
@@ -1164,13 +1186,15 @@ async fn ensure_spread_services(
         let place = snap.places.get(color);
         let mut want = services::service(bgd, role, color)?;
         environments::locate(&mut want.metadata, bgd, place);
-        if !same_service(snap.color_services.get(color).as_ref(), &want) {
-            apply(
+        let have = snap.color_services.get(color).as_ref();
+        if !same_service(have, &want) {
+            apply_owned(
                 &place.client,
                 &place.namespace,
                 &role.service_name(&name),
                 &want,
                 "Service",
+                (bgd, have.is_some()),
             )
             .await?;
         }
@@ -1190,12 +1214,12 @@ async fn ensure_spread_services(
         let eps = snap.endpoints.get(color);
         let have = snap.slices.get(role_key(role)).and_then(|s| s.as_ref());
         let in_sync = have.is_some_and(|s| mirrors(s, color, eps, &port_name));
-        let service_ok = same_service(
-            snap.services.get(role_key(role)).and_then(|s| s.as_ref()),
-            &services::mirror_service(bgd, role)?,
-        );
+        let service = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
+        let service_ok = same_service(service, &services::mirror_service(bgd, role)?);
         if !in_sync || !service_ok {
-            crate::traffic::live_endpoints::point(bgd, &ctx.client, ns, role, color, eps).await?;
+            let seen = service.is_some() && have.is_some();
+            crate::traffic::live_endpoints::point(bgd, &ctx.client, ns, (role, seen), color, eps)
+                .await?;
         }
     }
     Ok(())
@@ -1486,11 +1510,13 @@ async fn act(
             .await
         }
         Action::Preview { color } if snap.spread => {
+            let seen = snap.services.get("preview").is_some_and(Option::is_some)
+                && snap.slices.get("preview").is_some_and(Option::is_some);
             crate::traffic::live_endpoints::point(
                 bgd,
                 &ctx.client,
                 ns,
-                ServiceRole::Preview,
+                (ServiceRole::Preview, seen),
                 color,
                 snap.endpoints.get(color),
             )
@@ -1498,14 +1524,19 @@ async fn act(
         }
         Action::Preview { color } => {
             let svc = services::service(bgd, ServiceRole::Preview, color)?;
-            apply(
+            apply_owned(
                 &ctx.client,
                 ns,
                 &ServiceRole::Preview.service_name(&name),
                 &svc,
                 "Service",
+                (
+                    bgd,
+                    snap.services.get("preview").is_some_and(Option::is_some),
+                ),
             )
             .await
+            .map(|_| ())
         }
         Action::StartAnalysis {
             gate,
@@ -1597,12 +1628,13 @@ async fn deploy(
     }
     record_revision(bgd, ctx, ns, template_hash, revision).await?;
     snapshot_configs(bgd, place, snap).await?;
-    let applied = apply_object(
+    let applied = apply_owned(
         &place.client,
         &place.namespace,
         &render::deployment_name(&bgd.name_any(), color),
         &d,
         "Deployment",
+        (bgd, snap.deployments.get(color).is_some()),
     )
     .await?;
     if let (Some(g), Ok(mut deployed)) = (applied.metadata.generation, ctx.deployed.lock()) {

@@ -4,7 +4,8 @@
 //! - [`watched`] turns an `Api` into a store and the stream that fills it, for
 //!   `Controller::owns_stream` / `watches_stream`. Stored objects lose their
 //!   `managedFields` and `last-applied-configuration` (most of an object's bytes, never read
-//!   here), which keeps the caches small.
+//!   here), which keeps the caches small; Deployments keep of their pod template only the
+//!   ConfigMap and Secret references ([`slim_deployment`]).
 //! - [`Places`]: one watcher per namespace of another cluster (or another namespace of this
 //!   one) that a BlueGreenDeployment's color or a FailoverPolicy's member runs in, started
 //!   when the first user needs it and stopped when the last one goes. A change there
@@ -21,6 +22,7 @@ mod routes;
 
 pub use configs::{Configs, Referenced, drop_config_map_data, drop_secret_data};
 pub use places::{PlaceCache, Places, User};
+
 pub use routes::Routes;
 
 use std::fmt::Debug;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
-use cutover_api::k8s_openapi::api::core::v1::Service;
+use cutover_api::k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
@@ -48,6 +50,44 @@ pub fn slim<K: Resource>(obj: &mut K) {
     if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
     }
+}
+
+/// [`slim`], and what a pass never reads of a color's Deployment: its status conditions
+/// and every part of its pod template but the containers' names and images (shown in
+/// status) and the ConfigMap and Secret references (which snapshots are still in use). A
+/// Deployment is mostly its pod template; the template a
+/// color runs is known from its hash annotation.
+pub fn slim_deployment(d: &mut Deployment) {
+    slim(d);
+    if let Some(status) = d.status.as_mut() {
+        status.conditions = None;
+    }
+    let Some(spec) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+        return;
+    };
+    let references = |c: &mut Container| Container {
+        name: std::mem::take(&mut c.name),
+        image: c.image.take(),
+        env: c
+            .env
+            .take()
+            .map(|env| env.into_iter().filter(|e| e.value_from.is_some()).collect()),
+        env_from: c.env_from.take(),
+        ..Container::default()
+    };
+    *spec = PodSpec {
+        containers: spec.containers.iter_mut().map(references).collect(),
+        init_containers: spec
+            .init_containers
+            .as_mut()
+            .map(|cs| cs.iter_mut().map(references).collect()),
+        volumes: spec.volumes.take().map(|vs| {
+            vs.into_iter()
+                .filter(|v| v.config_map.is_some() || v.secret.is_some() || v.projected.is_some())
+                .collect()
+        }),
+        ..PodSpec::default()
+    };
 }
 
 /// A store of `api`'s objects (`config` selects them) and the stream that keeps it filled:
@@ -108,20 +148,77 @@ where
 
 /// `name` in `ns`: from `store`, or, when the store does not hold it, from `api`. A store
 /// filtered by label (Cutover's objects only) cannot tell "absent" from "someone else's":
-/// reading the API then keeps the controller from taking over an object it does not own,
-/// and costs a request only until the object exists.
+/// reading the API then keeps the controller from taking over an object it does not own.
+/// That an object was read absent is remembered for `owner` in `absent` until the store
+/// holds it, so an object that does not exist yet (a color never released) costs one read,
+/// not one per pass; who creates it reads again first ([`Absent::forget`]). `place` tells
+/// clusters apart (`api`'s URL does not name its server).
 pub async fn cached_or_read<K>(
     store: &Store<K>,
     api: &Api<K>,
-    ns: &str,
     name: &str,
+    absent: &Absent,
+    (owner, place): (&str, &str),
 ) -> Result<Option<K>, cutover_api::kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    match lookup(store, ns, name) {
-        Some(found) => Ok(Some(found)),
-        None => api.get_opt(name).await,
+    let ns = api.namespace().unwrap_or_default();
+    let key = Absent::key(owner, place, api, name);
+    if let Some(found) = lookup(store, ns, name) {
+        absent.remove(&key);
+        return Ok(Some(found));
+    }
+    if absent.contains(&key) {
+        return Ok(None);
+    }
+    let read = api.get_opt(name).await?;
+    if read.is_none() {
+        absent.insert(key);
+    }
+    Ok(read)
+}
+
+/// Objects read absent past a label-filtered store, by owner uid and URL (see
+/// [`cached_or_read`]).
+#[derive(Debug, Default)]
+pub struct Absent(std::sync::Mutex<std::collections::BTreeSet<(String, String)>>);
+
+impl Absent {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(String, String)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, key: &(String, String)) -> bool {
+        self.set().contains(key)
+    }
+
+    fn insert(&self, key: (String, String)) {
+        self.set().insert(key);
+    }
+
+    fn remove(&self, key: &(String, String)) {
+        self.set().remove(key);
+    }
+
+    fn key<K: Resource>(owner: &str, place: &str, api: &Api<K>, name: &str) -> (String, String) {
+        (
+            owner.to_string(),
+            format!("{place}{}/{name}", api.resource_url()),
+        )
+    }
+
+    /// Read `name` from `api` at `place` again next time (before creating it, or after a
+    /// refusal).
+    pub fn forget<K: Resource>(&self, owner: &str, place: &str, api: &Api<K>, name: &str) {
+        self.remove(&Self::key(owner, place, api, name));
+    }
+
+    /// Forget everything read for `owner` (it was deleted).
+    pub fn forget_owner(&self, owner: &str) {
+        self.set().retain(|(o, _)| o != owner);
     }
 }
 

@@ -167,16 +167,20 @@ impl PlaceCache {
             watches: Mutex::default(),
             last_error: Arc::default(),
         };
-        cache.spawn(owned(), deployments);
-        cache.spawn(owned(), services);
-        cache.spawn(watcher::Config::default(), slices);
+        cache.spawn(owned(), deployments, super::slim_deployment);
+        cache.spawn(owned(), services, slim);
+        cache.spawn(watcher::Config::default(), slices, slim);
         cache
     }
 
     /// Run one watch of the place: fill its store, keep its health, trigger the users on
     /// a change.
-    fn spawn<K>(&self, config: watcher::Config, writer: reflector::store::Writer<K>)
-    where
+    fn spawn<K>(
+        &self,
+        config: watcher::Config,
+        writer: reflector::store::Writer<K>,
+        modify: fn(&mut K),
+    ) where
         K: Resource<DynamicType = (), Scope = cutover_api::k8s_openapi::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
@@ -195,7 +199,7 @@ impl PlaceCache {
         let task = tokio::spawn(async move {
             let mut events = watcher(api, config)
                 .backoff(Retry::default())
-                .modify(slim::<K>)
+                .modify(modify)
                 .reflect(writer)
                 .boxed();
             while let Some(event) = events.next().await {
@@ -230,7 +234,7 @@ impl PlaceCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(writer) = writer {
-            self.spawn(watcher::Config::default(), writer);
+            self.spawn(watcher::Config::default(), writer, slim);
         }
     }
 

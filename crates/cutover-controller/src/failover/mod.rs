@@ -28,7 +28,6 @@ use cutover_api::failover::{
     FailbackMode, FailoverPolicy, FailoverPolicyStatus, Member, MemberStatus, MoveStatus, requests,
 };
 use cutover_api::k8s_openapi::api::core::v1::Secret;
-use cutover_api::kube::runtime::events::Recorder;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
 use cutover_api::kube::{Api, Client, Resource as _, ResourceExt as _};
@@ -63,7 +62,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Event recorder.
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     /// HTTP client of the probes.
     pub http: reqwest::Client,
     /// Clients of member clusters.
@@ -1255,7 +1254,9 @@ fn new_request(p: &FailoverPolicy, key: &str) -> Option<String> {
 
 async fn publish(ctx: &Context, p: &FailoverPolicy, reason: &str, message: &str, warning: bool) {
     let object = p.object_ref(&());
-    crate::events::publish(&ctx.recorder, &object, "Failover", reason, message, warning).await;
+    ctx.events
+        .publish(&object, "Failover", reason, message, warning)
+        .await;
 }
 
 fn phase_name(p: Phase) -> &'static str {

@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
-use cutover_api::kube::{Client, ResourceExt as _};
+use cutover_api::kube::{Api, Client, ResourceExt as _};
 use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
 use cutover_core::{Color, PerColor};
 
 use super::services::{self, ServiceRole};
 use crate::endpoint_mirror::{self, BLUEGREEN_SLICE_MANAGER, Endpoints};
 use crate::error::Error;
-use crate::objects::{apply, owned_labels, owner_reference};
+use crate::objects::{apply_owned, get, owned_by, owned_labels, owner_reference};
 
 /// Switches traffic by rewriting the live Service's mirrored EndpointSlice.
 pub struct LiveEndpoints<'a> {
@@ -65,7 +65,8 @@ impl<'a> LiveEndpoints<'a> {
             });
         }
         let ns = self.bgd.namespace().unwrap_or_default();
-        point(self.bgd, &self.client, &ns, ServiceRole::Live, color, eps).await
+        let seen = (ServiceRole::Live, self.observed.is_some());
+        point(self.bgd, &self.client, &ns, seen, color, eps).await
     }
 }
 
@@ -93,17 +94,29 @@ pub fn role_slice(
 }
 
 /// Write home Service `role` (no selector) and its EndpointSlice with `color`'s endpoints.
+/// Unless the pass `seen` both, they are read first ([`apply_owned`]).
 pub async fn point(
     bgd: &BlueGreenDeployment,
     client: &Client,
     ns: &str,
-    role: ServiceRole,
+    (role, seen): (ServiceRole, bool),
     color: Color,
     eps: &Endpoints,
 ) -> Result<(), Error> {
     let name = role.service_name(bgd.metadata.name.as_deref().unwrap_or_default());
     let svc = services::mirror_service(bgd, role)?;
-    apply(client, ns, &name, &svc, "Service").await?;
+    if !seen {
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+        if let Some(found) = get(&slices, "EndpointSlice", &name).await?
+            && !owned_by(&found.metadata, bgd)
+        {
+            return Err(Error::Taken {
+                kind: "EndpointSlice",
+                name,
+            });
+        }
+    }
+    apply_owned(client, ns, &name, &svc, "Service", (bgd, seen)).await?;
     let slice = role_slice(bgd, role, color, eps)?;
     endpoint_mirror::apply_slice(client, ns, &slice)
         .await

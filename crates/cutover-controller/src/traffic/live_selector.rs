@@ -10,7 +10,7 @@ use cutover_core::Color;
 
 use super::services::{self, ServiceRole};
 use crate::error::Error;
-use crate::objects::apply;
+use crate::objects::apply_owned;
 
 /// Switches traffic with the live Service's selector.
 pub struct LiveSelector<'a> {
@@ -52,6 +52,9 @@ impl<'a> LiveSelector<'a> {
         let svc = services::service(self.bgd, ServiceRole::Live, color)?;
         let name = ServiceRole::Live.service_name(&self.bgd.name_any());
         let ns = self.bgd.namespace().unwrap_or_default();
-        apply(&self.client, &ns, &name, &svc, "Service").await
+        let seen = (self.bgd, self.observed.is_some());
+        apply_owned(&self.client, &ns, &name, &svc, "Service", seen)
+            .await
+            .map(|_| ())
     }
 }
