@@ -206,10 +206,15 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         owned.clone(),
         cache::slim_deployment,
     );
-    let (services, services_changed) =
-        cache::watched(scoped::<Service>(&client, ns), owned.clone());
-    let (slices, slices_changed) =
-        cache::watched(scoped::<EndpointSlice>(&client, ns), owned.clone());
+    let (services, services_changed) = cache::watched_with(
+        scoped::<Service>(&client, ns),
+        owned.clone(),
+        cache::slim_service,
+    );
+    let (slices, slices_changed) = cache::watched(
+        scoped::<EndpointSlice>(&client, ns),
+        cache::mirrored_slices(),
+    );
     let (runs, runs_changed) = cache::watched(scoped::<AnalysisRun>(&client, ns), owned.clone());
     // Their data only where referenced (a cluster's other Secrets can be large: Helm keeps
     // every release in one).

@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
-use cutover_api::k8s_openapi::api::core::v1::{Container, PodSpec, Service};
+use cutover_api::k8s_openapi::api::core::v1::{Container, PodSpec, Service, ServiceSpec};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
 use cutover_api::kube::{Api, Resource};
@@ -49,11 +50,15 @@ pub fn slim<K: Resource>(obj: &mut K) {
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {
         a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            // An emptied map can keep its first node (half a kilobyte) allocated.
+            meta.annotations = None;
+        }
     }
 }
 
-/// [`slim`], and what a pass never reads of a color's Deployment: its status conditions
-/// and every part of its pod template but the containers' names and images (shown in
+/// [`slim`], and what a pass never reads of a color's Deployment: its status conditions,
+/// its selector, and every part of its pod template but the containers' names and images (shown in
 /// status) and the ConfigMap and Secret references (which snapshots are still in use). A
 /// Deployment is mostly its pod template; the template a
 /// color runs is known from its hash annotation.
@@ -62,7 +67,12 @@ pub fn slim_deployment(d: &mut Deployment) {
     if let Some(status) = d.status.as_mut() {
         status.conditions = None;
     }
-    let Some(spec) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+    let Some(spec) = d.spec.as_mut() else {
+        return;
+    };
+    spec.selector = LabelSelector::default();
+    spec.template.metadata = None;
+    let Some(spec) = spec.template.spec.as_mut() else {
         return;
     };
     let references = |c: &mut Container| Container {
@@ -133,6 +143,34 @@ pub fn owned() -> watcher::Config {
         cutover_api::MANAGED_BY_LABEL,
         cutover_api::MANAGED_BY
     ))
+}
+
+/// The EndpointSlices Cutover writes itself (its mirrors). Kubernetes' own slices of
+/// Cutover's Services carry the Services' labels, so [`owned`] alone would cache every
+/// one of them (four per BlueGreenDeployment) for nothing.
+pub fn mirrored_slices() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}={},endpointslice.kubernetes.io/managed-by in ({},{})",
+        cutover_api::MANAGED_BY_LABEL,
+        cutover_api::MANAGED_BY,
+        crate::endpoint_mirror::BLUEGREEN_SLICE_MANAGER,
+        crate::endpoint_mirror::FAILOVER_SLICE_MANAGER,
+    ))
+}
+
+/// [`slim`], and of a Service what no pass reads: its annotations and status, and of its
+/// spec all but the selector and ports.
+pub fn slim_service(s: &mut Service) {
+    slim(s);
+    s.metadata.annotations = None;
+    s.status = None;
+    if let Some(spec) = s.spec.as_mut() {
+        *spec = ServiceSpec {
+            selector: spec.selector.take(),
+            ports: spec.ports.take(),
+            ..ServiceSpec::default()
+        };
+    }
 }
 
 /// Look `name` up in `ns` in `store`.

@@ -168,7 +168,7 @@ impl PlaceCache {
             last_error: Arc::default(),
         };
         cache.spawn(owned(), deployments, super::slim_deployment);
-        cache.spawn(owned(), services, slim);
+        cache.spawn(owned(), services, super::slim_service);
         cache.spawn(watcher::Config::default(), slices, slim);
         cache
     }
