@@ -45,6 +45,10 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
         .message("spec.environments is immutable: moving a color would move its traffic with it; create a new BlueGreenDeployment to run the colors elsewhere")
         .field_path(".spec.environments")
         .reason(Reason::FieldValueInvalid),
+    validation = Rule::new("has(self.spec.workloadRef) ? !has(self.spec.template) && !has(self.spec.selector) : has(self.spec.template) && has(self.spec.selector)")
+        .message("spec.workloadRef takes the selector and pod template from a Deployment: set either spec.workloadRef, or spec.selector and spec.template")
+        .field_path(".spec.workloadRef")
+        .reason(Reason::FieldValueInvalid),
     validation = Rule::new("self.metadata.name.size() <= 50")
         .message("metadata.name: at most 50 characters, so that `<name>-preview` and `<name>-green` stay valid names"),
 )]
@@ -57,12 +61,23 @@ pub struct BlueGreenDeploymentSpec {
     pub replicas: i32,
 
     /// Label selector of the pods, as in a Deployment. Must match `template.metadata.labels`.
-    /// The controller adds `cutover.dev/color` to tell the colors apart.
+    /// The controller adds `cutover.dev/color` to tell the colors apart. Absent with
+    /// `workloadRef` (the Deployment's selector is used).
+    #[serde(default, skip_serializing_if = "is_default")]
     pub selector: LabelSelector,
 
     /// The pod template. A change of it (or of a ConfigMap or Secret it references) is a new
-    /// revision, released to the idle color.
+    /// revision, released to the idle color. Absent with `workloadRef`.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub template: PodTemplateSpec,
+
+    /// Take the selector and pod template from an existing Deployment instead of
+    /// `selector` and `template`: a change of its template (by Helm, Argo CD, kubectl) is a
+    /// new revision. Cutover never edits its template and never deletes it; it only scales it
+    /// down once a color serves its traffic (`scaleDown`), and back up when this
+    /// BlueGreenDeployment is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref: Option<WorkloadRef>,
 
     /// The Services the controller owns: `<name>` (live traffic), `<name>-preview` (the new
     /// color), `<name>-blue` and `<name>-green` (stable per-color targets).
@@ -93,6 +108,45 @@ pub struct BlueGreenDeploymentSpec {
 
 fn default_replicas() -> i32 {
     1
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// An existing Deployment a BlueGreenDeployment takes its pods from (`spec.workloadRef`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.apiVersion == 'apps/v1' && self.kind == 'Deployment'",
+    "message": "spec.workloadRef: only apiVersion apps/v1, kind Deployment"
+}]))]
+pub struct WorkloadRef {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// Its name, in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// When the Deployment's pods stop serving: `OnSuccess` (default) scales it to zero once
+    /// the first color is live and healthy; `Progressively` scales it down in step with the
+    /// color scaling up; `Never` leaves it running (its pods keep serving through its own
+    /// Services).
+    #[serde(default)]
+    pub scale_down: ScaleDown,
+}
+
+/// When an adopted Deployment is scaled down (`spec.workloadRef.scaleDown`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ScaleDown {
+    /// Never: the Deployment keeps its size.
+    Never,
+    /// To zero once the first color is live and healthy.
+    #[default]
+    OnSuccess,
+    /// In step with the first color scaling up: the two together keep the full size.
+    Progressively,
 }
 
 /// The port the owned Services expose.

@@ -29,6 +29,8 @@ pub enum Error {
     },
     #[error("{what}: {message}")]
     Remote { what: String, message: String },
+    #[error("waiting for {what}")]
+    Waiting { what: String },
     #[error("no ready endpoints of the {color} color to send traffic to yet")]
     NoEndpoints { color: &'static str },
     #[error("the object has no {0}")]
@@ -71,6 +73,7 @@ impl Error {
             Error::Taken { .. } => "taken",
             Error::Status { .. } => "status",
             Error::Remote { .. } => "remote",
+            Error::Waiting { .. } => "waiting",
             Error::NoEndpoints { .. } => "no_endpoints",
             Error::MissingField(_) => "missing_field",
             Error::Unsupported { .. } => "unsupported",

@@ -22,3 +22,8 @@ pub fn bgd() -> BlueGreenDeployment {
     b.metadata.uid = Some("u-1".into());
     b
 }
+
+/// A BlueGreenDeployment from its JSON.
+pub fn bgd_from(value: serde_json::Value) -> BlueGreenDeployment {
+    serde_json::from_value(value).expect("a valid BlueGreenDeployment")
+}

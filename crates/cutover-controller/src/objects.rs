@@ -65,6 +65,15 @@ pub fn controlled_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
+/// Whether `meta` carries Cutover's `managed-by` label (an object some BlueGreenDeployment
+/// or FailoverPolicy made).
+pub fn is_cutovers(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGED_BY)
+}
+
 /// Whether `meta` belongs to `bgd`: it is its controller (same namespace), or the object
 /// carries its uid in [`OWNER_UID_LABEL`] (elsewhere).
 pub fn owned_by(meta: &ObjectMeta, bgd: &BlueGreenDeployment) -> bool {

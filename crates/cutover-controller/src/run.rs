@@ -88,6 +88,7 @@ impl Shutdown {
 /// or as the kubeconfig Secret of a color's cluster (a new kubeconfig is a new place).
 fn users_of(
     store: &Store<BlueGreenDeployment>,
+    workloads: &Store<Deployment>,
     ns: Option<String>,
     name: &str,
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
@@ -95,7 +96,26 @@ fn users_of(
         .state()
         .iter()
         .filter(|b| b.namespace() == ns)
-        .filter(|b| bluegreen::referenced_names(b).iter().any(|r| r == name))
+        .filter(|b| {
+            bluegreen::referenced_names(b, workloads)
+                .iter()
+                .any(|r| r == name)
+        })
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
+
+/// The BlueGreenDeployments whose `spec.workloadRef` names Deployment `name` in `ns`.
+fn workload_users(
+    store: &Store<BlueGreenDeployment>,
+    ns: Option<String>,
+    name: &str,
+) -> Vec<ObjectRef<BlueGreenDeployment>> {
+    store
+        .state()
+        .iter()
+        .filter(|b| b.namespace() == ns)
+        .filter(|b| b.spec.workload_ref.as_ref().is_some_and(|w| w.name == name))
         .map(|b| ObjectRef::from_obj(b.as_ref()))
         .collect()
 }
@@ -229,6 +249,13 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         all(),
         referenced.slim(cache::drop_secret_data),
     );
+    // The users' own Deployments, with their templates where a workloadRef names them.
+    let workload_refs = cache::Referenced::default();
+    let (workloads, workloads_changed) = cache::watched_with(
+        scoped::<Deployment>(&client, ns),
+        cache::workloads(),
+        workload_refs.slim(cache::drop_template),
+    );
     let configs = Arc::new(cache::Configs::new(
         client.clone(),
         config_maps.clone(),
@@ -246,14 +273,18 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let forgotten: Arc<std::sync::OnceLock<Arc<Context>>> = Arc::default();
     let on_delete = forgotten.clone();
     let refs = referenced.clone();
+    let referencing_workloads = workloads.clone();
     let bgd_events = watcher(scoped::<BlueGreenDeployment>(&client, ns), all())
         .default_backoff()
         .modify(cache::slim::<BlueGreenDeployment>)
         .inspect(move |event| match event {
             Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
                 let ns = b.namespace().unwrap_or_default();
-                for name in bluegreen::referenced_names(b) {
+                for name in bluegreen::referenced_names(b, &referencing_workloads) {
                     refs.add(&ns, &name);
+                }
+                if let Some(w) = &b.spec.workload_ref {
+                    workload_refs.add(&ns, &w.name);
                 }
             }
             Ok(watcher::Event::Delete(b)) => {
@@ -287,6 +318,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
             referenced,
             templates,
             cluster_templates,
+            workloads: workloads.clone(),
         },
         routes: Arc::new(routes),
         places: cache::Places::new(trigger),
@@ -296,12 +328,14 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         absent: cache::Absent::default(),
     });
     let _ = forgotten.set(ctx.clone());
-    let (s1, s2, s3, s4) = (
+    let (s1, s2, s3, s4, s5) = (
+        bgd_store.clone(),
         bgd_store.clone(),
         bgd_store.clone(),
         bgd_store.clone(),
         bgd_store.clone(),
     );
+    let (w1, w2) = (workloads.clone(), workloads.clone());
     let controller = Controller::for_stream(bgd_events, bgd_store)
         .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
         .owns_stream(deployments_changed)
@@ -309,10 +343,13 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         .owns_stream(slices_changed)
         .owns_stream(runs_changed)
         .watches_stream(config_maps_changed, move |cm: ConfigMap| {
-            users_of(&s1, cm.namespace(), &cm.name_any())
+            users_of(&s1, &w1, cm.namespace(), &cm.name_any())
         })
         .watches_stream(secrets_changed, move |s: Secret| {
-            users_of(&s2, s.namespace(), &s.name_any())
+            users_of(&s2, &w2, s.namespace(), &s.name_any())
+        })
+        .watches_stream(workloads_changed, move |d: Deployment| {
+            workload_users(&s5, d.namespace(), &d.name_any())
         })
         .watches_stream(templates_changed, move |t: AnalysisTemplate| {
             template_users(&s3, t.namespace(), &t.name_any(), false)

@@ -514,6 +514,11 @@ impl Ctx {
             )));
         };
         let bgd = self.fetch(name).await?;
+        if let Some(wref) = &bgd.spec.workload_ref {
+            return self
+                .set_workload_image(name, &wref.name, container, image)
+                .await;
+        }
         let containers = bgd
             .spec
             .template
@@ -537,6 +542,67 @@ impl Ctx {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `set image` on a BlueGreenDeployment with a `workloadRef`: the template is the
+    /// Deployment's, so the image is set there (as `kubectl set image deployment` would);
+    /// the controller releases the change.
+    async fn set_workload_image(
+        &self,
+        name: &str,
+        deployment: &str,
+        container: &str,
+        image: &str,
+    ) -> Result<ExitCode> {
+        let api: Api<k8s_openapi::api::apps::v1::Deployment> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let d = match api.get(deployment).await {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(self
+                    .explain_for::<k8s_openapi::api::apps::v1::Deployment>(
+                        e,
+                        Some(deployment),
+                        "kubectl get deployments shows what there is",
+                    )
+                    .await);
+            }
+        };
+        let names: Vec<String> = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        if !names.iter().any(|n| n == container) {
+            return Err(Failure::new(format!(
+                "Deployment {deployment} (the workloadRef of {name}) has no container {container:?} (containers: {})",
+                names.join(", ")
+            )));
+        }
+        let patch = serde_json::json!({
+            "spec": { "template": { "spec": { "containers": [{ "name": container, "image": image }] } } }
+        });
+        if let Err(e) = api
+            .patch(
+                deployment,
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+        {
+            return Err(self
+                .explain_for::<k8s_openapi::api::apps::v1::Deployment>(
+                    e,
+                    Some(deployment),
+                    "kubectl get deployments shows what there is",
+                )
+                .await);
+        }
+        println!(
+            "{name}: container {container} image set to {image} on Deployment {deployment}; a release starts"
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
     /// Write `changed` back; the resourceVersion it was read with makes this fail rather
     /// than overwrite a change made in between.
     async fn replace(&self, name: &str, changed: &BlueGreenDeployment) -> Result<()> {
@@ -556,6 +622,12 @@ impl Ctx {
     /// `undo NAME [--to-revision N]`.
     pub async fn undo(&self, name: &str, to: Option<i64>) -> Result<ExitCode> {
         let bgd = self.fetch(name).await?;
+        if let Some(wref) = &bgd.spec.workload_ref {
+            return Err(Failure::new(format!(
+                "{name} takes its template from Deployment {}: roll that back where it is kept (helm rollback, a git revert, kubectl rollout undo deployment/{}); the controller releases it",
+                wref.name, wref.name
+            )));
+        }
         let st = bgd.status.clone().unwrap_or_default();
         let live_rev = st.revision_of(st.active_color);
         let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &self.namespace);

@@ -11,6 +11,7 @@ pub mod environments;
 pub mod gates;
 pub mod render;
 pub mod status;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::api::{DeleteParams, ListParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use cutover_api::kube::runtime::reflector::Store;
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
 use cutover_api::{
     BlueGreenDeployment, BlueGreenDeploymentStatus, REVISION_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
@@ -185,8 +187,15 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
 
 /// The ConfigMaps and Secrets `bgd` references in its namespace: its template's, and the
 /// kubeconfig Secrets of its colors' clusters.
-pub fn referenced_names(bgd: &BlueGreenDeployment) -> Vec<String> {
-    let mut names: Vec<String> = config::referenced(&bgd.spec.template)
+pub fn referenced_names(bgd: &BlueGreenDeployment, workloads: &Store<Deployment>) -> Vec<String> {
+    // With a workloadRef, the template is the Deployment's (when it is cached).
+    let adopted = bgd.spec.workload_ref.as_ref().and_then(|w| {
+        lookup(workloads, &bgd.namespace().unwrap_or_default(), &w.name)
+            .and_then(|d| d.spec)
+            .map(|s| s.template)
+    });
+    let template = adopted.as_ref().unwrap_or(&bgd.spec.template);
+    let mut names: Vec<String> = config::referenced(template)
         .into_iter()
         .map(|r| r.name)
         .collect();
@@ -647,31 +656,32 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
         return Err(Error::NotSynced);
     }
     let uid = bgd.metadata.uid.clone().unwrap_or_default();
-    let result = if environments::spread(&bgd) || has_finalizer(&bgd) {
-        // Objects away from home have no owner reference to go with: the finalizer deletes
-        // them first. It is added before anything is made there.
-        let api: Api<BlueGreenDeployment> =
-            Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
-        let name = bgd.name_any();
-        finalizer(&api, environments::FINALIZER, bgd, |event| async {
-            match event {
-                FinalizerEvent::Apply(b) => reconcile_inner(&b, &ctx).await,
-                FinalizerEvent::Cleanup(b) => {
-                    finalize(&b, &ctx).await?;
-                    forget(&ctx, &b);
-                    Ok(Requeue::await_change())
+    let result =
+        if environments::spread(&bgd) || bgd.spec.workload_ref.is_some() || has_finalizer(&bgd) {
+            // Objects away from home have no owner reference to go with: the finalizer deletes
+            // them first. It is added before anything is made there.
+            let api: Api<BlueGreenDeployment> =
+                Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
+            let name = bgd.name_any();
+            finalizer(&api, environments::FINALIZER, bgd, |event| async {
+                match event {
+                    FinalizerEvent::Apply(b) => reconcile_inner(&b, &ctx).await,
+                    FinalizerEvent::Cleanup(b) => {
+                        finalize(&b, &ctx).await?;
+                        forget(&ctx, &b);
+                        Ok(Requeue::await_change())
+                    }
                 }
-            }
-        })
-        .await
-        .map_err(|e| Error::from_finalizer(e, name))
-    } else if bgd.metadata.deletion_timestamp.is_some() {
-        // Owned objects go with it (owner references). Nothing to route.
-        forget(&ctx, &bgd);
-        Ok(Requeue::await_change())
-    } else {
-        reconcile_inner(&bgd, &ctx).await
-    };
+            })
+            .await
+            .map_err(|e| Error::from_finalizer(e, name))
+        } else if bgd.metadata.deletion_timestamp.is_some() {
+            // Owned objects go with it (owner references). Nothing to route.
+            forget(&ctx, &bgd);
+            Ok(Requeue::await_change())
+        } else {
+            reconcile_inner(&bgd, &ctx).await
+        };
     if let Err(Error::Taken { .. }) = &result {
         // Made since a pass read it absent: the next pass reads again and refuses.
         ctx.absent.forget_owner(&uid);
@@ -726,6 +736,11 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     let ns = bgd
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
+    let resolved = match adopt(bgd, ctx, &ns).await? {
+        Ok(resolved) => resolved,
+        Err(refusal) => return refuse(bgd, ctx, &ns, &refusal).await,
+    };
+    let bgd = resolved.as_ref().unwrap_or(bgd);
     let snap = match observed(bgd, &ns, ctx).await? {
         Observation::Ready(snap) => snap,
         Observation::Refused(refusal) => return refuse(bgd, ctx, &ns, &refusal).await,
@@ -750,11 +765,63 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         .set_phase(&ns, &bgd.name_any(), &format!("{:?}", plan.phase));
     ctx.metrics.set_weight(&ns, &bgd.name_any(), plan.weight);
     write_status(bgd, ctx, st).await?;
+    scale_workload(bgd, ctx, &ns, &snap, &plan).await?;
     // Every object a pass reads is watched (at home and at the colors' places), so a change
     // triggers the next pass; the long resync is only a safety net, and costs no request.
     Ok(Requeue::requeue(
         plan.requeue_after.unwrap_or(Duration::from_secs(300)),
     ))
+}
+
+/// With `spec.workloadRef`: `bgd` with the Deployment's selector and template (whose
+/// configs are then referenced, so their data is cached).
+async fn adopt(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<Option<BlueGreenDeployment>, Refusal>, Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let resolved = workload::resolve(bgd, &ctx.cache.workloads, &api).await?;
+    if let Ok(Some(b)) = &resolved {
+        for r in config::referenced(&b.spec.template) {
+            ctx.cache.referenced.add(ns, &r.name);
+        }
+    }
+    Ok(resolved)
+}
+
+/// With `spec.workloadRef`: scale the adopted Deployment down as `scaleDown` says, once
+/// the color serving in its place has pods ready.
+async fn scale_workload(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    snap: &Snapshot,
+    plan: &release::Plan,
+) -> Result<(), Error> {
+    let Some(wref) = &bgd.spec.workload_ref else {
+        return Ok(());
+    };
+    let Some(d) = lookup(&ctx.cache.workloads, ns, &wref.name) else {
+        return Ok(());
+    };
+    // The live color, or before the first switch the color being rolled out.
+    let serving = plan.memory.active.or_else(|| {
+        Color::ALL
+            .into_iter()
+            .find(|c| snap.deployments.get(*c).is_some())
+    });
+    let live_ready = serving.map(|c| observed_color(snap, c).available_replicas);
+    let settled = plan.memory.active.is_some()
+        && plan.phase == release::Phase::Healthy
+        && live_ready.is_some_and(|r| r >= bgd.spec.replicas);
+    let before = workload::replicas_before(&d);
+    let Some(replicas) = workload::wanted_replicas(wref.scale_down, before, live_ready, settled)
+    else {
+        return Ok(());
+    };
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    workload::scale(&api, &d, replicas).await
 }
 
 /// What a pass found.
@@ -1058,6 +1125,18 @@ fn has_finalizer(bgd: &BlueGreenDeployment) -> bool {
 
 /// Delete what this BlueGreenDeployment owns away from home (the finalizer then lets it go).
 async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error> {
+    if let Some(wref) = &bgd.spec.workload_ref {
+        // The adopted Deployment serves again before the colors go.
+        let api: Api<Deployment> =
+            Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
+        if let Some(d) = crate::objects::get(&api, "Deployment", &wref.name).await?
+            && !workload::give_back(&api, &d).await?
+        {
+            return Err(Error::Waiting {
+                what: format!("Deployment {} to be available again", wref.name),
+            });
+        }
+    }
     let (places, lost) = environments::places_for_cleanup(bgd, &ctx.client, &ctx.clusters).await?;
     for place in &places {
         let n = environments::clean_up(bgd, place).await?;

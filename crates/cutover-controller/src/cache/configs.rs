@@ -14,7 +14,7 @@ use crate::objects::Namespaced;
 
 /// Annotation on a cached ConfigMap or Secret whose data was dropped: nothing referenced
 /// it when it was seen. Its metadata (and resourceVersion) stay.
-const WITHOUT_DATA: &str = "cutover.dev/cached-without-data";
+pub const WITHOUT_DATA: &str = "cutover.dev/cached-without-data";
 
 /// The ConfigMaps and Secrets (`namespace`, `name`) something the controller watches
 /// references: a pod template, a `clusterRef`, a database connection. Only their data is

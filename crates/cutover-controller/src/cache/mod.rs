@@ -20,7 +20,7 @@ mod configs;
 mod places;
 mod routes;
 
-pub use configs::{Configs, Referenced, drop_config_map_data, drop_secret_data};
+pub use configs::{Configs, Referenced, WITHOUT_DATA, drop_config_map_data, drop_secret_data};
 pub use places::{PlaceCache, Places, User};
 
 pub use routes::Routes;
@@ -143,6 +143,22 @@ pub fn owned() -> watcher::Config {
         cutover_api::MANAGED_BY_LABEL,
         cutover_api::MANAGED_BY
     ))
+}
+
+/// Deployments Cutover did not make: the workloads a `workloadRef` can name.
+pub fn workloads() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{}!={}",
+        cutover_api::MANAGED_BY_LABEL,
+        cutover_api::MANAGED_BY
+    ))
+}
+
+/// Drop a Deployment's pod template (nothing references the Deployment).
+pub fn drop_template(d: &mut Deployment) {
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template = Default::default();
+    }
 }
 
 /// The EndpointSlices Cutover writes itself (its mirrors). Kubernetes' own slices of
@@ -282,6 +298,9 @@ pub struct Home {
     pub templates: Store<AnalysisTemplate>,
     /// ClusterAnalysisTemplates.
     pub cluster_templates: Store<ClusterAnalysisTemplate>,
+    /// The Deployments Cutover did not make, with their templates where a `workloadRef`
+    /// names them.
+    pub workloads: Store<Deployment>,
 }
 
 impl Debug for Home {
@@ -302,6 +321,7 @@ impl Home {
             self.configs.secrets.wait_until_ready(),
             self.templates.wait_until_ready(),
             self.cluster_templates.wait_until_ready(),
+            self.workloads.wait_until_ready(),
         );
     }
 }
