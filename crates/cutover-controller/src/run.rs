@@ -84,25 +84,34 @@ impl Shutdown {
     }
 }
 
-/// Find the BlueGreenDeployments that reference config `name` in `ns`: in their template,
-/// or as the kubeconfig Secret of a color's cluster (a new kubeconfig is a new place).
+/// The BlueGreenDeployments of `store` for which `wanted` holds.
+fn bgds_where(
+    store: &Store<BlueGreenDeployment>,
+    wanted: impl Fn(&BlueGreenDeployment) -> bool,
+) -> Vec<ObjectRef<BlueGreenDeployment>> {
+    store
+        .state()
+        .iter()
+        .filter(|b| wanted(b))
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}
+
+/// Find the BlueGreenDeployments that reference config `name` in `ns`: in their template
+/// (their workload's, with a workloadRef), or as the kubeconfig Secret of a color's cluster
+/// (a new kubeconfig is a new place).
 fn users_of(
     store: &Store<BlueGreenDeployment>,
     workloads: &Store<Deployment>,
     ns: Option<String>,
     name: &str,
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
-    store
-        .state()
-        .iter()
-        .filter(|b| b.namespace() == ns)
-        .filter(|b| {
-            bluegreen::referenced_names(b, workloads)
+    bgds_where(store, |b| {
+        b.namespace() == ns
+            && bluegreen::referenced_names(b, workloads)
                 .iter()
                 .any(|r| r == name)
-        })
-        .map(|b| ObjectRef::from_obj(b.as_ref()))
-        .collect()
+    })
 }
 
 /// The BlueGreenDeployments whose `spec.workloadRef` names Deployment `name` in `ns`.
@@ -111,13 +120,9 @@ fn workload_users(
     ns: Option<String>,
     name: &str,
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
-    store
-        .state()
-        .iter()
-        .filter(|b| b.namespace() == ns)
-        .filter(|b| b.spec.workload_ref.as_ref().is_some_and(|w| w.name == name))
-        .map(|b| ObjectRef::from_obj(b.as_ref()))
-        .collect()
+    bgds_where(store, |b| {
+        b.namespace() == ns && b.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
+    })
 }
 
 /// The BlueGreenDeployments using template `name` (in `ns`; any namespace for a
@@ -128,13 +133,10 @@ fn template_users(
     name: &str,
     cluster_scope: bool,
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
-    store
-        .state()
-        .iter()
-        .filter(|b| cluster_scope || b.namespace() == ns)
-        .filter(|b| bluegreen::gates::uses_template(b, name, cluster_scope))
-        .map(|b| ObjectRef::from_obj(b.as_ref()))
-        .collect()
+    bgds_where(store, |b| {
+        (cluster_scope || b.namespace() == ns)
+            && bluegreen::gates::uses_template(b, name, cluster_scope)
+    })
 }
 
 /// The BlueGreenDeployments whose `spec.trafficRouting` names `route`.
@@ -143,17 +145,12 @@ fn routing_through(
     route: &DynamicObject,
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
     let kind = route.types.as_ref().map(|t| t.kind.as_str());
-    store
-        .state()
-        .iter()
-        .filter(|b| b.namespace() == route.namespace())
-        .filter(|b| {
-            RouteKind::of(b).is_some_and(|(k, name)| {
+    bgds_where(store, |b| {
+        b.namespace() == route.namespace()
+            && RouteKind::of(b).is_some_and(|(k, name)| {
                 Some(k.kind()) == kind && Some(name) == route.metadata.name
             })
-        })
-        .map(|b| ObjectRef::from_obj(b.as_ref()))
-        .collect()
+    })
 }
 
 /// How many BlueGreenDeployments are reconciled at once. A pass reads only caches, so a
