@@ -659,7 +659,8 @@ pub async fn reconcile(bgd: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resu
     let result =
         if environments::spread(&bgd) || bgd.spec.workload_ref.is_some() || has_finalizer(&bgd) {
             // Objects away from home have no owner reference to go with: the finalizer deletes
-            // them first. It is added before anything is made there.
+            // them first. It is added before anything is made there. An adopted Deployment
+            // (workloadRef) is given its size back under the same finalizer.
             let api: Api<BlueGreenDeployment> =
                 Api::namespaced(ctx.client.clone(), &bgd.namespace().unwrap_or_default());
             let name = bgd.name_any();
