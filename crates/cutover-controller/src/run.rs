@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use cutover_api::k8s_openapi::api::batch::v1::Job;
 use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -122,6 +123,27 @@ fn workload_users(
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
     bgds_where(store, |b| {
         b.namespace() == ns && b.spec.workload_ref.as_ref().is_some_and(|w| w.name == name)
+    })
+}
+
+/// The BlueGreenDeployments an autoscaler change in `ns` (now targeting `target`) concerns:
+/// those adopting `target`, and those it targeted before (their `WorkloadAutoscaled` is true).
+fn autoscaler_users(
+    store: &Store<BlueGreenDeployment>,
+    ns: Option<String>,
+    target: &str,
+) -> Vec<ObjectRef<BlueGreenDeployment>> {
+    bgds_where(store, |b| {
+        let autoscaled = b.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == bluegreen::workload::AUTOSCALED_CONDITION && c.status == "True")
+        });
+        b.namespace() == ns
+            && b.spec
+                .workload_ref
+                .as_ref()
+                .is_some_and(|w| w.name == target || autoscaled)
     })
 }
 
@@ -253,6 +275,10 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         cache::workloads(),
         workload_refs.slim(cache::drop_template),
     );
+    let (autoscalers, autoscalers_changed) = cache::watched(
+        scoped::<HorizontalPodAutoscaler>(&client, ns),
+        watcher::Config::default(),
+    );
     let configs = Arc::new(cache::Configs::new(
         client.clone(),
         config_maps.clone(),
@@ -316,6 +342,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
             templates,
             cluster_templates,
             workloads: workloads.clone(),
+            autoscalers,
         },
         routes: Arc::new(routes),
         places: cache::Places::new(trigger),
@@ -325,7 +352,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         absent: cache::Absent::default(),
     });
     let _ = forgotten.set(ctx.clone());
-    let (s1, s2, s3, s4, s5) = (
+    let (s1, s2, s3, s4, s5, s6) = (
+        bgd_store.clone(),
         bgd_store.clone(),
         bgd_store.clone(),
         bgd_store.clone(),
@@ -347,6 +375,9 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         })
         .watches_stream(workloads_changed, move |d: Deployment| {
             workload_users(&s5, d.namespace(), &d.name_any())
+        })
+        .watches_stream(autoscalers_changed, move |h: HorizontalPodAutoscaler| {
+            autoscaler_users(&s6, h.namespace(), &h.spec.scale_target_ref.name)
         })
         .watches_stream(templates_changed, move |t: AnalysisTemplate| {
             template_users(&s3, t.namespace(), &t.name_any(), false)

@@ -224,3 +224,74 @@ async fn scale_down_never_leaves_the_deployment_and_a_missing_one_is_refused() {
         "nothing written on a Deployment that is never scaled"
     );
 }
+
+#[tokio::test]
+async fn an_autoscaler_left_on_the_deployment_is_reported_and_not_fought() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let (ns, _ctrl) = setup("wl-hpa").await;
+    user_deployment(&ns, "shop", "shop:1", 2).await;
+    let hpas: Api<HorizontalPodAutoscaler> = ns.api();
+    let hpa = |kind: &str, api_version: &str, name: &str| {
+        serde_json::json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": "shop-hpa" },
+            "spec": {
+                "scaleTargetRef": { "apiVersion": api_version, "kind": kind, "name": name },
+                "minReplicas": 2, "maxReplicas": 4,
+                "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } } }]
+            }
+        })
+    };
+    hpas.patch(
+        "shop-hpa",
+        &PatchParams::apply("user"),
+        &Patch::Apply(hpa("Deployment", "apps/v1", "shop")),
+    )
+    .await
+    .expect("HPA on the Deployment");
+    create(&ns, &adopting("web", "shop", 2, "OnSuccess")).await;
+
+    let b = wait_bgd(&ns, "web", "Healthy and WorkloadAutoscaled", |b| {
+        phase(b) == Some(cutover_api::Phase::Healthy)
+            && condition(b, "WorkloadAutoscaled").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let message = condition(&b, "WorkloadAutoscaled")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("shop-hpa") && message.contains("kind: BlueGreenDeployment, name: web"),
+        "the condition names the autoscaler and the change to make: {message}"
+    );
+    assert!(
+        !events(&ns.client, &ns.name, "AutoscalerTargetsWorkload")
+            .await
+            .is_empty(),
+        "a Warning Event says it too"
+    );
+    let d = deployment(&ns, "shop").await;
+    assert!(
+        d.metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(REPLICAS_BEFORE)),
+        "the Deployment is not scaled while an autoscaler scales it"
+    );
+
+    // The one-line change: the autoscaler targets the BlueGreenDeployment instead.
+    hpas.patch(
+        "shop-hpa",
+        &PatchParams::apply("user"),
+        &Patch::Apply(hpa("BlueGreenDeployment", "cutover.dev/v1alpha1", "web")),
+    )
+    .await
+    .expect("HPA on the BlueGreenDeployment");
+    wait_bgd(&ns, "web", "WorkloadAutoscaled false", |b| {
+        condition(b, "WorkloadAutoscaled").is_some_and(|c| c.status == "False")
+    })
+    .await;
+    wait_deployment(&ns, "shop", "scaled to zero", |d| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    })
+    .await;
+}

@@ -761,7 +761,8 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
         prune_snapshots(bgd, ctx, &snap).await?;
     }
     announce(bgd, ctx, &ns, &plan.transitions).await;
-    let st = status_of(bgd, &snap, &input, &plan, template_hash);
+    let workload = workload_condition(bgd, ctx, &ns).await;
+    let st = status_of(bgd, &snap, &input, &plan, template_hash, workload);
     ctx.metrics
         .set_phase(&ns, &bgd.name_any(), &format!("{:?}", plan.phase));
     ctx.metrics.set_weight(&ns, &bgd.name_any(), plan.weight);
@@ -791,8 +792,34 @@ async fn adopt(
     Ok(resolved)
 }
 
+/// With `spec.workloadRef`: whether a HorizontalPodAutoscaler still scales the adopted
+/// Deployment (condition `WorkloadAutoscaled`, with a Warning Event when it turns true).
+async fn workload_condition(
+    bgd: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+) -> Option<crate::conditions::Wanted> {
+    let wref = bgd.spec.workload_ref.as_ref()?;
+    let hpa = workload::autoscaler_of(&ctx.cache.autoscalers, ns, &wref.name);
+    let wanted = workload::autoscaled_condition(bgd, &wref.name, hpa.as_deref());
+    let was = bgd
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == workload::AUTOSCALED_CONDITION)
+        })
+        .is_some_and(|c| c.status == "True");
+    if wanted.status && !was {
+        publish(ctx, bgd, "AutoscalerTargetsWorkload", &wanted.message, true).await;
+    }
+    Some(wanted)
+}
+
 /// With `spec.workloadRef`: scale the adopted Deployment down as `scaleDown` says, once
-/// the color serving in its place has pods ready.
+/// the color serving in its place has pods ready — unless an autoscaler still scales it
+/// (the two would fight; `WorkloadAutoscaled` says what to change).
 async fn scale_workload(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
@@ -806,6 +833,9 @@ async fn scale_workload(
     let Some(d) = lookup(&ctx.cache.workloads, ns, &wref.name) else {
         return Ok(());
     };
+    if workload::autoscaler_of(&ctx.cache.autoscalers, ns, &wref.name).is_some() {
+        return Ok(());
+    }
     // The live color, or before the first switch the color being rolled out.
     let serving = plan.memory.active.or_else(|| {
         Color::ALL
@@ -981,6 +1011,7 @@ fn status_of(
     input: &Input,
     plan: &release::Plan,
     template_hash: String,
+    workload: Option<crate::conditions::Wanted>,
 ) -> BlueGreenDeploymentStatus {
     let old = bgd.status.clone().unwrap_or_default();
     let mut st = old.clone();
@@ -1009,7 +1040,8 @@ fn status_of(
         st.replicas = input.colors.get(active).ready_replicas;
     }
     st.selector = Some(selector_string(bgd, plan.memory.active));
-    let wanted = status::conditions_for(plan.phase, plan.cause, &plan.message);
+    let mut wanted = status::conditions_for(plan.phase, plan.cause, &plan.message);
+    wanted.extend(workload);
     st.conditions = crate::conditions::merge(
         &old.conditions,
         &wanted,

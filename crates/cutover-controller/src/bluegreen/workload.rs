@@ -13,12 +13,14 @@
 use cutover_api::BlueGreenDeployment;
 use cutover_api::blue_green::ScaleDown;
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use cutover_api::kube::runtime::reflector::Store;
 use cutover_api::kube::{Api, ResourceExt as _};
 use serde_json::json;
 
 use super::Refusal;
 use crate::cache::lookup;
+use crate::conditions::Wanted;
 use crate::error::Error;
 use crate::objects::apply_fields;
 
@@ -80,6 +82,55 @@ pub fn adopted(bgd: &BlueGreenDeployment, d: &Deployment) -> Result<BlueGreenDep
     out.spec.selector = spec.selector.clone();
     out.spec.template = spec.template.clone();
     Ok(out)
+}
+
+/// Condition type saying whether a HorizontalPodAutoscaler still scales the adopted
+/// Deployment (it would scale it back up as the controller scales it down).
+pub const AUTOSCALED_CONDITION: &str = "WorkloadAutoscaled";
+
+/// The HorizontalPodAutoscaler in `ns` that scales Deployment `name`, if any.
+pub fn autoscaler_of(
+    autoscalers: &Store<HorizontalPodAutoscaler>,
+    ns: &str,
+    name: &str,
+) -> Option<String> {
+    autoscalers
+        .state()
+        .iter()
+        .filter(|h| h.metadata.namespace.as_deref() == Some(ns))
+        .find(|h| {
+            let target = &h.spec.scale_target_ref;
+            target.kind == "Deployment"
+                && target.name == name
+                && target.api_version.as_deref().is_none_or(|v| v == "apps/v1")
+        })
+        .map(|h| h.name_any())
+}
+
+/// The `WorkloadAutoscaled` condition of `bgd` (adopting `deployment`), given the
+/// autoscaler still targeting that Deployment (pure).
+pub fn autoscaled_condition(
+    bgd: &BlueGreenDeployment,
+    deployment: &str,
+    hpa: Option<&str>,
+) -> Wanted {
+    match hpa {
+        Some(hpa) => Wanted::new(
+            AUTOSCALED_CONDITION,
+            true,
+            "AutoscalerTargetsWorkload",
+            &format!(
+                "HorizontalPodAutoscaler {hpa} scales Deployment {deployment}, which this BlueGreenDeployment adopted: it is not scaled down while that lasts; set the autoscaler's scaleTargetRef to {{apiVersion: cutover.dev/v1alpha1, kind: BlueGreenDeployment, name: {}}}",
+                bgd.name_any()
+            ),
+        ),
+        None => Wanted::new(
+            AUTOSCALED_CONDITION,
+            false,
+            "NoAutoscalerOnWorkload",
+            &format!("no HorizontalPodAutoscaler scales Deployment {deployment}"),
+        ),
+    }
 }
 
 /// The replicas the adopted Deployment should have now, or `None` to leave them (pure).
@@ -220,6 +271,19 @@ mod tests {
         assert_eq!(wanted_replicas(Progressively, 4, Some(3), false), Some(1));
         assert_eq!(wanted_replicas(Progressively, 4, Some(6), false), Some(0));
         assert_eq!(wanted_replicas(Progressively, 4, Some(4), true), Some(0));
+    }
+
+    #[test]
+    fn an_autoscaler_on_the_deployment_is_named_with_the_fix() {
+        let c = autoscaled_condition(&bgd_with_ref(), "shop", Some("shop-hpa"));
+        assert!(c.status);
+        assert!(c.message.contains("shop-hpa"), "{}", c.message);
+        assert!(
+            c.message.contains("kind: BlueGreenDeployment, name: shop"),
+            "{}",
+            c.message
+        );
+        assert!(!autoscaled_condition(&bgd_with_ref(), "shop", None).status);
     }
 
     #[test]

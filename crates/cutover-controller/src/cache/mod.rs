@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
+use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use cutover_api::k8s_openapi::api::core::v1::{Container, PodSpec, Service, ServiceSpec};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -301,6 +302,8 @@ pub struct Home {
     /// The Deployments Cutover did not make, with their templates where a `workloadRef`
     /// names them.
     pub workloads: Store<Deployment>,
+    /// HorizontalPodAutoscalers (one on an adopted Deployment would fight its scale-down).
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
 }
 
 impl Debug for Home {
@@ -322,6 +325,7 @@ impl Home {
             self.templates.wait_until_ready(),
             self.cluster_templates.wait_until_ready(),
             self.workloads.wait_until_ready(),
+            self.autoscalers.wait_until_ready(),
         );
     }
 }
