@@ -300,3 +300,71 @@ async fn clear_errors_without_a_cluster_or_without_the_crds() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn set_image_and_undo_of_a_blue_green_deployment_that_adopts_a_deployment() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let bins = e2e::build(&["cutover-controller"]);
+    let ns = TestNamespace::new("cli-adopt").await;
+    install_crds(&ns.client).await;
+    let _ctrl =
+        ControllerProcess::start(&bins.join("cutover-controller"), &ns.name, "c1", 15).await;
+    let deployments: Api<Deployment> = ns.api();
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
+        "spec": { "replicas": 1, "selector": { "matchLabels": { "app": "shop" } },
+            "template": { "metadata": { "labels": { "app": "shop" } },
+                "spec": { "containers": [{ "name": "app", "image": "shop:1" }] } } }
+    }))
+    .expect("valid Deployment");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create Deployment");
+    let web: BlueGreenDeployment = serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 1,
+            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "shop" },
+            "service": { "port": 80, "targetPort": 8080 }
+        }
+    }))
+    .expect("valid BlueGreenDeployment");
+    let api: Api<BlueGreenDeployment> = ns.api();
+    api.create(&PostParams::default(), &web)
+        .await
+        .expect("create");
+    healthy_on(&ns, "web", Color::Blue).await;
+    let kc = kubeconfig().await;
+
+    // The image is set on the Deployment, whose template is the release's.
+    let bad = cli(&kc, &ns.name, &["set", "image", "web", "nope=shop:2"]);
+    assert_eq!(bad.code, 1);
+    assert!(
+        bad.stderr.contains("Deployment shop") && bad.stderr.contains("no container \"nope\""),
+        "{}",
+        bad.stderr
+    );
+    let set = cli(&kc, &ns.name, &["set", "image", "web", "app=shop:2"]);
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(set.stdout.contains("on Deployment shop"), "{}", set.stdout);
+    let image = deployments
+        .get("shop")
+        .await
+        .expect("get")
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(image.as_deref(), Some("shop:2"));
+    healthy_on(&ns, "web", Color::Green).await;
+
+    // undo has no template of its own to set back: it says where to roll back.
+    let undo = cli(&kc, &ns.name, &["undo", "web"]);
+    assert_eq!(undo.code, 1);
+    assert!(
+        undo.stderr.contains("Deployment shop") && undo.stderr.contains("rollout undo"),
+        "{}",
+        undo.stderr
+    );
+}
