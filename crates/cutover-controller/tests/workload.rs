@@ -295,3 +295,83 @@ async fn an_autoscaler_left_on_the_deployment_is_reported_and_not_fought() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_users_service_is_switched_between_colors_and_given_back() {
+    use k8s_openapi::api::core::v1::Service;
+    let (ns, _ctrl) = setup("wl-svc").await;
+    user_deployment(&ns, "shop", "shop:1", 2).await;
+    let services: Api<Service> = ns.api();
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": "shop" },
+        "spec": { "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+    }))
+    .expect("valid Service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
+    let selector = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .unwrap_or_default()
+    };
+    let app_only = std::collections::BTreeMap::from([("app".to_string(), "shop".to_string())]);
+
+    // A BlueGreenDeployment named like the Service switches it without owning it.
+    create(&ns, &adopting("shop", "shop", 2, "OnSuccess")).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("blue"));
+    let adopted = services.get("shop").await.expect("get");
+    assert!(
+        adopted.metadata.owner_references.is_none(),
+        "the user's Service gets no owner reference (it must outlive the BlueGreenDeployment)"
+    );
+    let mut blue = app_only.clone();
+    blue.insert(cutover_api::COLOR_LABEL.to_string(), "blue".to_string());
+    assert_eq!(selector(&adopted), blue, "its own selector, plus the color");
+
+    set_workload_image(&ns, "shop", "shop:2").await;
+    healthy_on(&ns, "shop", Color::Green).await;
+    assert_eq!(selected(&ns, "shop").await.as_deref(), Some("green"));
+
+    // Deleted: the Service selects by its own selector again, and stays.
+    let api: Api<BlueGreenDeployment> = ns.api();
+    let uid = api
+        .get("shop")
+        .await
+        .expect("get")
+        .metadata
+        .uid
+        .unwrap_or_default();
+    api.delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(api.clone(), "shop", conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("the BlueGreenDeployment gone in time")
+    .expect("watching the BlueGreenDeployment");
+    let back = services.get("shop").await.expect("the Service stays");
+    assert_eq!(selector(&back), app_only);
+    assert!(
+        back.metadata
+            .annotations
+            .as_ref()
+            .is_none_or(|a| !a.keys().any(|k| k.starts_with("cutover.dev/"))),
+        "no annotation of the controller's is left: {:?}",
+        back.metadata.annotations
+    );
+    assert!(
+        back.metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key(cutover_api::MANAGED_BY_LABEL)),
+        "nor its label: {:?}",
+        back.metadata.labels
+    );
+}

@@ -351,8 +351,14 @@ async fn observe(
             name: sname.clone(),
             source,
         })?;
+        // With a workloadRef, the user's Service of this name is switched, never owned.
+        let adopted = role == ServiceRole::Live
+            && !snap.spread
+            && s.as_ref()
+                .is_some_and(|s| crate::traffic::adopted::adoptable(s, bgd));
         if let Some(s) = &s
             && !owned_by(&s.metadata, bgd)
+            && !adopted
         {
             return Ok(Err(not_owned("Service", &sname, None)));
         }
@@ -1169,6 +1175,14 @@ async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error>
                 what: format!("Deployment {} to be available again", wref.name),
             });
         }
+        // Then the user's Service selects its pods again (and the colors', until they go).
+        crate::traffic::adopted::give_back(
+            &ctx.client,
+            &bgd.namespace().unwrap_or_default(),
+            &bgd.name_any(),
+            bgd,
+        )
+        .await?;
     }
     let (places, lost) = environments::places_for_cleanup(bgd, &ctx.client, &ctx.clusters).await?;
     for place in &places {

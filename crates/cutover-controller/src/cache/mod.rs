@@ -175,11 +175,17 @@ pub fn mirrored_slices() -> watcher::Config {
     ))
 }
 
-/// [`slim`], and of a Service what no pass reads: its annotations and status, and of its
-/// spec all but the selector and ports.
+/// [`slim`], and of a Service what no pass reads: its status, annotations other than
+/// Cutover's, and of its spec all but the selector and ports.
 pub fn slim_service(s: &mut Service) {
     slim(s);
-    s.metadata.annotations = None;
+    // Only Cutover's own annotations are read (an adopted Service's selector before).
+    if let Some(a) = s.metadata.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("cutover.dev/"));
+        if a.is_empty() {
+            s.metadata.annotations = None;
+        }
+    }
     s.status = None;
     if let Some(spec) = s.spec.as_mut() {
         *spec = ServiceSpec {

@@ -49,6 +49,11 @@ impl<'a> LiveSelector<'a> {
 
     /// Make the live Service select `color`'s pods.
     pub async fn point(&self, color: Color) -> Result<(), Error> {
+        if let Some(user) = self.observed
+            && super::adopted::adoptable(user, self.bgd)
+        {
+            return super::adopted::point(&self.client, self.bgd, user, color).await;
+        }
         let svc = services::service(self.bgd, ServiceRole::Live, color)?;
         let name = ServiceRole::Live.service_name(&self.bgd.name_any());
         let ns = self.bgd.namespace().unwrap_or_default();

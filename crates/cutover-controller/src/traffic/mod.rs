@@ -13,6 +13,7 @@
 //! A provider writes only what it manages and reads it back, so a release moves on from
 //! what the data plane is actually configured to do, not from what was asked.
 
+pub mod adopted;
 pub mod entry;
 pub mod gateway;
 pub mod istio;
