@@ -375,3 +375,176 @@ async fn a_killed_pod_process_leaves_the_endpoints_and_the_router_losing_at_most
         "more requests lost than were in flight: {since_kill:?}"
     );
 }
+
+/// Adoption (`spec.workloadRef`) under load: a plain Deployment and its Service serve
+/// through the router; a BlueGreenDeployment of the Service's name adopts the Deployment,
+/// a new image set on the Deployment (as Helm sets it) is released, and deleting the
+/// BlueGreenDeployment gives the traffic back to the Deployment — with no failed request,
+/// and the Deployment's template never written by Cutover.
+#[tokio::test]
+async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_failed_request() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    use kube::runtime::wait::{await_condition, conditions};
+    let s = stack("rt-adopt", 85).await;
+    let deployments: Api<Deployment> = s.ns.api();
+    let services: Api<Service> = s.ns.api();
+    let plain: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
+        "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "shop" } },
+            "template": { "metadata": { "labels": { "app": "shop" } }, "spec": s.node.demo_pod_spec("v1") } }
+    }))
+    .expect("valid Deployment");
+    deployments
+        .create(&PostParams::default(), &plain)
+        .await
+        .expect("create Deployment");
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "shop" },
+        "spec": { "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+    }))
+    .expect("valid Service");
+    services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create Service");
+    e2e::http_route(
+        &s.ns.client,
+        &s.ns.name,
+        "front",
+        json!({ "rules": [{ "backendRefs": [{ "name": "shop", "port": 80 }] }] }),
+    )
+    .await;
+    s.router
+        .wait_routes(
+            "the Deployment's two pods behind shop",
+            Duration::from_secs(120),
+            |r| {
+                table_backends(r)
+                    .iter()
+                    .any(|(n, _, eps)| n.ends_with("/shop:80") && eps.len() == 2)
+            },
+        )
+        .await;
+    let load = Load::start(
+        &format!("http://127.0.0.1:{}/", s.port),
+        8,
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    );
+    window(&load).await;
+
+    // Adopt.
+    let bgd: BlueGreenDeployment = serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "shop" },
+        "spec": {
+            "replicas": 2,
+            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "shop" },
+            "service": { "port": 80, "targetPort": 8080 }
+        }
+    }))
+    .expect("valid BlueGreenDeployment");
+    let bgds: Api<BlueGreenDeployment> = s.ns.api();
+    bgds.create(&PostParams::default(), &bgd)
+        .await
+        .expect("create BlueGreenDeployment");
+    healthy_on(&s.ns, "shop", Color::Blue).await;
+    cutover_test_support::wait_for(
+        &deployments,
+        "shop",
+        "the Deployment scaled down",
+        Duration::from_secs(120),
+        |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0
+                    && d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+            })
+        },
+    )
+    .await;
+    window(&load).await;
+
+    // A new image on the Deployment, as Helm sets it: released to green.
+    let mut template = deployments
+        .get("shop")
+        .await
+        .expect("get")
+        .spec
+        .expect("spec")
+        .template;
+    template.spec = Some(serde_json::from_value(s.node.demo_pod_spec("v2")).expect("pod spec"));
+    let set = deployments
+        .patch(
+            "shop",
+            &PatchParams::apply("helm").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
+                "spec": { "template": template }
+            })),
+        )
+        .await
+        .expect("set the new image");
+    healthy_on(&s.ns, "shop", Color::Green).await;
+    let before = load.snapshot().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = load.snapshot().await.since(&before);
+        if w.ok_by_version.get("v2").copied().unwrap_or(0) >= 200
+            && w.ok_by_version.get("v1").copied().unwrap_or(0) == 0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v2 does not serve alone: {w:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Delete: the Deployment serves again before the colors go.
+    let uid = bgds
+        .get("shop")
+        .await
+        .expect("get")
+        .metadata
+        .uid
+        .unwrap_or_default();
+    bgds.delete("shop", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::timeout(
+        Duration::from_secs(180),
+        await_condition(bgds.clone(), "shop", conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("the BlueGreenDeployment gone in time")
+    .expect("watching it");
+    s.router
+        .wait_routes(
+            "only the Deployment's two pods behind shop",
+            Duration::from_secs(120),
+            |r| {
+                table_backends(r)
+                    .iter()
+                    .any(|(n, _, eps)| n.ends_with("/shop:80") && eps.len() == 2)
+            },
+        )
+        .await;
+    window(&load).await;
+    let report = load.stop().await;
+    eprintln!("adopt, release, give back: {report:?}");
+    assert!(report.ok() > 0);
+    assert_eq!(
+        report.failed(),
+        0,
+        "failed requests across adoption, release and give-back: {report:?}"
+    );
+    let now = deployments.get("shop").await.expect("get");
+    assert_eq!(
+        now.spec.as_ref().map(|s| &s.template),
+        set.spec.as_ref().map(|s| &s.template),
+        "the Deployment's template is the user's"
+    );
+    assert_eq!(now.spec.as_ref().and_then(|s| s.replicas), Some(2));
+}
