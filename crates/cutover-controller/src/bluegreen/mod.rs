@@ -737,8 +737,9 @@ pub fn forget(ctx: &Context, bgd: &BlueGreenDeployment) {
     ctx.absent.forget_owner(&uid);
 }
 
-/// One pass over a BlueGreenDeployment, in order: observe what is there, decide (in the
-/// core), make sure its Services exist, act, publish what changed, write the status.
+/// One pass over a BlueGreenDeployment, in order: take the template from its workload
+/// (`workloadRef`), observe what is there, decide (in the core), make sure its Services
+/// exist, act, publish what changed, write the status, scale the adopted workload.
 async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Requeue, Error> {
     let ns = bgd
         .namespace()
