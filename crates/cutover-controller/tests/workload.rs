@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use cutover_api::{BlueGreenDeployment, Color};
-use cutover_test_support::{TestNamespace, wait_for, watch_while};
+use cutover_test_support::{TestNamespace, delete_and_wait, wait_for, watch_while};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 
 const REPLICAS_BEFORE: &str = "cutover.dev/replicas-before-adoption";
@@ -145,23 +144,7 @@ async fn a_deployment_is_adopted_released_from_its_own_template_and_given_back()
 
     // Deleted: the Deployment gets its size back and serves before the colors go.
     let api: Api<BlueGreenDeployment> = ns.api();
-    let uid = api
-        .get("web")
-        .await
-        .expect("get")
-        .metadata
-        .uid
-        .unwrap_or_default();
-    api.delete("web", &DeleteParams::default())
-        .await
-        .expect("delete");
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(api.clone(), "web", conditions::is_deleted(&uid)),
-    )
-    .await
-    .expect("the BlueGreenDeployment gone in time")
-    .expect("watching the BlueGreenDeployment");
+    delete_and_wait(&api, "web", TIMEOUT).await;
     let d = deployment(&ns, "shop").await;
     assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(2));
     assert_eq!(
@@ -339,23 +322,7 @@ async fn the_users_service_is_switched_between_colors_and_given_back() {
 
     // Deleted: the Service selects by its own selector again, and stays.
     let api: Api<BlueGreenDeployment> = ns.api();
-    let uid = api
-        .get("shop")
-        .await
-        .expect("get")
-        .metadata
-        .uid
-        .unwrap_or_default();
-    api.delete("shop", &DeleteParams::default())
-        .await
-        .expect("delete");
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(api.clone(), "shop", conditions::is_deleted(&uid)),
-    )
-    .await
-    .expect("the BlueGreenDeployment gone in time")
-    .expect("watching the BlueGreenDeployment");
+    delete_and_wait(&api, "shop", TIMEOUT).await;
     let back = services.get("shop").await.expect("the Service stays");
     assert_eq!(selector(&back), app_only);
     assert!(

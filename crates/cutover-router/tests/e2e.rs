@@ -385,7 +385,6 @@ async fn a_killed_pod_process_leaves_the_endpoints_and_the_router_losing_at_most
 async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_failed_request() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Service;
-    use kube::runtime::wait::{await_condition, conditions};
     let s = stack("rt-adopt", 85).await;
     let deployments: Api<Deployment> = s.ns.api();
     let services: Api<Service> = s.ns.api();
@@ -503,23 +502,7 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
     }
 
     // Delete: the Deployment serves again before the colors go.
-    let uid = bgds
-        .get("shop")
-        .await
-        .expect("get")
-        .metadata
-        .uid
-        .unwrap_or_default();
-    bgds.delete("shop", &kube::api::DeleteParams::default())
-        .await
-        .expect("delete");
-    tokio::time::timeout(
-        Duration::from_secs(180),
-        await_condition(bgds.clone(), "shop", conditions::is_deleted(&uid)),
-    )
-    .await
-    .expect("the BlueGreenDeployment gone in time")
-    .expect("watching it");
+    cutover_test_support::delete_and_wait(&bgds, "shop", Duration::from_secs(180)).await;
     s.router
         .wait_routes(
             "only the Deployment's two pods behind shop",

@@ -177,6 +177,30 @@ where
     }
 }
 
+/// Delete `name` and wait (up to `timeout`) until it is gone: its finalizers have run.
+pub async fn delete_and_wait<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+{
+    let uid = api
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading {name} before deleting it: {e}"))
+        .meta()
+        .uid
+        .clone()
+        .unwrap_or_default();
+    api.delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting {name}: {e}"));
+    let gone = kube::runtime::wait::conditions::is_deleted(&uid);
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, gone)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("waiting for {name} to be gone: {e}"),
+        Err(_) => panic!("{name} still there after {timeout:?}"),
+    }
+}
+
 /// Wait until the objects matched by `config` satisfy `predicate` (evaluated on every watch
 /// event); returns them. Panics after `timeout` naming `what`.
 pub async fn wait_for_list<K, P>(
