@@ -147,17 +147,28 @@ where
     K: Namespaced,
 {
     if !seen {
-        let api: Api<K> = Api::namespaced(client.clone(), ns);
-        if let Some(found) = get(&api, kind, name).await?
-            && !owned_by(found.meta(), bgd)
-        {
-            return Err(Error::Taken {
-                kind,
-                name: name.to_string(),
-            });
-        }
+        refuse_taken::<K>(client, ns, name, kind, bgd).await?;
     }
     apply_object(client, ns, name, obj, kind).await
+}
+
+/// [`Error::Taken`] when `name` exists in `ns` and is not `bgd`'s: read before creating an
+/// object a pass did not see.
+pub async fn refuse_taken<K: Namespaced>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    kind: &'static str,
+    bgd: &BlueGreenDeployment,
+) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match get(&api, kind, name).await? {
+        Some(found) if !owned_by(found.meta(), bgd) => Err(Error::Taken {
+            kind,
+            name: name.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Snapshots are immutable: create once; an existing one with this content-derived name

@@ -134,11 +134,7 @@ fn autoscaler_users(
     target: &str,
 ) -> Vec<ObjectRef<BlueGreenDeployment>> {
     bgds_where(store, |b| {
-        let autoscaled = b.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == bluegreen::workload::AUTOSCALED_CONDITION && c.status == "True")
-        });
+        let autoscaled = bluegreen::workload::autoscaled(b);
         b.namespace() == ns
             && b.spec
                 .workload_ref

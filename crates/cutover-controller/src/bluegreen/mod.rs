@@ -26,7 +26,7 @@ use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::api::{DeleteParams, ListParams};
 use cutover_api::kube::runtime::controller::Action as Requeue;
 use cutover_api::kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use cutover_api::kube::runtime::reflector::Store;
+use cutover_api::kube::runtime::reflector::{ObjectRef, Store};
 use cutover_api::kube::{Api, Client, Resource, ResourceExt as _};
 use cutover_api::{
     BlueGreenDeployment, BlueGreenDeploymentStatus, REVISION_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
@@ -190,11 +190,13 @@ fn refuse_unsupported(bgd: &BlueGreenDeployment) -> Option<Refusal> {
 pub fn referenced_names(bgd: &BlueGreenDeployment, workloads: &Store<Deployment>) -> Vec<String> {
     // With a workloadRef, the template is the Deployment's (when it is cached).
     let adopted = bgd.spec.workload_ref.as_ref().and_then(|w| {
-        lookup(workloads, &bgd.namespace().unwrap_or_default(), &w.name)
-            .and_then(|d| d.spec)
-            .map(|s| s.template)
+        let ns = bgd.namespace().unwrap_or_default();
+        workloads.get(&ObjectRef::new(&w.name).within(&ns))
     });
-    let template = adopted.as_ref().unwrap_or(&bgd.spec.template);
+    let template = adopted
+        .as_ref()
+        .and_then(|d| d.spec.as_ref())
+        .map_or(&bgd.spec.template, |s| &s.template);
     let mut names: Vec<String> = config::referenced(template)
         .into_iter()
         .map(|r| r.name)
@@ -429,9 +431,7 @@ async fn observe(
             let spec = if t.cluster_scope {
                 ctx.cache
                     .cluster_templates
-                    .get(&cutover_api::kube::runtime::reflector::ObjectRef::new(
-                        &t.template_name,
-                    ))
+                    .get(&ObjectRef::new(&t.template_name))
                     .map(|c| AnalysisTemplateSpec {
                         args: c.spec.args.clone(),
                         metrics: c.spec.metrics.clone(),
@@ -769,12 +769,15 @@ async fn reconcile_inner(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<Req
     }
     announce(bgd, ctx, &ns, &plan.transitions).await;
     let workload = workload_condition(bgd, ctx, &ns).await;
+    let autoscaled = workload.as_ref().is_some_and(|w| w.status);
     let st = status_of(bgd, &snap, &input, &plan, template_hash, workload);
     ctx.metrics
         .set_phase(&ns, &bgd.name_any(), &format!("{:?}", plan.phase));
     ctx.metrics.set_weight(&ns, &bgd.name_any(), plan.weight);
     write_status(bgd, ctx, st).await?;
-    scale_workload(bgd, ctx, &ns, &snap, &plan).await?;
+    if !autoscaled {
+        scale_workload(bgd, ctx, &ns, &snap, &plan).await?;
+    }
     // Every object a pass reads is watched (at home and at the colors' places), so a change
     // triggers the next pass; the long resync is only a safety net, and costs no request.
     Ok(Requeue::requeue(
@@ -809,24 +812,15 @@ async fn workload_condition(
     let wref = bgd.spec.workload_ref.as_ref()?;
     let hpa = workload::autoscaler_of(&ctx.cache.autoscalers, ns, &wref.name);
     let wanted = workload::autoscaled_condition(bgd, &wref.name, hpa.as_deref());
-    let was = bgd
-        .status
-        .as_ref()
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == workload::AUTOSCALED_CONDITION)
-        })
-        .is_some_and(|c| c.status == "True");
-    if wanted.status && !was {
+    if wanted.status && !workload::autoscaled(bgd) {
         publish(ctx, bgd, "AutoscalerTargetsWorkload", &wanted.message, true).await;
     }
     Some(wanted)
 }
 
 /// With `spec.workloadRef`: scale the adopted Deployment down as `scaleDown` says, once
-/// the color serving in its place has pods ready — unless an autoscaler still scales it
-/// (the two would fight; `WorkloadAutoscaled` says what to change).
+/// the color serving in its place has pods ready. Not called while an autoscaler still
+/// scales it (the two would fight; `WorkloadAutoscaled` says what to change).
 async fn scale_workload(
     bgd: &BlueGreenDeployment,
     ctx: &Context,
@@ -840,9 +834,6 @@ async fn scale_workload(
     let Some(d) = lookup(&ctx.cache.workloads, ns, &wref.name) else {
         return Ok(());
     };
-    if workload::autoscaler_of(&ctx.cache.autoscalers, ns, &wref.name).is_some() {
-        return Ok(());
-    }
     // The live color, or before the first switch the color being rolled out.
     let serving = plan.memory.active.or_else(|| {
         Color::ALL

@@ -88,6 +88,15 @@ pub fn adopted(bgd: &BlueGreenDeployment, d: &Deployment) -> Result<BlueGreenDep
 /// Deployment (it would scale it back up as the controller scales it down).
 pub const AUTOSCALED_CONDITION: &str = "WorkloadAutoscaled";
 
+/// Whether `bgd`'s status says an autoscaler scales its adopted Deployment (pure).
+pub fn autoscaled(bgd: &BlueGreenDeployment) -> bool {
+    bgd.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == AUTOSCALED_CONDITION && c.status == "True")
+    })
+}
+
 /// The HorizontalPodAutoscaler in `ns` that scales Deployment `name`, if any.
 pub fn autoscaler_of(
     autoscalers: &Store<HorizontalPodAutoscaler>,

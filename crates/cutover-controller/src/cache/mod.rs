@@ -4,8 +4,9 @@
 //! - [`watched`] turns an `Api` into a store and the stream that fills it, for
 //!   `Controller::owns_stream` / `watches_stream`. Stored objects lose their
 //!   `managedFields` and `last-applied-configuration` (most of an object's bytes, never read
-//!   here), which keeps the caches small; Deployments keep of their pod template only the
-//!   ConfigMap and Secret references ([`slim_deployment`]).
+//!   here), which keeps the caches small; Deployments keep of their pod template only
+//!   container names, images and config references ([`slim_deployment`]), Services their
+//!   selector and ports ([`slim_service`]).
 //! - [`Places`]: one watcher per namespace of another cluster (or another namespace of this
 //!   one) that a BlueGreenDeployment's color or a FailoverPolicy's member runs in, started
 //!   when the first user needs it and stopped when the last one goes. A change there
@@ -22,7 +23,6 @@ mod routes;
 
 pub use configs::{Configs, Referenced, WITHOUT_DATA, drop_config_map_data, drop_secret_data};
 pub use places::{PlaceCache, Places, User};
-
 pub use routes::Routes;
 
 use std::fmt::Debug;
@@ -59,10 +59,10 @@ pub fn slim<K: Resource>(obj: &mut K) {
 }
 
 /// [`slim`], and what a pass never reads of a color's Deployment: its status conditions,
-/// its selector, and every part of its pod template but the containers' names and images (shown in
-/// status) and the ConfigMap and Secret references (which snapshots are still in use). A
-/// Deployment is mostly its pod template; the template a
-/// color runs is known from its hash annotation.
+/// its selector, and every part of its pod template but the containers' names and images
+/// (shown in status) and the ConfigMap and Secret references (which snapshots are still in
+/// use). A Deployment is mostly its pod template; the template a color runs is known from
+/// its hash annotation.
 pub fn slim_deployment(d: &mut Deployment) {
     slim(d);
     if let Some(status) = d.status.as_mut() {
@@ -212,7 +212,7 @@ where
 /// reading the API then keeps the controller from taking over an object it does not own.
 /// That an object was read absent is remembered for `owner` in `absent` until the store
 /// holds it, so an object that does not exist yet (a color never released) costs one read,
-/// not one per pass; who creates it reads again first ([`Absent::forget`]). `place` tells
+/// not one per pass; who creates it reads it again first (`objects::apply_owned`). `place` tells
 /// clusters apart (`api`'s URL does not name its server).
 pub async fn cached_or_read<K>(
     store: &Store<K>,
@@ -269,12 +269,6 @@ impl Absent {
             owner.to_string(),
             format!("{place}{}/{name}", api.resource_url()),
         )
-    }
-
-    /// Read `name` from `api` at `place` again next time (before creating it, or after a
-    /// refusal).
-    pub fn forget<K: Resource>(&self, owner: &str, place: &str, api: &Api<K>, name: &str) {
-        self.remove(&Self::key(owner, place, api, name));
     }
 
     /// Forget everything read for `owner` (it was deleted).

@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
-use cutover_api::kube::{Api, Client, ResourceExt as _};
+use cutover_api::kube::{Client, ResourceExt as _};
 use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
 use cutover_core::{Color, PerColor};
 
 use super::services::{self, ServiceRole};
 use crate::endpoint_mirror::{self, BLUEGREEN_SLICE_MANAGER, Endpoints};
 use crate::error::Error;
-use crate::objects::{apply_owned, get, owned_by, owned_labels, owner_reference};
+use crate::objects::{apply_owned, owned_labels, owner_reference, refuse_taken};
 
 /// Switches traffic by rewriting the live Service's mirrored EndpointSlice.
 pub struct LiveEndpoints<'a> {
@@ -106,15 +106,7 @@ pub async fn point(
     let name = role.service_name(bgd.metadata.name.as_deref().unwrap_or_default());
     let svc = services::mirror_service(bgd, role)?;
     if !seen {
-        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-        if let Some(found) = get(&slices, "EndpointSlice", &name).await?
-            && !owned_by(&found.metadata, bgd)
-        {
-            return Err(Error::Taken {
-                kind: "EndpointSlice",
-                name,
-            });
-        }
+        refuse_taken::<EndpointSlice>(client, ns, &name, "EndpointSlice", bgd).await?;
     }
     apply_owned(client, ns, &name, &svc, "Service", (bgd, seen)).await?;
     let slice = role_slice(bgd, role, color, eps)?;
