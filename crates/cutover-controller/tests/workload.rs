@@ -8,32 +8,17 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use cutover_api::{BlueGreenDeployment, Color};
-use cutover_test_support::{TestNamespace, delete_and_wait, wait_for, watch_while};
+use cutover_test_support::{TestNamespace, delete_and_wait, wait_for, watch_while, workload};
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 
 const REPLICAS_BEFORE: &str = "cutover.dev/replicas-before-adoption";
 
 /// The user's Deployment `name`: `replicas` pods of `image`, labelled `app: name`.
 async fn user_deployment(ns: &TestNamespace, name: &str, image: &str, replicas: i32) {
-    let d: Deployment = serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": name, "labels": { "team": "shop" } },
-        "spec": {
-            "replicas": replicas,
-            "selector": { "matchLabels": { "app": name } },
-            "template": {
-                "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{ "name": "app", "image": image, "ports": [{ "containerPort": 8080 }] }] }
-            }
-        }
-    }))
-    .expect("valid Deployment");
-    let api: Api<Deployment> = ns.api();
-    api.create(&PostParams::default(), &d)
-        .await
-        .expect("create Deployment");
+    let pod = serde_json::json!({ "containers": [{ "name": "app", "image": image, "ports": [{ "containerPort": 8080 }] }] });
+    workload::deployment(ns, name, replicas, pod).await;
     wait_deployment(ns, name, "available", move |d| {
         d.status.as_ref().and_then(|s| s.available_replicas) == Some(replicas)
     })
@@ -284,17 +269,8 @@ async fn the_users_service_is_switched_between_colors_and_given_back() {
     use k8s_openapi::api::core::v1::Service;
     let (ns, _ctrl) = setup("wl-svc").await;
     user_deployment(&ns, "shop", "shop:1", 2).await;
+    workload::service(&ns, "shop").await;
     let services: Api<Service> = ns.api();
-    let svc: Service = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": { "name": "shop" },
-        "spec": { "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
-    }))
-    .expect("valid Service");
-    services
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create Service");
     let selector = |s: &Service| {
         s.spec
             .as_ref()

@@ -383,30 +383,12 @@ async fn a_killed_pod_process_leaves_the_endpoints_and_the_router_losing_at_most
 /// and the Deployment's template never written by Cutover.
 #[tokio::test]
 async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_failed_request() {
+    use cutover_test_support::workload;
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::Service;
     let s = stack("rt-adopt", 85).await;
     let deployments: Api<Deployment> = s.ns.api();
-    let services: Api<Service> = s.ns.api();
-    let plain: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
-        "spec": { "replicas": 2, "selector": { "matchLabels": { "app": "shop" } },
-            "template": { "metadata": { "labels": { "app": "shop" } }, "spec": s.node.demo_pod_spec("v1") } }
-    }))
-    .expect("valid Deployment");
-    deployments
-        .create(&PostParams::default(), &plain)
-        .await
-        .expect("create Deployment");
-    let svc: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "shop" },
-        "spec": { "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
-    }))
-    .expect("valid Service");
-    services
-        .create(&PostParams::default(), &svc)
-        .await
-        .expect("create Service");
+    workload::deployment(&s.ns, "shop", 2, s.node.demo_pod_spec("v1")).await;
+    workload::service(&s.ns, "shop").await;
     e2e::http_route(
         &s.ns.client,
         &s.ns.name,

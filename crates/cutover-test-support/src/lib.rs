@@ -32,6 +32,7 @@ pub mod postgres;
 pub mod prometheus;
 pub mod release;
 pub mod upstream;
+pub mod workload;
 
 /// The label every test namespace carries, so leftovers can be found.
 pub const TEST_LABEL: &str = "cutover.dev/test";
