@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::runtime::{reflector, watcher};
 use kube::{Client, Resource};
@@ -248,9 +248,9 @@ where
 const LIST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Call `check` on every state the objects matched by `config` pass through (from the
-/// end of the initial list on) until `stop` resolves; returns what `stop` returned. `stop`
-/// is not started before the initial list has been checked. For invariants that must hold
-/// at every moment.
+/// end of the initial list on) until `stop` resolves and the watch has caught up with what
+/// the API server holds then; returns what `stop` returned. `stop` is not started before
+/// the initial list has been checked. For invariants that must hold at every moment.
 pub async fn watch_while<K, F>(
     api: &Api<K>,
     config: watcher::Config,
@@ -278,6 +278,9 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
     F: std::future::Future,
 {
+    let mut list = ListParams::default();
+    list.label_selector.clone_from(&config.label_selector);
+    list.field_selector.clone_from(&config.field_selector);
     let writer = reflector::store::Writer::new(dyntype);
     let reader = writer.as_reader();
     let stream = reflector(writer, watcher(api.clone(), config));
@@ -296,14 +299,51 @@ where
     .unwrap_or_else(|_| panic!("no initial list within {LIST_TIMEOUT:?}"));
     check(&reader.state());
     let mut stop = std::pin::pin!(stop);
-    loop {
+    let out = loop {
         tokio::select! {
-            out = &mut stop => return out,
+            out = &mut stop => break out,
             Some(event) = stream.next() => {
                 if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) = event {
                     check(&reader.state());
                 }
             }
         }
-    }
+    };
+    // This watch is a connection of its own: a write made before `stop` ended may not have
+    // reached it yet. Catch up to what the API server holds now, checking every step.
+    let versions = |objs: &[Arc<K>]| {
+        let mut v: Vec<(Option<String>, Option<String>, Option<String>)> = objs
+            .iter()
+            .map(|o| {
+                let m = o.meta();
+                (
+                    m.namespace.clone(),
+                    m.name.clone(),
+                    m.resource_version.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let now = api
+        .list(&list)
+        .await
+        .unwrap_or_else(|e| panic!("listing after the watch: {e}"));
+    let now: Vec<Arc<K>> = now.items.into_iter().map(Arc::new).collect();
+    let target = versions(&now);
+    tokio::time::timeout(LIST_TIMEOUT, async {
+        while versions(&reader.state()) != target {
+            match stream.next().await {
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                    check(&reader.state());
+                }
+                Some(_) => {}
+                None => panic!("the watch ended while catching up"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the watch did not catch up within {LIST_TIMEOUT:?}"));
+    out
 }
