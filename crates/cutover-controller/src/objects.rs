@@ -132,21 +132,22 @@ where
     })
 }
 
-/// [`apply_object`] for an object the pass did not see (`seen` false): read it first, so
-/// that one of this name that someone else made since is refused ([`Error::Taken`]), never
-/// taken over. Passes do not read an object again each time while it does not exist.
+/// [`apply_object`]; unless the pass `checked` the object first hand (saw it in its watch
+/// cache, or read it absent itself), it is read first, so that one of this name that
+/// someone else made since is refused ([`Error::Taken`]), never taken over. Passes do not
+/// read an object again each time while it does not exist.
 pub async fn apply_owned<K>(
     client: &Client,
     ns: &str,
     name: &str,
     obj: &K,
     kind: &'static str,
-    (bgd, seen): (&BlueGreenDeployment, bool),
+    (bgd, checked): (&BlueGreenDeployment, bool),
 ) -> Result<K, Error>
 where
     K: Namespaced,
 {
-    if !seen {
+    if !checked {
         refuse_taken::<K>(client, ns, name, kind, bgd).await?;
     }
     apply_object(client, ns, name, obj, kind).await

@@ -237,7 +237,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
     let all = watcher::Config::default;
     // Every store a pass reads, filled by the stream that also triggers the passes.
     let (deployments, deployments_changed) = cache::watched_with(
-        scoped::<Deployment>(&client, ns),
+        scoped::<cache::CachedDeployment>(&client, ns),
         owned.clone(),
         cache::slim_deployment,
     );

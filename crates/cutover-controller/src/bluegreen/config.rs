@@ -229,15 +229,17 @@ mod tests {
                 .expect("container"),
             ]);
         }
-        let mut d = Deployment {
+        let d = Deployment {
             spec: Some(DeploymentSpec {
                 template: t.clone(),
                 ..DeploymentSpec::default()
             }),
             ..Deployment::default()
         };
-        crate::cache::slim_deployment(&mut d);
-        let kept = d.spec.expect("spec").template;
+        let mut cached: crate::cache::CachedDeployment =
+            serde_json::from_value(serde_json::to_value(&d).expect("JSON")).expect("cached");
+        crate::cache::slim_deployment(&mut cached);
+        let kept = cached.to_deployment().spec.expect("spec").template;
         assert_eq!(referenced(&kept), referenced(&t));
         let spec = kept.spec.expect("pod spec");
         assert_eq!(spec.containers[0].image.as_deref(), Some("shop:1"));

@@ -13,7 +13,7 @@ pub mod render;
 pub mod status;
 pub mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,34 @@ struct Snapshot {
     runs: BTreeMap<String, AnalysisRun>,
     /// The route object of a weighted provider (HTTPRoute, VirtualService, TrafficSplit).
     route: Option<DynamicObject>,
+    /// The owned objects this pass knows first hand to be this BlueGreenDeployment's or
+    /// absent ([`cache::Checked::Now`]), by [`checked_key`]: writing one of them needs no
+    /// read before (`objects::apply_owned`).
+    checked: BTreeSet<String>,
+}
+
+impl Snapshot {
+    /// Record how the pass knows `kind` `name` at `place`.
+    fn note(&mut self, how: cache::Checked, kind: &str, place: &str, name: &str) {
+        if how == cache::Checked::Now {
+            self.checked.insert(checked_key(kind, place, name));
+        }
+    }
+
+    /// Whether this pass knows first hand that `kind` `name` at `place` is absent or ours.
+    fn checked(&self, kind: &str, place: &str, name: &str) -> bool {
+        self.checked.contains(&checked_key(kind, place, name))
+    }
+
+    /// [`Self::checked`] for a home Service without a selector and its mirrored
+    /// EndpointSlice, both named `name`.
+    fn checked_mirror(&self, name: &str) -> bool {
+        self.checked("Service", "", name) && self.checked("EndpointSlice", "", name)
+    }
+}
+
+fn checked_key(kind: &str, place: &str, name: &str) -> String {
+    format!("{kind}/{place}/{name}")
 }
 
 /// Why the controller will not act on this object (no traffic is touched).
@@ -270,6 +298,7 @@ async fn observe(
         templates: BTreeMap::new(),
         runs: BTreeMap::new(),
         route: None,
+        checked: BTreeSet::new(),
     };
     if let Some((kind, route)) = RouteKind::of(bgd) {
         let found = ctx
@@ -322,8 +351,9 @@ async fn observe(
         } else {
             place_cache(bgd, ctx, place).await?.deployments.clone()
         };
-        let d = cached_or_read(
-            &store,
+        let cached = cache::deployment(&store, &place.namespace, &dname);
+        let (d, how) = cached_or_read(
+            cached,
             &deployments,
             &dname,
             &ctx.absent,
@@ -336,12 +366,14 @@ async fn observe(
         {
             return Ok(Err(not_owned("Deployment", &dname, Some(place))));
         }
+        let key = place.key.clone();
+        snap.note(how, "Deployment", &key, &dname);
         *snap.deployments.get_mut(color) = d;
     }
     for role in ServiceRole::ALL {
         let sname = role.service_name(&name);
-        let s = cached_or_read(
-            &ctx.cache.services,
+        let (s, how) = cached_or_read(
+            lookup(&ctx.cache.services, ns, &sname),
             &services,
             &sname,
             &ctx.absent,
@@ -364,6 +396,7 @@ async fn observe(
         {
             return Ok(Err(not_owned("Service", &sname, None)));
         }
+        snap.note(how, "Service", "", &sname);
         snap.services.insert(role_key(role), s);
     }
     if snap.spread
@@ -500,8 +533,8 @@ async fn observe_spread(
                 .flatten()
         } else {
             let api: Api<Service> = Api::namespaced(place.client.clone(), &place.namespace);
-            let s = cached_or_read(
-                &cache.services,
+            let (s, how) = cached_or_read(
+                lookup(&cache.services, &place.namespace, &sname),
                 &api,
                 &sname,
                 &ctx.absent,
@@ -514,6 +547,7 @@ async fn observe_spread(
             {
                 return Ok(Err(not_owned("Service", &sname, Some(&place))));
             }
+            snap.note(how, "Service", &place.key, &sname);
             s
         };
         *snap.color_services.get_mut(color) = svc;
@@ -528,18 +562,25 @@ async fn observe_spread(
             continue;
         }
         let sname = role.service_name(&name);
-        let slice = cached_or_read(&ctx.cache.slices, &slices, &sname, &ctx.absent, (&uid, ""))
-            .await
-            .map_err(|source| Error::Read {
-                kind: "EndpointSlice",
-                name: sname.clone(),
-                source,
-            })?;
+        let (slice, how) = cached_or_read(
+            lookup(&ctx.cache.slices, ns, &sname),
+            &slices,
+            &sname,
+            &ctx.absent,
+            (&uid, ""),
+        )
+        .await
+        .map_err(|source| Error::Read {
+            kind: "EndpointSlice",
+            name: sname.clone(),
+            source,
+        })?;
         if let Some(s) = &slice
             && !owned_by(&s.metadata, bgd)
         {
             return Ok(Err(not_owned("EndpointSlice", &sname, None)));
         }
+        snap.note(how, "EndpointSlice", "", &sname);
         snap.slices.insert(role_key(role), slice);
     }
     Ok(Ok(()))
@@ -1274,15 +1315,9 @@ async fn ensure_color_services(
         let have = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
         let same = same_service(have, &want);
         if !same {
-            apply_owned(
-                &ctx.client,
-                ns,
-                &role.service_name(&bgd.name_any()),
-                &want,
-                "Service",
-                (bgd, have.is_some()),
-            )
-            .await?;
+            let sname = role.service_name(&bgd.name_any());
+            let checked = snap.checked("Service", "", &sname);
+            apply_owned(&ctx.client, ns, &sname, &want, "Service", (bgd, checked)).await?;
         }
     }
     Ok(())
@@ -1306,13 +1341,15 @@ async fn ensure_spread_services(
         environments::locate(&mut want.metadata, bgd, place);
         let have = snap.color_services.get(color).as_ref();
         if !same_service(have, &want) {
+            let sname = role.service_name(&name);
+            let checked = snap.checked("Service", &place.key, &sname);
             apply_owned(
                 &place.client,
                 &place.namespace,
-                &role.service_name(&name),
+                &sname,
                 &want,
                 "Service",
-                (bgd, have.is_some()),
+                (bgd, checked),
             )
             .await?;
         }
@@ -1335,9 +1372,16 @@ async fn ensure_spread_services(
         let service = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
         let service_ok = same_service(service, &services::mirror_service(bgd, role)?);
         if !in_sync || !service_ok {
-            let seen = service.is_some() && have.is_some();
-            crate::traffic::live_endpoints::point(bgd, &ctx.client, ns, (role, seen), color, eps)
-                .await?;
+            let checked = snap.checked_mirror(role.service_name(&name).as_str());
+            crate::traffic::live_endpoints::point(
+                bgd,
+                &ctx.client,
+                ns,
+                (role, checked),
+                color,
+                eps,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -1628,13 +1672,12 @@ async fn act(
             .await
         }
         Action::Preview { color } if snap.spread => {
-            let seen = snap.services.get("preview").is_some_and(Option::is_some)
-                && snap.slices.get("preview").is_some_and(Option::is_some);
+            let checked = snap.checked_mirror(&ServiceRole::Preview.service_name(&name));
             crate::traffic::live_endpoints::point(
                 bgd,
                 &ctx.client,
                 ns,
-                (ServiceRole::Preview, seen),
+                (ServiceRole::Preview, checked),
                 color,
                 snap.endpoints.get(color),
             )
@@ -1642,19 +1685,11 @@ async fn act(
         }
         Action::Preview { color } => {
             let svc = services::service(bgd, ServiceRole::Preview, color)?;
-            apply_owned(
-                &ctx.client,
-                ns,
-                &ServiceRole::Preview.service_name(&name),
-                &svc,
-                "Service",
-                (
-                    bgd,
-                    snap.services.get("preview").is_some_and(Option::is_some),
-                ),
-            )
-            .await
-            .map(|_| ())
+            let sname = ServiceRole::Preview.service_name(&name);
+            let checked = snap.checked("Service", "", &sname);
+            apply_owned(&ctx.client, ns, &sname, &svc, "Service", (bgd, checked))
+                .await
+                .map(|_| ())
         }
         Action::StartAnalysis {
             gate,
@@ -1746,13 +1781,15 @@ async fn deploy(
     }
     record_revision(bgd, ctx, ns, template_hash, revision).await?;
     snapshot_configs(bgd, place, snap).await?;
+    let dname = render::deployment_name(&bgd.name_any(), color);
+    let checked = snap.checked("Deployment", &place.key, &dname);
     let applied = apply_owned(
         &place.client,
         &place.namespace,
-        &render::deployment_name(&bgd.name_any(), color),
+        &dname,
         &d,
         "Deployment",
-        (bgd, snap.deployments.get(color).is_some()),
+        (bgd, checked),
     )
     .await?;
     if let (Some(g), Ok(mut deployed)) = (applied.metadata.generation, ctx.deployed.lock()) {
@@ -1777,18 +1814,25 @@ fn snapshot_names(snap: &Snapshot) -> BTreeMap<(ConfigKind, String), String> {
 
 /// The providers of `bgd`'s traffic, over what this pass observed.
 fn traffic_of<'a>(bgd: &'a BlueGreenDeployment, ctx: &Context, snap: &'a Snapshot) -> Traffic<'a> {
+    let live = ServiceRole::Live.service_name(&bgd.name_any());
     let live = if snap.spread {
         Live::Endpoints(LiveEndpoints::new(
             bgd,
             ctx.client.clone(),
             &snap.endpoints,
-            snap.slices.get("live").and_then(Option::as_ref),
+            (
+                snap.slices.get("live").and_then(Option::as_ref),
+                snap.checked_mirror(&live),
+            ),
         ))
     } else {
         Live::Selector(LiveSelector::new(
             bgd,
             ctx.client.clone(),
-            snap.services.get("live").and_then(Option::as_ref),
+            (
+                snap.services.get("live").and_then(Option::as_ref),
+                snap.checked("Service", "", &live),
+            ),
         ))
     };
     Traffic {

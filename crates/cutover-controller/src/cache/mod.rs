@@ -4,9 +4,9 @@
 //! - [`watched`] turns an `Api` into a store and the stream that fills it, for
 //!   `Controller::owns_stream` / `watches_stream`. Stored objects lose their
 //!   `managedFields` and `last-applied-configuration` (most of an object's bytes, never read
-//!   here), which keeps the caches small; Deployments keep of their pod template only
-//!   container names, images and config references ([`slim_deployment`]), Services their
-//!   selector and ports ([`slim_service`]).
+//!   here), which keeps the caches small; Cutover's Deployments are cached as a view of
+//!   the fields a pass reads ([`CachedDeployment`]), Services keep their selector and ports
+//!   ([`slim_service`]).
 //! - [`Places`]: one watcher per namespace of another cluster (or another namespace of this
 //!   one) that a BlueGreenDeployment's color or a FailoverPolicy's member runs in, started
 //!   when the first user needs it and stopped when the last one goes. A change there
@@ -18,10 +18,12 @@
 //! - [`Home`]: the home cluster's stores a BlueGreenDeployment pass reads.
 
 mod configs;
+mod deployments;
 mod places;
 mod routes;
 
 pub use configs::{Configs, Referenced, WITHOUT_DATA, drop_config_map_data, drop_secret_data};
+pub use deployments::{CachedDeployment, slim as slim_deployment};
 pub use places::{PlaceCache, Places, User};
 pub use routes::Routes;
 
@@ -33,9 +35,8 @@ use std::time::Duration;
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use cutover_api::k8s_openapi::api::core::v1::{Container, PodSpec, Service, ServiceSpec};
+use cutover_api::k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
-use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
 use cutover_api::kube::{Api, Resource};
@@ -56,49 +57,6 @@ pub fn slim<K: Resource>(obj: &mut K) {
             meta.annotations = None;
         }
     }
-}
-
-/// [`slim`], and what a pass never reads of a color's Deployment: its status conditions,
-/// its selector, and every part of its pod template but the containers' names and images
-/// (shown in status) and the ConfigMap and Secret references (which snapshots are still in
-/// use). A Deployment is mostly its pod template; the template a color runs is known from
-/// its hash annotation.
-pub fn slim_deployment(d: &mut Deployment) {
-    slim(d);
-    if let Some(status) = d.status.as_mut() {
-        status.conditions = None;
-    }
-    let Some(spec) = d.spec.as_mut() else {
-        return;
-    };
-    spec.selector = LabelSelector::default();
-    spec.template.metadata = None;
-    let Some(spec) = spec.template.spec.as_mut() else {
-        return;
-    };
-    let references = |c: &mut Container| Container {
-        name: std::mem::take(&mut c.name),
-        image: c.image.take(),
-        env: c
-            .env
-            .take()
-            .map(|env| env.into_iter().filter(|e| e.value_from.is_some()).collect()),
-        env_from: c.env_from.take(),
-        ..Container::default()
-    };
-    *spec = PodSpec {
-        containers: spec.containers.iter_mut().map(references).collect(),
-        init_containers: spec
-            .init_containers
-            .as_mut()
-            .map(|cs| cs.iter_mut().map(references).collect()),
-        volumes: spec.volumes.take().map(|vs| {
-            vs.into_iter()
-                .filter(|v| v.config_map.is_some() || v.secret.is_some() || v.projected.is_some())
-                .collect()
-        }),
-        ..PodSpec::default()
-    };
 }
 
 /// A store of `api`'s objects (`config` selects them) and the stream that keeps it filled:
@@ -207,37 +165,57 @@ where
         .map(|o| o.as_ref().clone())
 }
 
-/// `name` in `ns`: from `store`, or, when the store does not hold it, from `api`. A store
-/// filtered by label (Cutover's objects only) cannot tell "absent" from "someone else's":
+/// Deployment `name` in `ns` from `store`, as a pass reads it.
+pub fn deployment(store: &Store<CachedDeployment>, ns: &str, name: &str) -> Option<Deployment> {
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|d| d.to_deployment())
+}
+
+/// `name`: its `cached` copy (the caller's store lookup), or, when the store does not hold
+/// it, from `api`. A store filtered by label (Cutover's objects only) cannot tell "absent"
+/// from "someone else's":
 /// reading the API then keeps the controller from taking over an object it does not own.
 /// That an object was read absent is remembered for `owner` in `absent` until the store
 /// holds it, so an object that does not exist yet (a color never released) costs one read,
-/// not one per pass; who creates it reads it again first (`objects::apply_owned`). `place` tells
-/// clusters apart (`api`'s URL does not name its server).
+/// not one per pass. `place` tells clusters apart (`api`'s URL does not name its server).
+///
+/// [`Checked::Now`] when this call knows the answer first hand (the store holds it, or the
+/// API was read): the pass may create the object without reading it again. A remembered
+/// absence is [`Checked::Earlier`]: whoever creates it reads it again first
+/// (`objects::apply_owned`), since someone else may have made one since.
 pub async fn cached_or_read<K>(
-    store: &Store<K>,
+    cached: Option<K>,
     api: &Api<K>,
     name: &str,
     absent: &Absent,
     (owner, place): (&str, &str),
-) -> Result<Option<K>, cutover_api::kube::Error>
+) -> Result<(Option<K>, Checked), cutover_api::kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let ns = api.namespace().unwrap_or_default();
     let key = Absent::key(owner, place, api, name);
-    if let Some(found) = lookup(store, ns, name) {
+    if let Some(found) = cached {
         absent.remove(&key);
-        return Ok(Some(found));
+        return Ok((Some(found), Checked::Now));
     }
     if absent.contains(&key) {
-        return Ok(None);
+        return Ok((None, Checked::Earlier));
     }
     let read = api.get_opt(name).await?;
     if read.is_none() {
         absent.insert(key);
     }
-    Ok(read)
+    Ok((read, Checked::Now))
+}
+
+/// How a pass knows what it found of an object ([`cached_or_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// From the watch cache or a read made by this pass.
+    Now,
+    /// Remembered absent from an earlier pass's read.
+    Earlier,
 }
 
 /// Objects read absent past a label-filtered store, by owner uid and URL (see
@@ -284,7 +262,7 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone)]
 pub struct Home {
     /// Deployments (Cutover's, by label).
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<CachedDeployment>,
     /// Services (Cutover's, by label).
     pub services: Store<Service>,
     /// EndpointSlices (the mirrored ones, Cutover's by label).

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cutover_api::BlueGreenDeployment;
-use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::core::v1::Service;
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
@@ -106,7 +105,7 @@ impl cutover_api::kube::runtime::utils::Backoff for Retry {
 /// What is cached of one namespace of one cluster.
 pub struct PlaceCache {
     /// Deployments there (Cutover's, by label).
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<super::CachedDeployment>,
     /// Services there (Cutover's, by label).
     pub services: Store<Service>,
     /// EndpointSlices there (all: they belong to the endpoint controller).

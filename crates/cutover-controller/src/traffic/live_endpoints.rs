@@ -24,6 +24,9 @@ pub struct LiveEndpoints<'a> {
     endpoints: &'a PerColor<Endpoints>,
     /// The live Service's mirrored EndpointSlice as observed this pass.
     observed: Option<&'a EndpointSlice>,
+    /// Whether the pass knows first hand that the live Service and its slice are absent or
+    /// ours.
+    checked: bool,
 }
 
 impl std::fmt::Debug for LiveEndpoints<'_> {
@@ -41,13 +44,14 @@ impl<'a> LiveEndpoints<'a> {
         bgd: &'a BlueGreenDeployment,
         client: Client,
         endpoints: &'a PerColor<Endpoints>,
-        observed: Option<&'a EndpointSlice>,
+        (observed, checked): (Option<&'a EndpointSlice>, bool),
     ) -> Self {
         Self {
             bgd,
             client,
             endpoints,
             observed,
+            checked,
         }
     }
 
@@ -65,8 +69,8 @@ impl<'a> LiveEndpoints<'a> {
             });
         }
         let ns = self.bgd.namespace().unwrap_or_default();
-        let seen = (ServiceRole::Live, self.observed.is_some());
-        point(self.bgd, &self.client, &ns, seen, color, eps).await
+        let checked = (ServiceRole::Live, self.checked);
+        point(self.bgd, &self.client, &ns, checked, color, eps).await
     }
 }
 
@@ -94,21 +98,21 @@ pub fn role_slice(
 }
 
 /// Write home Service `role` (no selector) and its EndpointSlice with `color`'s endpoints.
-/// Unless the pass `seen` both, they are read first ([`apply_owned`]).
+/// Unless the pass `checked` both first hand, they are read first ([`apply_owned`]).
 pub async fn point(
     bgd: &BlueGreenDeployment,
     client: &Client,
     ns: &str,
-    (role, seen): (ServiceRole, bool),
+    (role, checked): (ServiceRole, bool),
     color: Color,
     eps: &Endpoints,
 ) -> Result<(), Error> {
     let name = role.service_name(bgd.metadata.name.as_deref().unwrap_or_default());
     let svc = services::mirror_service(bgd, role)?;
-    if !seen {
+    if !checked {
         refuse_taken::<EndpointSlice>(client, ns, &name, "EndpointSlice", bgd).await?;
     }
-    apply_owned(client, ns, &name, &svc, "Service", (bgd, seen)).await?;
+    apply_owned(client, ns, &name, &svc, "Service", (bgd, checked)).await?;
     let slice = role_slice(bgd, role, color, eps)?;
     endpoint_mirror::apply_slice(client, ns, &slice)
         .await

@@ -18,6 +18,8 @@ pub struct LiveSelector<'a> {
     client: Client,
     /// The live Service as observed this pass.
     observed: Option<&'a Service>,
+    /// Whether the pass knows first hand that the live Service is absent or ours.
+    checked: bool,
 }
 
 impl std::fmt::Debug for LiveSelector<'_> {
@@ -29,16 +31,18 @@ impl std::fmt::Debug for LiveSelector<'_> {
 }
 
 impl<'a> LiveSelector<'a> {
-    /// The switch of `bgd`, whose live Service was `observed`.
+    /// The switch of `bgd`, whose live Service was `observed` (`checked`: first hand, so
+    /// that writing it needs no read before).
     pub fn new(
         bgd: &'a BlueGreenDeployment,
         client: Client,
-        observed: Option<&'a Service>,
+        (observed, checked): (Option<&'a Service>, bool),
     ) -> Self {
         Self {
             bgd,
             client,
             observed,
+            checked,
         }
     }
 
@@ -57,8 +61,8 @@ impl<'a> LiveSelector<'a> {
         let svc = services::service(self.bgd, ServiceRole::Live, color)?;
         let name = ServiceRole::Live.service_name(&self.bgd.name_any());
         let ns = self.bgd.namespace().unwrap_or_default();
-        let seen = (self.bgd, self.observed.is_some());
-        apply_owned(&self.client, &ns, &name, &svc, "Service", seen)
+        let checked = (self.bgd, self.checked);
+        apply_owned(&self.client, &ns, &name, &svc, "Service", checked)
             .await
             .map(|_| ())
     }
