@@ -20,7 +20,7 @@ use cutover_local_cluster as local;
 use cutover_local_cluster::process::ChildGuard;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -120,20 +120,62 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-async fn wait_count<F>(what: &str, timeout: Duration, mut done: F) -> anyhow::Result<Duration>
+/// Wait until `n` objects of `api` satisfy `ok`, counted from one watch as events arrive:
+/// a LIST every poll (the first version of this benchmark) cost this process a core at
+/// thousands of objects, taking CPU from the control plane it measures.
+async fn wait_all<K>(
+    what: &str,
+    api: Api<K>,
+    n: usize,
+    timeout: Duration,
+    ok: impl Fn(&K) -> bool,
+) -> anyhow::Result<Duration>
 where
-    F: AsyncFnMut() -> anyhow::Result<(usize, usize)>,
+    K: kube::Resource
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
 {
+    use futures::TryStreamExt as _;
+    use kube::runtime::watcher::{self, Event};
     let start = Instant::now();
-    loop {
-        let (ok, total) = done().await?;
-        if ok == total && total > 0 {
-            return Ok(start.elapsed());
+    let mut state: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut done = 0usize;
+    let mut relist: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let stream = watcher::watcher(api, watcher::Config::default());
+    let mut stream = std::pin::pin!(stream);
+    let counting = async {
+        while let Some(event) = stream.try_next().await? {
+            match event {
+                Event::Apply(o) => {
+                    let now = ok(&o);
+                    let was = state.insert(o.meta().name.clone().unwrap_or_default(), now);
+                    done = done + usize::from(now) - usize::from(was == Some(true));
+                }
+                Event::Delete(o) => {
+                    let was = state.remove(o.meta().name.as_deref().unwrap_or_default());
+                    done -= usize::from(was == Some(true));
+                }
+                Event::Init => relist.clear(),
+                Event::InitApply(o) => {
+                    relist.insert(o.meta().name.clone().unwrap_or_default(), ok(&o));
+                }
+                Event::InitDone => {
+                    state = std::mem::take(&mut relist);
+                    done = state.values().filter(|v| **v).count();
+                }
+            }
+            if done >= n {
+                return Ok::<_, anyhow::Error>(start.elapsed());
+            }
         }
-        if start.elapsed() > timeout {
-            bail!("{what}: only {ok}/{total} after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        bail!("{what}: the watch ended")
+    };
+    match tokio::time::timeout(timeout, counting).await {
+        Ok(result) => result,
+        Err(_) => bail!("{what}: only {done}/{n} after {timeout:?}"),
     }
 }
 
@@ -211,18 +253,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await?;
     }
     let baseline = started.elapsed()
-        + wait_count(
+        + wait_all(
             "baseline Deployments available",
+            deployments.clone(),
+            n,
             phase_timeout(n),
-            async || {
-                let list = deployments.list(&ListParams::default()).await?;
-                let ok = list
-                    .items
-                    .iter()
-                    .filter(|d| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1))
-                    .count();
-                Ok((ok, n))
-            },
+            |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1),
         )
         .await?;
     eprintln!("baseline: {n} Deployments available in {baseline:?}");
@@ -250,20 +286,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let pid = child.id();
     let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), "bench");
     let healthy_on = |color: cutover_api::Color| {
-        let bgds = bgds.clone();
-        async move || {
-            let list = bgds.list(&ListParams::default()).await?;
-            let ok = list
-                .items
-                .iter()
-                .filter(|b| {
-                    b.status.as_ref().is_some_and(|s| {
-                        s.phase == Some(cutover_api::Phase::Healthy)
-                            && s.active_color == Some(color)
-                    })
-                })
-                .count();
-            Ok((ok, n))
+        move |b: &BlueGreenDeployment| {
+            b.status.as_ref().is_some_and(|s| {
+                s.phase == Some(cutover_api::Phase::Healthy) && s.active_color == Some(color)
+            })
         }
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -283,8 +309,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .await?;
     }
     let rollout = started.elapsed()
-        + wait_count(
+        + wait_all(
             "first rollouts",
+            bgds.clone(),
+            n,
             phase_timeout(n),
             healthy_on(cutover_api::Color::Blue),
         )
@@ -305,8 +333,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
     }
     let release = started.elapsed()
-        + wait_count(
+        + wait_all(
             "releases",
+            bgds.clone(),
+            n,
             phase_timeout(n),
             healthy_on(cutover_api::Color::Green),
         )
