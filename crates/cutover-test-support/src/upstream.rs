@@ -19,6 +19,21 @@ pub const SMI: (&str, &str, &str) = (
     "crds/split.yaml",
 );
 
+/// Argo Rollouts' CRDs (Rollout, AnalysisTemplate, AnalysisRun, Experiment, ...), for the
+/// tests of coexistence with it.
+pub const ARGO_ROLLOUTS: (&str, &str, &str) = (
+    "github.com/argoproj/argo-rollouts",
+    // v1.10.2 requires Go 1.26.10; the machines have 1.26.8.
+    "v1.10.1",
+    "manifests/crds",
+);
+/// Flagger's CRDs (Canary, MetricTemplate, AlertProvider), one file.
+pub const FLAGGER: (&str, &str, &str) = (
+    "github.com/fluxcd/flagger",
+    "v1.36.1",
+    "artifacts/flagger/crd.yaml",
+);
+
 /// An `apiextensions.k8s.io/v1beta1` CRD as `v1` (which is all a current apiserver
 /// accepts): the same group, names, served/storage versions, schema and printer columns,
 /// moved to where `v1` keeps them. SMI's module publishes only the `v1beta1` form.

@@ -72,6 +72,24 @@ pub fn adopted(bgd: &BlueGreenDeployment, d: &Deployment) -> Result<BlueGreenDep
             ),
         });
     }
+    // A Deployment another controller runs (Flagger's `<name>-primary`, an operator's):
+    // scaling it down would fight that controller, which scales it back.
+    if let Some(owner) = d
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+    {
+        return Err(Refusal {
+            reason: "InvalidWorkloadRef",
+            message: format!(
+                "spec.workloadRef: Deployment {} is controlled by {} {} ({}); adopt the workload that controller was given instead",
+                d.name_any(),
+                owner.kind,
+                owner.name,
+                owner.api_version
+            ),
+        });
+    }
     let Some(spec) = &d.spec else {
         return Err(Refusal {
             reason: "InvalidWorkloadRef",
@@ -264,6 +282,35 @@ mod tests {
         );
         let refusal = adopted(&bgd_with_ref(), &d).expect_err("refused");
         assert_eq!(refusal.reason, "InvalidWorkloadRef");
+    }
+
+    #[test]
+    fn a_deployment_another_controller_runs_is_not_adopted() {
+        let mut d = deployment(1);
+        d.metadata.owner_references = Some(vec![
+            serde_json::from_value(json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "shop",
+                "uid": "c1", "controller": true
+            }))
+            .expect("owner reference"),
+        ]);
+        let refusal = adopted(&bgd_with_ref(), &d).expect_err("refused");
+        assert_eq!(refusal.reason, "InvalidWorkloadRef");
+        assert!(
+            refusal.message.contains("spec.workloadRef") && refusal.message.contains("Canary shop"),
+            "{}",
+            refusal.message
+        );
+        // An owner that is not its controller (a garbage-collection link) is no reason.
+        if let Some(o) = d
+            .metadata
+            .owner_references
+            .as_mut()
+            .and_then(|o| o.first_mut())
+        {
+            o.controller = None;
+        }
+        assert!(adopted(&bgd_with_ref(), &d).is_ok());
     }
 
     #[test]
