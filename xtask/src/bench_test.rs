@@ -4,7 +4,8 @@
 //!   starts a second cluster of its own);
 //! - `cargo xtask bench environments`: `switch_latency_benchmark` and
 //!   `remote_pod_change_benchmark` in `environments.rs` (the second starts a second
-//!   cluster of its own).
+//!   cluster of its own);
+//! - `cargo xtask bench adoption`: `adoption_switch_benchmark` in `workload.rs`.
 
 use std::process::Command;
 
@@ -40,6 +41,13 @@ pub const ENVIRONMENTS: TestBench = TestBench {
     target: "environments",
     test: "_benchmark",
     name: "environments",
+};
+
+/// The adoption switch of a Deployment against a plain release's switch.
+pub const ADOPTION: TestBench = TestBench {
+    target: "workload",
+    test: "adoption_switch_benchmark",
+    name: "adoption",
 };
 
 pub fn run(bench: &TestBench, args: &TestBenchArgs) -> anyhow::Result<()> {

@@ -75,6 +75,9 @@ enum BenchCommand {
     Failover(bench_test::TestBenchArgs),
     /// The live switch with colors in namespaces of their own against both at home.
     Environments(bench_test::TestBenchArgs),
+    /// Adopting a Deployment (`spec.workloadRef`): its first color ready → the user's
+    /// Service on it, against a plain release's switch in the same run.
+    Adoption(bench_test::TestBenchArgs),
     /// Release latency of one BlueGreenDeployment on kwok pods against the real node's
     /// containers, in the same run.
     RealNode(bench_real_node::RealNodeBenchArgs),
@@ -120,6 +123,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Environments(args),
         } => bench_test::run(&bench_test::ENVIRONMENTS, &args),
+        Command::Bench {
+            which: BenchCommand::Adoption(args),
+        } => bench_test::run(&bench_test::ADOPTION, &args),
         Command::Bench {
             which: BenchCommand::RealNode(args),
         } => runtime.block_on(bench_real_node::run(args)),

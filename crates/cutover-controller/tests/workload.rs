@@ -72,6 +72,47 @@ async fn set_workload_image(ns: &TestNamespace, name: &str, image: &str) -> Depl
     .expect("set the image")
 }
 
+/// Deployment `name`'s `spec.replicas` each time it changes while `work` runs, with the
+/// ready pods of the live color (`web-blue`) seen at that moment: the two come from one
+/// watch of the namespace's Deployments, so each pair is one state of the API server.
+async fn replicas_over_time<T>(
+    ns: &TestNamespace,
+    name: &str,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Vec<(i32, i32)>) {
+    let api: Api<Deployment> = ns.api();
+    let seen: Arc<Mutex<Vec<(i32, i32)>>> = Arc::default();
+    let record = seen.clone();
+    let name = name.to_string();
+    let out = watch_while(
+        &api,
+        watcher::Config::default(),
+        move |ds| {
+            let replicas = |n: &str| {
+                ds.iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(n))
+                    .and_then(|d| d.spec.as_ref().and_then(|s| s.replicas))
+            };
+            let ready = ds
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some("web-blue"))
+                .and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas))
+                .unwrap_or(0);
+            let mut seen = record.lock().expect("lock");
+            if let Some(r) = replicas(&name)
+                && seen.last().is_none_or(|(last, _)| *last != r)
+            {
+                seen.push((r, ready));
+            }
+        },
+        // Boxed: the futures of a debug build overflow a test thread's stack otherwise.
+        Box::pin(work),
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    (out, seen)
+}
+
 fn image_of(b: &BlueGreenDeployment, color: Color) -> Option<String> {
     let st = b.status.as_ref()?;
     let c = match color {
@@ -85,16 +126,21 @@ fn image_of(b: &BlueGreenDeployment, color: Color) -> Option<String> {
 async fn a_deployment_is_adopted_released_from_its_own_template_and_given_back() {
     let (ns, _ctrl) = setup("wl-adopt").await;
     user_deployment(&ns, "shop", "shop:1", 2).await;
-    create(&ns, &adopting("web", "shop", 2, "OnSuccess")).await;
 
-    // The live color runs the Deployment's template; the Deployment then goes to zero,
-    // remembering its size.
-    let b = healthy_on(&ns, "web", Color::Blue).await;
-    assert_eq!(image_of(&b, Color::Blue).as_deref(), Some("shop:1"));
-    let d = wait_deployment(&ns, "shop", "scaled to zero", |d| {
-        d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    // The live color runs the Deployment's template; the Deployment then goes to zero at
+    // once (OnSuccess), only after the color is fully available, remembering its size.
+    let ((b, d), sizes) = replicas_over_time(&ns, "shop", async {
+        create(&ns, &adopting("web", "shop", 2, "OnSuccess")).await;
+        let b = healthy_on(&ns, "web", Color::Blue).await;
+        let d = wait_deployment(&ns, "shop", "scaled to zero", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+        })
+        .await;
+        (b, d)
     })
     .await;
+    assert_eq!(sizes, [(2, 0), (0, 2)], "(Deployment, ready pods of blue)");
+    assert_eq!(image_of(&b, Color::Blue).as_deref(), Some("shop:1"));
     assert_eq!(
         d.metadata
             .annotations
@@ -137,6 +183,202 @@ async fn a_deployment_is_adopted_released_from_its_own_template_and_given_back()
         Some(2),
         "the finalizer lets the colors go only once the Deployment serves again"
     );
+}
+
+/// A kwok Node of its own for one test, with room for `pods` pods, that only pods
+/// tolerating its taint and selecting its label go to ([`TightNode::pod_spec`]); deleted
+/// when dropped.
+struct TightNode {
+    name: String,
+}
+
+impl TightNode {
+    async fn new(ns: &TestNamespace, pods: u32) -> Self {
+        use k8s_openapi::api::core::v1::Node;
+        // The namespace's name is unique: so is the node's.
+        let name = format!("{}-tight", ns.name);
+        let room = serde_json::json!({ "pods": pods.to_string(), "cpu": "32", "memory": "64Gi" });
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": { "kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0" },
+                "labels": { "kubernetes.io/hostname": name, "type": "kwok", "cutover.test/tight": ns.name },
+            },
+            "spec": {
+                "podCIDR": "10.244.250.0/24", "podCIDRs": ["10.244.250.0/24"],
+                "taints": [{ "key": "cutover.test/tight", "value": ns.name, "effect": "NoSchedule" }]
+            },
+            // Nodes take their status when created: kwok keeps the allocatable it finds.
+            "status": { "allocatable": room, "capacity": room }
+        }))
+        .expect("a Node");
+        let nodes: Api<Node> = Api::all(ns.client.clone());
+        nodes
+            .create(&Default::default(), &node)
+            .await
+            .expect("create the tight node");
+        wait_for(
+            &nodes,
+            &name,
+            "the tight node schedulable",
+            TIMEOUT,
+            |n: Option<&Node>| {
+                n.is_some_and(|n| {
+                    let ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    let tainted =
+                        n.spec
+                            .as_ref()
+                            .and_then(|s| s.taints.as_ref())
+                            .is_some_and(|ts| {
+                                ts.iter().any(|t| t.key.starts_with("node.kubernetes.io/"))
+                            });
+                    ready && !tainted
+                })
+            },
+        )
+        .await;
+        Self { name }
+    }
+
+    /// A pod spec of `image` that runs only on this node.
+    fn pod_spec(&self, ns: &TestNamespace, image: &str) -> serde_json::Value {
+        serde_json::json!({
+            "containers": [{ "name": "app", "image": image, "ports": [{ "containerPort": 8080 }] }],
+            "nodeSelector": { "cutover.test/tight": ns.name },
+            "tolerations": [{ "key": "cutover.test/tight", "operator": "Equal", "value": ns.name, "effect": "NoSchedule" }]
+        })
+    }
+}
+
+impl Drop for TightNode {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        cutover_test_support::cleanup(move |client| async move {
+            let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+            let _ = nodes.delete(&name, &Default::default()).await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn scale_down_progressively_gives_up_a_pod_per_ready_pod_of_the_color() {
+    // Room for one pod more than the Deployment has: the color can only grow as the
+    // Deployment shrinks, so each ready pod of the color is a step of its own (OnSuccess
+    // would wait for a fully available color that cannot fit).
+    let (ns, _ctrl) = setup("wl-progressive").await;
+    let node = TightNode::new(&ns, 5).await;
+    workload::deployment(&ns, "shop", 4, node.pod_spec(&ns, "shop:1")).await;
+    wait_deployment(&ns, "shop", "available", |d| {
+        d.status.as_ref().and_then(|s| s.available_replicas) == Some(4)
+    })
+    .await;
+    let (b, sizes) = replicas_over_time(&ns, "shop", async {
+        create(&ns, &adopting("web", "shop", 4, "Progressively")).await;
+        wait_deployment(&ns, "shop", "scaled to zero", |d| {
+            d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+        })
+        .await;
+        healthy_on(&ns, "web", Color::Blue).await
+    })
+    .await;
+    assert_eq!(
+        sizes,
+        [(4, 0), (3, 1), (2, 2), (1, 3), (0, 4)],
+        "(Deployment, ready pods of blue): a pod given up per ready pod, never fewer than 4 serving"
+    );
+    assert_eq!(image_of(&b, Color::Blue).as_deref(), Some("shop:1"));
+}
+
+/// Wait until BlueGreenDeployment `web` is scaled to `n`: its spec (the scale subresource),
+/// its blue color's pods, and its status.
+async fn scaled_to(ns: &TestNamespace, n: i32) {
+    let api: Api<BlueGreenDeployment> = ns.api();
+    wait_for(
+        &api,
+        "web",
+        &format!("scaled to {n}"),
+        TIMEOUT,
+        move |b: Option<&BlueGreenDeployment>| b.is_some_and(|b| b.spec.replicas == n),
+    )
+    .await;
+    wait_deployment(ns, "web-blue", &format!("{n} pods available"), move |d| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(n)
+            && d.status.as_ref().and_then(|s| s.available_replicas) == Some(n)
+    })
+    .await;
+    wait_bgd(ns, "web", &format!("status.replicas {n}"), move |b| {
+        b.status.as_ref().is_some_and(|s| s.replicas == n)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_autoscaler_on_the_blue_green_deployment_scales_the_live_color_and_the_next_release() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let (ns, _ctrl) = setup("bgd-hpa").await;
+    create(&ns, &bgd("web", "web:1", 2, serde_json::json!({}))).await;
+    healthy_on(&ns, "web", Color::Blue).await;
+
+    // kube-controller-manager's HorizontalPodAutoscaler, through the BlueGreenDeployment's
+    // scale subresource. No metrics API runs here: the autoscaler's bounds move, and a
+    // size outside them is corrected without reading a metric.
+    let hpas: Api<HorizontalPodAutoscaler> = ns.api();
+    let bounds = |min: i32, max: i32| {
+        Patch::Apply(serde_json::json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": "web" },
+            "spec": {
+                "scaleTargetRef": { "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment", "name": "web" },
+                "minReplicas": min, "maxReplicas": max,
+                "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } } }],
+                "behavior": { "scaleDown": { "stabilizationWindowSeconds": 0 } }
+            }
+        }))
+    };
+    hpas.patch("web", &PatchParams::apply("user").force(), &bounds(4, 6))
+        .await
+        .expect("HPA on the BlueGreenDeployment");
+    scaled_to(&ns, 4).await;
+    hpas.patch("web", &PatchParams::apply("user").force(), &bounds(1, 1))
+        .await
+        .expect("HPA bounds");
+    scaled_to(&ns, 1).await;
+    hpas.patch("web", &PatchParams::apply("user").force(), &bounds(3, 3))
+        .await
+        .expect("HPA bounds");
+    scaled_to(&ns, 3).await;
+
+    // A release: the new color starts at the size the autoscaler set, never at the
+    // manifest's 2.
+    let api: Api<Deployment> = ns.api();
+    let green: Arc<Mutex<Vec<i32>>> = Arc::default();
+    let record = green.clone();
+    watch_while(
+        &api,
+        watcher::Config::default().fields("metadata.name=web-green"),
+        move |ds| {
+            for d in ds {
+                if let Some(r) = d.spec.as_ref().and_then(|s| s.replicas) {
+                    record.lock().expect("lock").push(r);
+                }
+            }
+        },
+        async {
+            set_image(&ns, "web", "web:2").await;
+            healthy_on(&ns, "web", Color::Green).await;
+        },
+    )
+    .await;
+    let green = green.lock().expect("lock").clone();
+    assert!(!green.is_empty(), "green was made");
+    assert!(green.iter().all(|r| *r == 3), "green's sizes: {green:?}");
 }
 
 #[tokio::test]
@@ -317,4 +559,162 @@ async fn the_users_service_is_switched_between_colors_and_given_back() {
         "nor its label: {:?}",
         back.metadata.labels
     );
+}
+
+/// The first moment a watch of `api` (narrowed by `config`) holds a state where `done`
+/// is true, as an `Instant`; `None` if not within [`TIMEOUT`].
+async fn first_seen<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    done: impl Fn(&[Arc<K>]) -> bool,
+) -> Option<std::time::Instant>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt as _;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector(writer, watcher(api, config));
+    let mut stream = std::pin::pin!(stream);
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(event) = stream.next().await {
+            if matches!(
+                event,
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+            ) && done(&reader.state())
+            {
+                return Some(std::time::Instant::now());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Deployment `name` has `n` pods, all ready and of its current generation.
+fn all_ready(ds: &[Arc<Deployment>], name: &str, n: i32) -> bool {
+    ds.iter()
+        .find(|d| d.metadata.name.as_deref() == Some(name))
+        .is_some_and(|d| {
+            let st = d.status.clone().unwrap_or_default();
+            st.observed_generation == d.metadata.generation
+                && st.ready_replicas == Some(n)
+                && st.updated_replicas == Some(n)
+                && st.replicas == Some(n)
+        })
+}
+
+/// The ready endpoints of Service `svc`'s slices are exactly `n` pods of Deployment
+/// `color` (their names start with it).
+fn serves_only(
+    slices: &[Arc<k8s_openapi::api::discovery::v1::EndpointSlice>],
+    color: &str,
+    n: usize,
+) -> bool {
+    let ready: Vec<String> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+        .collect();
+    ready.len() == n && ready.iter().all(|p| p.starts_with(&format!("{color}-")))
+}
+
+/// From a color's pods all ready to the Service its traffic goes through serving only them:
+/// for an adoption (the user's Service, from the Deployment's pods to the first color) and
+/// for a plain release (the live Service, from blue to green), alternately in one run.
+/// `cargo xtask bench adoption` (`CUTOVER_BENCH_RUNS`, default 10).
+#[tokio::test]
+#[ignore = "a benchmark: cargo xtask bench adoption"]
+async fn adoption_switch_benchmark() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let (ns, _ctrl) = setup("wl-bench").await;
+    let deployments: Api<Deployment> = ns.api();
+    let slices: Api<EndpointSlice> = ns.api();
+    // Time from `ready` (the color's Deployment all ready) to `serving` (the Service on
+    // it), while `act` runs.
+    let switch =
+        async |color: String,
+               service: String,
+               act: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>| {
+            let ready_color = color.clone();
+            let (ready, serving, ()) = tokio::join!(
+                first_seen(deployments.clone(), watcher::Config::default(), move |ds| {
+                    all_ready(ds, &ready_color, 2)
+                }),
+                first_seen(
+                    slices.clone(),
+                    watcher::Config::default()
+                        .labels(&format!("kubernetes.io/service-name={service}")),
+                    move |s| serves_only(s, &color, 2)
+                ),
+                act,
+            );
+            let (ready, serving) = (
+                ready.expect("the color ready"),
+                serving.expect("the Service on it"),
+            );
+            serving.saturating_duration_since(ready).as_secs_f64() * 1000.0
+        };
+    let mut adoption = Vec::new();
+    let mut release = Vec::new();
+    for run in 1..=runs {
+        // Adoption: a Deployment and its Service serve; the BlueGreenDeployment of the
+        // Service's name adopts both.
+        let name = format!("shop-{run}");
+        user_deployment(&ns, &name, "shop:1", 2).await;
+        workload::service(&ns, &name).await;
+        let b = adopting(&name, &name, 2, "OnSuccess");
+        adoption.push(
+            switch(
+                format!("{name}-blue"),
+                name.clone(),
+                Box::pin(async { create(&ns, &b).await }),
+            )
+            .await,
+        );
+        healthy_on(&ns, &name, Color::Blue).await;
+
+        // The baseline: a plain release of a BlueGreenDeployment of its own.
+        let plain = format!("plain-{run}");
+        create(&ns, &bgd(&plain, "plain:1", 2, serde_json::json!({}))).await;
+        healthy_on(&ns, &plain, Color::Blue).await;
+        release.push(
+            switch(
+                format!("{plain}-green"),
+                plain.clone(),
+                Box::pin(async { set_image(&ns, &plain, "plain:2").await }),
+            )
+            .await,
+        );
+        healthy_on(&ns, &plain, Color::Green).await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
+        (v[v.len() / 2], p90, v[0], v[v.len() - 1])
+    };
+    let (am, ap, amin, amax) = stats(&mut adoption);
+    let (rm, rp, rmin, rmax) = stats(&mut release);
+    println!("color all ready → its Service serving only it, {runs} runs each:");
+    println!("| {runs} runs | median | p90 | min | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| baseline: a plain release (live Service, blue → green) | {rm:.1} ms | {rp:.1} ms | {rmin:.1} ms | {rmax:.1} ms |"
+    );
+    println!(
+        "| adoption (the user's Service, Deployment's pods → blue) | {am:.1} ms | {ap:.1} ms | {amin:.1} ms | {amax:.1} ms |"
+    );
+    println!("| ratio (medians) | {:.2} | | | |", am / rm);
 }
