@@ -979,10 +979,7 @@ async fn failover_benchmark() {
     if let Some(why) = local_cluster::process_node_unsupported() {
         panic!("this benchmark runs pods as processes: {why}");
     }
-    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let runs = cutover_test_support::bench::runs();
     let west = west().await;
     let mut times = Vec::new();
     let mut budget = 0.0;

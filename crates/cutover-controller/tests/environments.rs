@@ -452,10 +452,7 @@ async fn an_unreachable_cluster_holds_the_release_and_the_reachable_mirror_follo
 #[tokio::test]
 #[ignore = "a benchmark: cargo xtask bench environments"]
 async fn switch_latency_benchmark() {
-    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let runs = cutover_test_support::bench::runs();
     let (home, _ctrl) = setup("env-bench").await;
     let blue_ns = TestNamespace::new("env-bench-blue").await;
     let green_ns = TestNamespace::new("env-bench-green").await;
@@ -531,13 +528,8 @@ async fn switch_latency_benchmark() {
             .await;
         }
     }
-    let stats = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
-        (v[v.len() / 2], p90, v[0], v[v.len() - 1])
-    };
-    let (lm, lp, lmin, lmax) = stats(times.get_mut("local").expect("local"));
-    let (sm, sp, smin, smax) = stats(times.get_mut("spread").expect("spread"));
+    let (lm, lp, lmin, lmax) = cutover_test_support::bench::summary(&times["local"]);
+    let (sm, sp, smin, smax) = cutover_test_support::bench::summary(&times["spread"]);
     println!(
         "live switch, promote request → live Service on the new color's pods, {runs} runs each:"
     );
@@ -565,10 +557,7 @@ async fn remote_pod_change_benchmark() {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use std::time::Instant;
 
-    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let runs = cutover_test_support::bench::runs();
     let base = std::env::var("CUTOVER_TEST_CLUSTER").unwrap_or_else(|_| "cutover".into());
     let far = Far::up(&format!("{base}-far")).await;
     let (home, _ctrl) = setup("env-far").await;
@@ -670,13 +659,8 @@ async fn remote_pod_change_benchmark() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    let stats = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
-        (v[v.len() / 2], p90, v[0], v[v.len() - 1])
-    };
-    let (bm, bp, bmin, bmax) = stats(&mut baseline);
-    let (mm, mp, mmin, mmax) = stats(&mut mirror);
+    let (bm, bp, bmin, bmax) = cutover_test_support::bench::summary(&baseline);
+    let (mm, mp, mmin, mmax) = cutover_test_support::bench::summary(&mirror);
     println!("a pod of a color in a second cluster is replaced, {runs} runs:");
     println!(
         "  baseline, pod deleted → its EndpointSlice there changes: median {bm:.1} ms, p90 {bp:.1} ms, min {bmin:.1}, max {bmax:.1}"

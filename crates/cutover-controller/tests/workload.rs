@@ -635,10 +635,7 @@ fn serves_only(
 #[ignore = "a benchmark: cargo xtask bench adoption"]
 async fn adoption_switch_benchmark() {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    let runs: usize = std::env::var("CUTOVER_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let runs = cutover_test_support::bench::runs();
     let (ns, _ctrl) = setup("wl-bench").await;
     let deployments: Api<Deployment> = ns.api();
     let slices: Api<EndpointSlice> = ns.api();
@@ -667,8 +664,7 @@ async fn adoption_switch_benchmark() {
             );
             serving.saturating_duration_since(ready).as_secs_f64() * 1000.0
         };
-    let mut adoption = Vec::new();
-    let mut release = Vec::new();
+    let (mut adoption, mut release) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         // Adoption: a Deployment and its Service serve; the BlueGreenDeployment of the
         // Service's name adopts both.
@@ -700,13 +696,8 @@ async fn adoption_switch_benchmark() {
         );
         healthy_on(&ns, &plain, Color::Green).await;
     }
-    let stats = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
-        (v[v.len() / 2], p90, v[0], v[v.len() - 1])
-    };
-    let (am, ap, amin, amax) = stats(&mut adoption);
-    let (rm, rp, rmin, rmax) = stats(&mut release);
+    let (am, ap, amin, amax) = cutover_test_support::bench::summary(&adoption);
+    let (rm, rp, rmin, rmax) = cutover_test_support::bench::summary(&release);
     println!("color all ready → its Service serving only it, {runs} runs each:");
     println!("| {runs} runs | median | p90 | min | max |");
     println!("|---|---|---|---|---|");

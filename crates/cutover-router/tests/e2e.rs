@@ -407,6 +407,37 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
             },
         )
         .await;
+    // The preview Service through the router on a host name of its own, for the analysis:
+    // the new version must answer there before the switch.
+    e2e::http_route(
+        &s.ns.client,
+        &s.ns.name,
+        "preview",
+        json!({ "hostnames": ["preview.shop.test"],
+                "rules": [{ "backendRefs": [{ "name": "shop-preview", "port": 80 }] }] }),
+    )
+    .await;
+    let templates: Api<cutover_api::analysis::AnalysisTemplate> = s.ns.api();
+    templates
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "cutover.dev/v1alpha1", "kind": "AnalysisTemplate",
+                "metadata": { "name": "preview-serves-v2" },
+                "spec": { "metrics": [{
+                    "name": "version", "count": 3, "interval": "1s", "failureLimit": 0,
+                    "successCondition": "result == \"v2\"",
+                    "provider": { "web": {
+                        "url": format!("http://127.0.0.1:{}/", s.port),
+                        "headers": [{ "key": "Host", "value": "preview.shop.test" }],
+                        "jsonPath": "$.version"
+                    } }
+                }] }
+            }))
+            .expect("a template"),
+        )
+        .await
+        .expect("create the AnalysisTemplate");
     let load = Load::start(
         &format!("http://127.0.0.1:{}/", s.port),
         8,
@@ -415,14 +446,18 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
     );
     window(&load).await;
 
-    // Adopt.
+    // Adopt. Releases go through steps: an analysis of the preview, then a pause.
     let bgd: BlueGreenDeployment = serde_json::from_value(json!({
         "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
         "metadata": { "name": "shop" },
         "spec": {
             "replicas": 2,
             "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "shop" },
-            "service": { "port": 80, "targetPort": 8080 }
+            "service": { "port": 80, "targetPort": 8080 },
+            "strategy": { "steps": [
+                { "analysis": { "templates": [{ "templateName": "preview-serves-v2" }] } },
+                { "pause": { "duration": "1s" } }
+            ] }
         }
     }))
     .expect("valid BlueGreenDeployment");
@@ -467,6 +502,25 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
         .await
         .expect("set the new image");
     healthy_on(&s.ns, "shop", Color::Green).await;
+    let runs: Api<cutover_api::analysis::AnalysisRun> = s.ns.api();
+    let runs = runs.list(&Default::default()).await.expect("runs").items;
+    assert_eq!(runs.len(), 1, "the release's analysis step ran once");
+    let status = runs[0].status.clone().expect("run status");
+    assert_eq!(
+        status.phase,
+        Some(cutover_api::analysis::AnalysisPhase::Successful),
+        "{status:?}"
+    );
+    let values: Vec<Option<String>> = status.metric_results[0]
+        .measurements
+        .iter()
+        .map(|m| m.value.clone())
+        .collect();
+    assert_eq!(
+        values,
+        vec![Some("\"v2\"".to_string()); 3],
+        "the preview answered with the new version, through the router"
+    );
     let before = load.snapshot().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -25,6 +25,7 @@ use tokio::sync::OnceCell;
 
 pub use cutover_local_cluster as local_cluster;
 
+pub mod bench;
 pub mod controller;
 pub mod e2e;
 pub mod load;
