@@ -132,7 +132,7 @@ struct Problem {
 }
 
 /// The documents of a YAML stream, as JSON; a syntax error ends the stream.
-fn documents(text: &str) -> Vec<Result<Value, String>> {
+pub(crate) fn documents(text: &str) -> Vec<Result<Value, String>> {
     let mut out = Vec::new();
     for document in serde_yaml::Deserializer::from_str(text) {
         match serde_yaml::Value::deserialize(document) {

@@ -1,5 +1,6 @@
 //! `kubectl cutover`: flags and wiring only. The commands are in `commands.rs` (failover
-//! and drills in `failover.rs`), the tree view in `tree.rs`, offline validation in `lint.rs`.
+//! and drills in `failover.rs`), the tree view in `tree.rs`, offline validation in `lint.rs`,
+//! the conversion of Argo Rollouts and Flagger manifests in `import/`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
 mod failover;
+mod import;
 mod lint;
 mod tree;
 
@@ -117,6 +119,26 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Convert Argo Rollouts (Rollout, AnalysisTemplate, ClusterAnalysisTemplate) and
+    /// Flagger (Canary, MetricTemplate) manifests into Cutover objects, printed on stdout.
+    ///
+    /// Every field that has no Cutover counterpart is listed on stderr (the document, the
+    /// field, why); then the exit code is 1 unless --allow-partial. Other documents (Services,
+    /// Deployments, ConfigMaps, ...) are passed through; those Cutover replaces (the Services
+    /// and TrafficSplit it owns) are left out, and a route or autoscaler that pointed at the
+    /// Rollout or its Services is pointed at Cutover's, each with a note on stderr.
+    Import {
+        /// Files, or folders (their *.yaml and *.yml); `-` reads stdin. Repeatable.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Exit 0 even when some fields could not be translated (they are still listed).
+        #[arg(long)]
+        allow_partial: bool,
+        /// The Prometheus that Flagger's built-in metrics (request-success-rate,
+        /// request-duration) query: the -metrics-server flag given to Flagger.
+        #[arg(long, value_name = "URL")]
+        metrics_server: Option<String>,
+    },
     /// Move a FailoverPolicy's traffic to another member now and wait for the move:
     /// exit 0 moved, 1 refused (the reason is printed), 2 timeout.
     ///
@@ -197,6 +219,17 @@ fn main() -> ExitCode {
     if let Command::Lint { files } = &cli.command {
         return commands::lint(files, cli.global.output);
     }
+    if let Command::Import {
+        files,
+        allow_partial,
+        metrics_server,
+    } = &cli.command
+    {
+        let options = import::Options {
+            metrics_server: metrics_server.clone(),
+        };
+        return import::run(files, *allow_partial, cli.global.output, &options);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,7 +274,7 @@ fn main() -> ExitCode {
                 timeout,
             } => ctx.failover(&policy, to.as_deref(), force, timeout).await,
             Command::Drill { policy, timeout } => ctx.drill(&policy, timeout).await,
-            Command::Lint { .. } => Ok(ExitCode::SUCCESS),
+            Command::Lint { .. } | Command::Import { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {

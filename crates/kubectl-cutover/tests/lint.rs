@@ -7,13 +7,13 @@
 //! that field. An optional `# message: <part of the message>` line: that finding's message
 //! must contain it too.
 
+mod common;
 #[path = "../src/lint.rs"]
 mod lint;
 
 use std::path::Path;
 
-use kube::Resource as _;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use common::dry_run_create;
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -196,55 +196,6 @@ fn cutover_documents(text: &str) -> Vec<Value> {
                 .is_some_and(|v| v.starts_with("cutover.dev/"))
         })
         .collect()
-}
-
-/// Creates `object` with a server-side dry run and strict field validation; the server's
-/// message when it rejects it.
-async fn dry_run_create(
-    client: &kube::Client,
-    namespace: &str,
-    mut object: Value,
-) -> Result<(), String> {
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .expect("kind")
-        .to_owned();
-    let version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .and_then(|v| v.split_once('/'))
-        .map(|(_, v)| v.to_owned())
-        .expect("apiVersion group/version");
-    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        metadata.remove("namespace");
-    }
-    let mut resource =
-        ApiResource::from_gvk(&GroupVersionKind::gvk("cutover.dev", &version, &kind));
-    let lower = kind.to_lowercase();
-    resource.plural = match lower.strip_suffix('y') {
-        Some(stem) => format!("{stem}ies"),
-        None => format!("{lower}s"),
-    };
-    let namespace = (kind != "ClusterAnalysisTemplate").then_some(namespace);
-    let url = DynamicObject::url_path(&resource, namespace);
-    // The raw JSON, not a DynamicObject: its typed ObjectMeta would drop unknown fields.
-    let body = serde_json::to_vec(&object).expect("JSON");
-    let params = PostParams {
-        dry_run: true,
-        field_manager: None,
-    };
-    let mut request = kube::core::Request::new(url)
-        .create(&params, body)
-        .expect("a create request");
-    // kube 5's PostParams has no fieldValidation: add it as kubectl sends it.
-    let uri = format!("{}&fieldValidation=Strict", request.uri());
-    *request.uri_mut() = uri.parse().expect("a URI");
-    match client.request::<Value>(request).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) => Err(status.message.clone()),
-        Err(e) => panic!("creating {kind}: {e}"),
-    }
 }
 
 #[tokio::test]

@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kube::Resource as _;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::Value;
+
 /// What a run of the binary printed and how it exited.
 pub struct Out {
     pub code: i32,
@@ -42,4 +46,53 @@ pub fn dead_kubeconfig(tag: &str) -> PathBuf {
     )
     .expect("write kubeconfig");
     dead
+}
+
+/// Creates `object`, a Cutover object (API group `cutover.dev`), with a server-side dry run
+/// and strict field validation; the server's message when it rejects it.
+pub async fn dry_run_create(
+    client: &kube::Client,
+    namespace: &str,
+    mut object: Value,
+) -> Result<(), String> {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .expect("kind")
+        .to_owned();
+    let version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.split_once('/'))
+        .map(|(_, v)| v.to_owned())
+        .expect("apiVersion group/version");
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("namespace");
+    }
+    let mut resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("cutover.dev", &version, &kind));
+    let lower = kind.to_lowercase();
+    resource.plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    };
+    let namespace = (kind != "ClusterAnalysisTemplate").then_some(namespace);
+    let url = DynamicObject::url_path(&resource, namespace);
+    // The raw JSON, not a DynamicObject: its typed ObjectMeta would drop unknown fields.
+    let body = serde_json::to_vec(&object).expect("JSON");
+    let params = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    let mut request = kube::core::Request::new(url)
+        .create(&params, body)
+        .expect("a create request");
+    // kube 5's PostParams has no fieldValidation: add it as kubectl sends it.
+    let uri = format!("{}&fieldValidation=Strict", request.uri());
+    *request.uri_mut() = uri.parse().expect("a URI");
+    match client.request::<Value>(request).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(status.message.clone()),
+        Err(e) => panic!("creating {kind}: {e}"),
+    }
 }
