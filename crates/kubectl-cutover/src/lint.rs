@@ -1306,8 +1306,8 @@ fn string_key(s: &str) -> Key {
     Key::String(Arc::new(s.to_owned()))
 }
 
-/// A property name as CEL sees it (Kubernetes' escaping); `None`: not accessible.
-fn escape(name: &str) -> Option<String> {
+/// Whether `name` is a CEL reserved word: not a field after a `.` (Kubernetes: `__name__`).
+pub(crate) fn is_cel_reserved(name: &str) -> bool {
     const RESERVED: &[&str] = &[
         "true",
         "false",
@@ -1331,10 +1331,15 @@ fn escape(name: &str) -> Option<String> {
         "void",
         "while",
     ];
+    RESERVED.contains(&name)
+}
+
+/// A property name as CEL sees it (Kubernetes' escaping); `None`: not accessible.
+fn escape(name: &str) -> Option<String> {
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         return None;
     }
-    if RESERVED.contains(&name) {
+    if is_cel_reserved(name) {
         return Some(format!("__{name}__"));
     }
     let mut out = String::with_capacity(name.len());

@@ -16,6 +16,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::show;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
@@ -149,14 +150,6 @@ fn is_cutover(doc: &Value) -> bool {
     doc["apiVersion"]
         .as_str()
         .is_some_and(|v| v.starts_with("cutover.dev/"))
-}
-
-fn show(findings: &[lint::Finding]) -> String {
-    findings
-        .iter()
-        .map(|f| format!("    {f}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

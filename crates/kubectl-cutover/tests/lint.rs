@@ -13,7 +13,7 @@ mod lint;
 
 use std::path::Path;
 
-use common::dry_run_create;
+use common::{dry_run_create, show};
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -71,14 +71,6 @@ fn cases() -> Vec<Case> {
         }
     }
     cases
-}
-
-fn show(findings: &[lint::Finding]) -> String {
-    findings
-        .iter()
-        .map(|f| format!("    {f}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]

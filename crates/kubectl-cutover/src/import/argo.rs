@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::{
     Claim, Inventory, Source, Translation, at, boolean, core_group, entries, field, int,
-    is_duration, items, metadata, name_of, namespace_of, scalar_text, seconds, text,
+    is_duration, items, metadata, name_of, namespace_of, required_name, scalar_text, seconds, text,
 };
 
 /// Cutover's limit on steps.
@@ -68,29 +68,33 @@ struct State {
     claims: Vec<Claim>,
 }
 
+/// Whether `name` can name a BlueGreenDeployment (at most [`MAX_NAME`] characters);
+/// reported when not, with `why` (what holds it to that, or nothing) after the limit.
+pub(crate) fn fits(name: &str, why: &str, src: &mut Source<'_>) -> bool {
+    if name.len() <= MAX_NAME {
+        return true;
+    }
+    src.skip(
+        "metadata.name",
+        format!(
+            "a BlueGreenDeployment name has at most {MAX_NAME} characters{why}; nothing was \
+             written"
+        ),
+    );
+    false
+}
+
 /// A Rollout.
 pub(crate) fn rollout(doc: &Value, inv: &Inventory<'_>, src: &mut Source<'_>) -> Translation {
-    let Some(name) = name_of(doc).filter(|n| !n.is_empty()) else {
-        src.skip(
-            "metadata.name",
-            "a Rollout needs a name; nothing was written",
-        );
+    let Some(name) = required_name(doc, "a Rollout", src) else {
         return Translation::default();
     };
-    if name.len() > MAX_NAME {
-        src.skip(
-            "metadata.name",
-            format!(
-                "a BlueGreenDeployment name has at most {MAX_NAME} characters (so that \
-                 <name>-preview stays a valid Service name); nothing was written"
-            ),
-        );
+    if !fits(
+        name,
+        " (so that <name>-preview stays a valid Service name)",
+        src,
+    ) {
         return Translation::default();
-    }
-    for (key, _) in entries(Some(doc)) {
-        if !matches!(key, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            src.unknown(key);
-        }
     }
     let meta = metadata(doc, name, src);
     let mut state = State {
@@ -896,6 +900,21 @@ fn steps(step: &Value, path: &str, doc: &Value, state: &mut State, src: &mut Sou
             );
             false
         };
+        // Header and mirror routes: weights, through a router other than SMI (`smi_cannot`:
+        // what its TrafficSplits cannot do).
+        let needs_routes = |src: &mut Source<'_>, state: &State, smi_cannot: &str| -> bool {
+            if !needs_weights(src, state) {
+                return false;
+            }
+            if state.smi {
+                src.skip(
+                    &p,
+                    format!("SMI TrafficSplits {smi_cannot}; the step was left out"),
+                );
+                return false;
+            }
+            true
+        };
         match key {
             "setWeight" => {
                 if !needs_weights(src, state) {
@@ -962,17 +981,9 @@ fn steps(step: &Value, path: &str, doc: &Value, state: &mut State, src: &mut Sou
                 }
             }
             "setHeaderRoute" => {
-                if !needs_weights(src, state) {
-                    continue;
-                }
-                if state.smi {
-                    src.skip(
-                        &p,
-                        "SMI TrafficSplits have no header routes; the step was left out",
-                    );
-                    continue;
-                }
-                if let Some(route) = header_route(value, &p, src) {
+                if needs_routes(src, state, "have no header routes")
+                    && let Some(route) = header_route(value, &p, src)
+                {
                     state.strategy.steps.push(Step {
                         set_header_route: Some(route),
                         ..Step::default()
@@ -980,14 +991,9 @@ fn steps(step: &Value, path: &str, doc: &Value, state: &mut State, src: &mut Sou
                 }
             }
             "setMirrorRoute" => {
-                if !needs_weights(src, state) {
-                    continue;
-                }
-                if state.smi {
-                    src.skip(&p, "SMI TrafficSplits cannot mirror; the step was left out");
-                    continue;
-                }
-                if let Some(mirror) = mirror_route(value, &p, src) {
+                if needs_routes(src, state, "cannot mirror")
+                    && let Some(mirror) = mirror_route(value, &p, src)
+                {
                     state.strategy.steps.push(Step {
                         set_mirror: Some(mirror),
                         ..Step::default()

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::conditions::{self, ResultShape};
 use super::{
     Source, Translation, at, boolean, entries, field, int, is_duration, items, kind_of, metadata,
-    name_of, scalar_text, text,
+    required_name, scalar_text, text,
 };
 
 /// The arguments Cutover gives every analysis; a template's default cannot replace them.
@@ -60,18 +60,9 @@ pub(crate) fn placeholders(s: &str) -> String {
 /// An AnalysisTemplate or ClusterAnalysisTemplate of Argo Rollouts.
 pub(crate) fn template(doc: &Value, src: &mut Source<'_>) -> Translation {
     let cluster = kind_of(doc) == Some("ClusterAnalysisTemplate");
-    let Some(name) = name_of(doc).filter(|n| !n.is_empty()) else {
-        src.skip(
-            "metadata.name",
-            "a template needs a name; nothing was written",
-        );
+    let Some(name) = required_name(doc, "a template", src) else {
         return Translation::default();
     };
-    for (key, _) in entries(Some(doc)) {
-        if !matches!(key, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            src.unknown(key);
-        }
-    }
     let mut meta = metadata(doc, name, src);
     let mut args = Vec::new();
     let mut metrics = Vec::new();

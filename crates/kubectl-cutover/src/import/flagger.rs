@@ -34,10 +34,11 @@ use cutover_api::blue_green::{
 use cutover_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use super::argo::{MAX_NAME, MAX_STEPS, owned_services};
+use super::argo::{MAX_STEPS, fits, owned_services};
 use super::{
     Claim, Inventory, Options, Source, Translation, at, boolean, core_group, duration_seconds,
-    entries, field, int, is_duration, items, metadata, name_of, namespace_of, seconds, text,
+    entries, field, int, is_duration, items, metadata, name_of, namespace_of, required_name,
+    seconds, text,
 };
 
 /// Which MetricTemplates (input indices) the Canaries used, and which were already reported.
@@ -87,6 +88,27 @@ struct Analysis {
     pre_rollout: Vec<Metric>,
 }
 
+/// Reports that Flagger generated the `kind` named `apex` from `spec.service`, where Cutover
+/// weighs the `weighed` (`backendRefs of an HTTPRoute`) of one the user owns, with a `rule`
+/// sending to the colors of `name`.
+fn route_to_own(
+    src: &mut Source<'_>,
+    kind: &str,
+    weighed: &str,
+    rule: &str,
+    apex: &str,
+    name: &str,
+) {
+    src.skip(
+        "spec.service",
+        format!(
+            "Flagger generated the {kind} {apex} from it; Cutover weighs the {weighed} you own: \
+             create {apex} with a {rule} sending to {name}-blue (weight 100) and {name}-green \
+             (weight 0)"
+        ),
+    );
+}
+
 /// A Flagger Canary.
 pub(crate) fn canary(
     doc: &Value,
@@ -95,26 +117,11 @@ pub(crate) fn canary(
     src: &mut Source<'_>,
     templates: &mut TemplateUse<'_>,
 ) -> Translation {
-    let Some(name) = name_of(doc).filter(|n| !n.is_empty()) else {
-        src.skip(
-            "metadata.name",
-            "a Canary needs a name; nothing was written",
-        );
+    let Some(name) = required_name(doc, "a Canary", src) else {
         return Translation::default();
     };
-    if name.len() > MAX_NAME {
-        src.skip(
-            "metadata.name",
-            format!(
-                "a BlueGreenDeployment name has at most {MAX_NAME} characters; nothing was written"
-            ),
-        );
+    if !fits(name, "", src) {
         return Translation::default();
-    }
-    for (key, _) in entries(Some(doc)) {
-        if !matches!(key, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            src.unknown(key);
-        }
     }
     let meta = metadata(doc, name, src);
     let spec = doc.get("spec");
@@ -256,13 +263,13 @@ pub(crate) fn canary(
             ..TrafficRouting::default()
         },
         Router::Istio => {
-            src.skip(
-                "spec.service",
-                format!(
-                    "Flagger generated the VirtualService {apex} from it; Cutover weighs the \
-                     routes of a VirtualService you own: create {apex} with a route sending to \
-                     {name}-blue (weight 100) and {name}-green (weight 0)"
-                ),
+            route_to_own(
+                src,
+                "VirtualService",
+                "routes of a VirtualService",
+                "route",
+                &apex,
+                name,
             );
             TrafficRouting {
                 istio: Some(IstioRouting {
@@ -275,13 +282,13 @@ pub(crate) fn canary(
             }
         }
         Router::Gateway => {
-            src.skip(
-                "spec.service",
-                format!(
-                    "Flagger generated the HTTPRoute {apex} from it; Cutover weighs the \
-                     backendRefs of an HTTPRoute you own: create {apex} with a rule sending to \
-                     {name}-blue (weight 100) and {name}-green (weight 0)"
-                ),
+            route_to_own(
+                src,
+                "HTTPRoute",
+                "backendRefs of an HTTPRoute",
+                "rule",
+                &apex,
+                name,
             );
             TrafficRouting {
                 gateway_api: Some(GatewayApiRouting {

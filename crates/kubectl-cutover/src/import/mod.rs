@@ -366,9 +366,33 @@ const SERVER_METADATA: &[&str] = &[
     "deletionGracePeriodSeconds",
 ];
 
+/// `metadata.name` of a source document translated into a Cutover object (`what`: `a
+/// Rollout`); `None`, reported, when it has none.
+pub(crate) fn required_name<'d>(
+    doc: &'d Value,
+    what: &str,
+    src: &mut Source<'_>,
+) -> Option<&'d str> {
+    let name = name_of(doc).filter(|n| !n.is_empty());
+    if name.is_none() {
+        src.skip(
+            "metadata.name",
+            format!("{what} needs a name; nothing was written"),
+        );
+    }
+    name
+}
+
 /// The metadata of a Cutover object made from `doc` and named `name`: its namespace,
-/// labels and annotations; reports what of the source's metadata does not carry over.
+/// labels and annotations; reports the top-level fields of the source other than
+/// `apiVersion`, `kind`, `metadata`, `spec` and `status`, and what of its metadata does not
+/// carry over.
 pub(crate) fn metadata(doc: &Value, name: &str, src: &mut Source<'_>) -> ObjectMeta {
+    for (key, _) in entries(Some(doc)) {
+        if !matches!(key, "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+            src.unknown(key);
+        }
+    }
     let mut meta = ObjectMeta {
         name: Some(name.to_owned()),
         ..ObjectMeta::default()

@@ -182,11 +182,20 @@ fn rename_hosts(
 mod tests {
     use super::*;
 
-    fn renames() -> Vec<(String, String, i64)> {
-        vec![
-            ("shop-stable".into(), "shop-blue".into(), 100),
-            ("shop-canary".into(), "shop-green".into(), 0),
-        ]
+    /// `doc` after the claim to rename its backends `shop-stable` to `shop-blue` and
+    /// `shop-canary` to `shop-green` (in the HTTP routes `routes`; none: all), and the notes.
+    fn renamed(doc: &Value, label: &str, routes: Vec<String>) -> (Value, Vec<String>) {
+        let claim = Claim::RenameBackends {
+            index: 0,
+            renames: vec![
+                ("shop-stable".into(), "shop-blue".into(), 100),
+                ("shop-canary".into(), "shop-green".into(), 0),
+            ],
+            routes,
+        };
+        let mut notes = Vec::new();
+        let out = apply(doc, label, &[&claim], &mut notes).expect("kept");
+        (out, notes)
     }
 
     #[test]
@@ -202,13 +211,7 @@ mod tests {
                 ] }
             ] }
         });
-        let claim = Claim::RenameBackends {
-            index: 0,
-            renames: renames(),
-            routes: vec![],
-        };
-        let mut notes = Vec::new();
-        let out = apply(&route, "HTTPRoute/shop", &[&claim], &mut notes).expect("kept");
+        let (out, notes) = renamed(&route, "HTTPRoute/shop", vec![]);
         let refs = &out["spec"]["rules"][0]["backendRefs"];
         assert_eq!(
             refs[0],
@@ -235,13 +238,7 @@ mod tests {
                 { "name": "other", "route": [ { "destination": { "host": "shop-stable" } } ] }
             ] }
         });
-        let claim = Claim::RenameBackends {
-            index: 0,
-            renames: renames(),
-            routes: vec!["primary".into()],
-        };
-        let mut notes = Vec::new();
-        let out = apply(&vs, "VirtualService/shop", &[&claim], &mut notes).expect("kept");
+        let (out, _) = renamed(&vs, "VirtualService/shop", vec!["primary".into()]);
         let primary = &out["spec"]["http"][0]["route"];
         assert_eq!(
             primary[0]["destination"]["host"],

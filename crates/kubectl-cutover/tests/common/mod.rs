@@ -33,6 +33,15 @@ pub fn cli(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
     }
 }
 
+/// Findings (of `lint`), one a line, indented.
+pub fn show(findings: &[impl std::fmt::Display]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("    {f}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A kubeconfig (written under the temp dir, in a folder named after `tag`) whose server
 /// is 127.0.0.1:1, where nothing listens.
 pub fn dead_kubeconfig(tag: &str) -> PathBuf {
