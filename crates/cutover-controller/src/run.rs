@@ -10,7 +10,7 @@ use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTempla
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use cutover_api::k8s_openapi::api::batch::v1::Job;
-use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use cutover_api::k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::api::DynamicObject;
 use cutover_api::kube::runtime::events::Reporter;
@@ -242,7 +242,7 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         cache::slim_deployment,
     );
     let (services, services_changed) = cache::watched_with(
-        scoped::<Service>(&client, ns),
+        scoped::<cache::CachedService>(&client, ns),
         owned.clone(),
         cache::slim_service,
     );

@@ -373,7 +373,7 @@ async fn observe(
     for role in ServiceRole::ALL {
         let sname = role.service_name(&name);
         let (s, how) = cached_or_read(
-            lookup(&ctx.cache.services, ns, &sname),
+            cache::service(&ctx.cache.services, ns, &sname),
             &services,
             &sname,
             &ctx.absent,
@@ -534,7 +534,7 @@ async fn observe_spread(
         } else {
             let api: Api<Service> = Api::namespaced(place.client.clone(), &place.namespace);
             let (s, how) = cached_or_read(
-                lookup(&cache.services, &place.namespace, &sname),
+                cache::service(&cache.services, &place.namespace, &sname),
                 &api,
                 &sname,
                 &ctx.absent,

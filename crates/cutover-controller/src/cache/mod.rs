@@ -4,9 +4,8 @@
 //! - [`watched`] turns an `Api` into a store and the stream that fills it, for
 //!   `Controller::owns_stream` / `watches_stream`. Stored objects lose their
 //!   `managedFields` and `last-applied-configuration` (most of an object's bytes, never read
-//!   here), which keeps the caches small; Cutover's Deployments are cached as a view of
-//!   the fields a pass reads ([`CachedDeployment`]), Services keep their selector and ports
-//!   ([`slim_service`]).
+//!   here), which keeps the caches small; Cutover's Deployments and Services are cached as
+//!   views of the fields a pass reads ([`CachedDeployment`], [`CachedService`]).
 //! - [`Places`]: one watcher per namespace of another cluster (or another namespace of this
 //!   one) that a BlueGreenDeployment's color or a FailoverPolicy's member runs in, started
 //!   when the first user needs it and stopped when the last one goes. A change there
@@ -21,11 +20,13 @@ mod configs;
 mod deployments;
 mod places;
 mod routes;
+mod services;
 
 pub use configs::{Configs, Referenced, WITHOUT_DATA, drop_config_map_data, drop_secret_data};
 pub use deployments::{CachedDeployment, slim as slim_deployment};
 pub use places::{PlaceCache, Places, User};
 pub use routes::Routes;
+pub use services::{CachedService, slim as slim_service};
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -35,7 +36,7 @@ use std::time::Duration;
 use cutover_api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use cutover_api::k8s_openapi::api::core::v1::{Service, ServiceSpec};
+use cutover_api::k8s_openapi::api::core::v1::Service;
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
@@ -133,27 +134,6 @@ pub fn mirrored_slices() -> watcher::Config {
     ))
 }
 
-/// [`slim`], and of a Service what no pass reads: its status, annotations other than
-/// Cutover's, and of its spec all but the selector and ports.
-pub fn slim_service(s: &mut Service) {
-    slim(s);
-    // Only Cutover's own annotations are read (an adopted Service's selector before).
-    if let Some(a) = s.metadata.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("cutover.dev/"));
-        if a.is_empty() {
-            s.metadata.annotations = None;
-        }
-    }
-    s.status = None;
-    if let Some(spec) = s.spec.as_mut() {
-        *spec = ServiceSpec {
-            selector: spec.selector.take(),
-            ports: spec.ports.take(),
-            ..ServiceSpec::default()
-        };
-    }
-}
-
 /// Look `name` up in `ns` in `store`.
 pub fn lookup<K>(store: &Store<K>, ns: &str, name: &str) -> Option<K>
 where
@@ -170,6 +150,13 @@ pub fn deployment(store: &Store<CachedDeployment>, ns: &str, name: &str) -> Opti
     store
         .get(&ObjectRef::new(name).within(ns))
         .map(|d| d.to_deployment())
+}
+
+/// Service `name` in `ns` from `store`, as a pass reads it.
+pub fn service(store: &Store<CachedService>, ns: &str, name: &str) -> Option<Service> {
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|s| s.to_service())
 }
 
 /// `name`: its `cached` copy (the caller's store lookup), or, when the store does not hold
@@ -264,7 +251,7 @@ pub struct Home {
     /// Deployments (Cutover's, by label).
     pub deployments: Store<CachedDeployment>,
     /// Services (Cutover's, by label).
-    pub services: Store<Service>,
+    pub services: Store<CachedService>,
     /// EndpointSlices (the mirrored ones, Cutover's by label).
     pub slices: Store<EndpointSlice>,
     /// AnalysisRuns (Cutover's, by label).

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use cutover_api::BlueGreenDeployment;
-use cutover_api::k8s_openapi::api::core::v1::Service;
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
@@ -107,7 +106,7 @@ pub struct PlaceCache {
     /// Deployments there (Cutover's, by label).
     pub deployments: Store<super::CachedDeployment>,
     /// Services there (Cutover's, by label).
-    pub services: Store<Service>,
+    pub services: Store<super::CachedService>,
     /// EndpointSlices there (all: they belong to the endpoint controller).
     pub slices: Store<EndpointSlice>,
     /// BlueGreenDeployments there: watched only once a FailoverPolicy uses the place (a
