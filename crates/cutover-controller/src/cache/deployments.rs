@@ -21,9 +21,12 @@ use serde::Deserialize;
 /// template the containers' names, images and config references.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedDeployment {
-    /// Its metadata (managed fields dropped by [`slim`]).
+    /// Its metadata (managed fields dropped, labels and annotations moved to lists by
+    /// [`slim`]).
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip)]
+    maps: super::FlatMaps,
     #[serde(default)]
     spec: Spec,
     #[serde(default)]
@@ -114,8 +117,10 @@ impl CachedDeployment {
         };
         let pod = &self.spec.template.spec;
         let st = &self.status;
+        let mut metadata = self.metadata.clone();
+        self.maps.restore(&mut metadata);
         Deployment {
-            metadata: self.metadata.clone(),
+            metadata,
             spec: Some(DeploymentSpec {
                 replicas: self.spec.replicas,
                 template: PodTemplateSpec {
@@ -144,10 +149,11 @@ impl CachedDeployment {
     }
 }
 
-/// [`super::slim`], and of the references only those to config: env entries without
-/// `valueFrom` and volumes of other kinds are dropped.
+/// [`super::slim`], labels and annotations as lists, and of the references only those to
+/// config: env entries without `valueFrom` and volumes of other kinds are dropped.
 pub fn slim(d: &mut CachedDeployment) {
     super::slim(d);
+    d.maps.take(&mut d.metadata);
     let pod = &mut d.spec.template.spec;
     for c in pod
         .containers
@@ -206,7 +212,9 @@ mod tests {
         let original: Deployment = serde_json::from_value(full).expect("deployment");
         assert_eq!(d.metadata.managed_fields, None);
         assert_eq!(d.metadata.generation, Some(3));
+        assert!(cached.metadata.labels.is_none() && cached.metadata.annotations.is_none());
         assert_eq!(d.metadata.annotations, original.metadata.annotations);
+        assert_eq!(d.metadata.labels, original.metadata.labels);
         let spec = d.spec.expect("spec");
         assert_eq!(spec.replicas, Some(4));
         let pod = spec.template.spec.expect("pod spec");

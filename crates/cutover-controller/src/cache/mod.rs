@@ -38,6 +38,7 @@ use cutover_api::k8s_openapi::api::apps::v1::Deployment;
 use cutover_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use cutover_api::k8s_openapi::api::core::v1::Service;
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use cutover_api::kube::runtime::reflector::{self, ObjectRef, Store};
 use cutover_api::kube::runtime::{WatchStreamExt as _, watcher};
 use cutover_api::kube::{Api, Resource};
@@ -46,6 +47,39 @@ use serde::de::DeserializeOwned;
 
 /// Annotation `kubectl apply` leaves: a second copy of the object, never read here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An object's labels and annotations as short lists: a `BTreeMap` allocates a node of
+/// about half a kilobyte for its first entry, and a cached Service or Deployment has two or
+/// three of each. Kept beside an `ObjectMeta` whose maps are taken out ([`Self::take`]) and
+/// given back to the copy a pass reads ([`Self::restore`]).
+#[derive(Clone, Debug, Default)]
+pub struct FlatMaps {
+    labels: Vec<(String, String)>,
+    annotations: Vec<(String, String)>,
+}
+
+impl FlatMaps {
+    /// Move `meta`'s labels and annotations into `self` (a second call with maps already
+    /// taken keeps what `self` holds).
+    pub fn take(&mut self, meta: &mut ObjectMeta) {
+        if let Some(labels) = meta.labels.take() {
+            self.labels = labels.into_iter().collect();
+        }
+        if let Some(annotations) = meta.annotations.take() {
+            self.annotations = annotations.into_iter().collect();
+        }
+    }
+
+    /// Put the labels and annotations back into `meta` (a copy a pass reads).
+    pub fn restore(&self, meta: &mut ObjectMeta) {
+        if !self.labels.is_empty() {
+            meta.labels = Some(self.labels.iter().cloned().collect());
+        }
+        if !self.annotations.is_empty() {
+            meta.annotations = Some(self.annotations.iter().cloned().collect());
+        }
+    }
+}
 
 /// Drop what a cache never reads (managed fields, the last-applied copy).
 pub fn slim<K: Resource>(obj: &mut K) {

@@ -2,7 +2,7 @@
 //! k8s-openapi `Service` is 824 bytes before any string, and each of its label and selector
 //! maps is a B-tree node of about half a kilobyte however few entries it has: 3.6 KB per
 //! Service as cached before this view (measured by deserializing 20,000 copies of one the
-//! controller made). Here labels and selector are short lists and the spec is only what a
+//! controller made). Here labels, annotations and selector are short lists and the spec is only what a
 //! pass compares. A pass gets a `Service` back ([`CachedService::to_service`]).
 
 use std::borrow::Cow;
@@ -14,11 +14,11 @@ use cutover_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use cutover_api::kube::Resource;
 use serde::Deserialize;
 
-/// A Service as cached: its metadata without labels (kept as a list beside it), its
-/// selector and its ports' names and numbers.
+/// A Service as cached: its metadata without labels and annotations (kept as lists beside
+/// it), its selector and its ports' names and numbers.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct CachedService {
-    /// Its metadata, without labels or managed fields (see [`slim`]).
+    /// Its metadata, without labels, annotations or managed fields (see [`slim`]).
     #[serde(default)]
     pub metadata: ObjectMeta,
     /// As it comes from the watch; emptied by [`slim`] (boxed: a `ServiceSpec` is 416
@@ -26,7 +26,7 @@ pub struct CachedService {
     #[serde(default)]
     spec: Option<Box<ServiceSpec>>,
     #[serde(skip)]
-    labels: Vec<(String, String)>,
+    maps: super::FlatMaps,
     #[serde(skip)]
     selector: Option<Vec<(String, String)>>,
     #[serde(skip)]
@@ -73,9 +73,7 @@ impl CachedService {
     /// The Service as a pass reads it: what the cache keeps, the rest empty.
     pub fn to_service(&self) -> Service {
         let mut metadata = self.metadata.clone();
-        if !self.labels.is_empty() {
-            metadata.labels = Some(self.labels.iter().cloned().collect());
-        }
+        self.maps.restore(&mut metadata);
         Service {
             metadata,
             spec: Some(ServiceSpec {
@@ -109,9 +107,7 @@ pub fn slim(s: &mut CachedService) {
             s.metadata.annotations = None;
         }
     }
-    if let Some(labels) = s.metadata.labels.take() {
-        s.labels = labels.into_iter().collect();
-    }
+    s.maps.take(&mut s.metadata);
     if let Some(spec) = s.spec.take() {
         s.selector = spec.selector.map(|m| m.into_iter().collect());
         s.ports = spec.ports.map(|ports| {
@@ -153,6 +149,7 @@ mod tests {
         let mut cached: CachedService = serde_json::from_value(full.clone()).expect("cached");
         slim(&mut cached);
         assert!(cached.spec.is_none() && cached.metadata.labels.is_none());
+        assert!(cached.metadata.annotations.is_none());
         let s = cached.to_service();
         let original: Service = serde_json::from_value(full).expect("service");
         assert_eq!(s.metadata.labels, original.metadata.labels);
