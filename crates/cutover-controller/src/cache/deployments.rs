@@ -6,15 +6,11 @@
 //! quarter of that. A pass gets a `Deployment` back ([`CachedDeployment::to_deployment`]),
 //! so nothing past the cache knows the difference.
 
-use std::borrow::Cow;
-
-use cutover_api::k8s_openapi::NamespaceResourceScope;
 use cutover_api::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
 use cutover_api::k8s_openapi::api::core::v1::{
     Container, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec, Volume,
 };
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use cutover_api::kube::Resource;
 use serde::Deserialize;
 
 /// A Deployment of Cutover's as cached: metadata, size, status counts, and of its pod
@@ -76,34 +72,7 @@ struct Status {
     available_replicas: Option<i32>,
 }
 
-impl Resource for CachedDeployment {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Deployment")
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("apps")
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("deployments")
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+view_of!(CachedDeployment, Deployment);
 
 impl CachedDeployment {
     /// The Deployment as a pass reads it: what the cache keeps, the rest empty.

@@ -16,6 +16,45 @@
 //! - [`Routes`]: route objects, one watch per kind in use ([`routes`]).
 //! - [`Home`]: the home cluster's stores a BlueGreenDeployment pass reads.
 
+/// `Resource` for `$view`, a cached view of `$full` with a `metadata` field: the same kind,
+/// group, version and plural, so an `Api<$view>` lists and watches the same URLs.
+macro_rules! view_of {
+    ($view:ty, $full:ty) => {
+        impl cutover_api::kube::Resource for $view {
+            type DynamicType = ();
+            type Scope = <$full as cutover_api::kube::Resource>::Scope;
+
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as cutover_api::kube::Resource>::kind(dt)
+            }
+
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as cutover_api::kube::Resource>::group(dt)
+            }
+
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as cutover_api::kube::Resource>::version(dt)
+            }
+
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$full as cutover_api::kube::Resource>::plural(dt)
+            }
+
+            fn meta(
+                &self,
+            ) -> &cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(
+                &mut self,
+            ) -> &mut cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 mod configs;
 mod deployments;
 mod places;

@@ -5,13 +5,9 @@
 //! controller made). Here labels, annotations and selector are short lists and the spec is only what a
 //! pass compares. A pass gets a `Service` back ([`CachedService::to_service`]).
 
-use std::borrow::Cow;
-
-use cutover_api::k8s_openapi::NamespaceResourceScope;
 use cutover_api::k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use cutover_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use cutover_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use cutover_api::kube::Resource;
 use serde::Deserialize;
 
 /// A Service as cached: its metadata without labels and annotations (kept as lists beside
@@ -40,34 +36,7 @@ struct Port {
     target_port: Option<IntOrString>,
 }
 
-impl Resource for CachedService {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("Service")
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("services")
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+view_of!(CachedService, Service);
 
 impl CachedService {
     /// The Service as a pass reads it: what the cache keeps, the rest empty.
