@@ -10,7 +10,7 @@ use common::*;
 use cutover_api::analysis::{AnalysisPhase, AnalysisRun};
 use cutover_api::{Color, Phase};
 use cutover_test_support::prometheus::MetricsEndpoint;
-use cutover_test_support::{TestNamespace, upstream};
+use cutover_test_support::{TestNamespace, upstream, workload};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
@@ -289,17 +289,11 @@ async fn cutover_works_beside_argo_rollouts_and_flagger_and_never_touches_their_
     // One named like Flagger's Canary: its live Service `api` is the Canary's.
     create(&ns, &bgd("api", "api:1", 1, json!({}))).await;
     // One adopting the Deployment Flagger runs for that Canary.
-    let adopting: cutover_api::BlueGreenDeployment = serde_json::from_value(json!({
-        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
-        "metadata": { "name": "api-adopted" },
-        "spec": {
-            "replicas": 1,
-            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "api-primary" },
-            "service": { "port": 80, "targetPort": 8080 }
-        }
-    }))
-    .expect("a BlueGreenDeployment");
-    create(&ns, &adopting).await;
+    create(
+        &ns,
+        &workload::adopting("api-adopted", "api-primary", 1, "OnSuccess"),
+    )
+    .await;
 
     healthy_on(&ns, "web", Color::Blue).await;
     set_image(&ns, "web", "web:2").await;

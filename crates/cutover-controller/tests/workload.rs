@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use cutover_api::{BlueGreenDeployment, Color};
+use cutover_test_support::workload::adopting;
 use cutover_test_support::{TestNamespace, delete_and_wait, wait_for, watch_while, workload};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
@@ -40,20 +41,6 @@ async fn wait_deployment(
         move |d: Option<&Deployment>| d.is_some_and(&pred),
     )
     .await
-}
-
-/// A BlueGreenDeployment `name` of `replicas` pods taken from Deployment `workload`.
-fn adopting(name: &str, workload: &str, replicas: i32, scale_down: &str) -> BlueGreenDeployment {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
-        "metadata": { "name": name },
-        "spec": {
-            "replicas": replicas,
-            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": workload, "scaleDown": scale_down },
-            "service": { "port": 80, "targetPort": 8080 }
-        }
-    }))
-    .expect("valid BlueGreenDeployment")
 }
 
 /// Set the image of Deployment `name`'s container `app`, as `helm upgrade` would.

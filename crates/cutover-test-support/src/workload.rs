@@ -39,3 +39,23 @@ pub async fn service(ns: &TestNamespace, name: &str) {
         .await
         .expect("create Service");
 }
+
+/// A BlueGreenDeployment `name` of `replicas` pods taken from Deployment `workload`
+/// (`spec.workloadRef` with `scale_down`), serving port 80 from the pods' 8080.
+pub fn adopting(
+    name: &str,
+    workload: &str,
+    replicas: i32,
+    scale_down: &str,
+) -> cutover_api::BlueGreenDeployment {
+    serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": replicas,
+            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": workload, "scaleDown": scale_down },
+            "service": { "port": 80, "targetPort": 8080 }
+        }
+    }))
+    .expect("valid BlueGreenDeployment")
+}
