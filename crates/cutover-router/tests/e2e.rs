@@ -376,17 +376,10 @@ async fn a_killed_pod_process_leaves_the_endpoints_and_the_router_losing_at_most
     );
 }
 
-/// Adoption (`spec.workloadRef`) under load: a plain Deployment and its Service serve
-/// through the router; a BlueGreenDeployment of the Service's name adopts the Deployment,
-/// a new image set on the Deployment (as Helm sets it) is released, and deleting the
-/// BlueGreenDeployment gives the traffic back to the Deployment — with no failed request,
-/// and the Deployment's template never written by Cutover.
-#[tokio::test]
-async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_failed_request() {
+/// A plain Deployment `shop` (2 pods, v1) and its Service `shop`, served through the
+/// router by HTTPRoute `front`, with a load running through it.
+async fn a_served_deployment(s: &Stack) -> Load {
     use cutover_test_support::workload;
-    use k8s_openapi::api::apps::v1::Deployment;
-    let s = stack("rt-adopt", 85).await;
-    let deployments: Api<Deployment> = s.ns.api();
     workload::deployment(&s.ns, "shop", 2, s.node.demo_pod_spec("v1")).await;
     workload::service(&s.ns, "shop").await;
     e2e::http_route(
@@ -396,6 +389,19 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
         json!({ "rules": [{ "backendRefs": [{ "name": "shop", "port": 80 }] }] }),
     )
     .await;
+    the_deployment_serves_alone(s).await;
+    let load = Load::start(
+        &format!("http://127.0.0.1:{}/", s.port),
+        8,
+        Duration::from_secs(10),
+        Duration::from_secs(900),
+    );
+    window(&load).await;
+    load
+}
+
+/// The router sends `shop` to two pods (the Deployment's, before adoption and after it).
+async fn the_deployment_serves_alone(s: &Stack) {
     s.router
         .wait_routes(
             "the Deployment's two pods behind shop",
@@ -407,6 +413,132 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
             },
         )
         .await;
+}
+
+/// A BlueGreenDeployment `shop` adopting Deployment `shop`, with `extra` in its spec.
+fn adopting(extra: Value) -> BlueGreenDeployment {
+    let mut spec = json!({
+        "replicas": 2,
+        "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "shop" },
+        "service": { "port": 80, "targetPort": 8080 },
+    });
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+        "metadata": { "name": "shop" }, "spec": spec,
+    }))
+    .expect("valid BlueGreenDeployment")
+}
+
+/// Adopt: Healthy on blue, the Deployment scaled to zero.
+async fn adopt(s: &Stack, bgd: &BlueGreenDeployment) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let bgds: Api<BlueGreenDeployment> = s.ns.api();
+    bgds.create(&PostParams::default(), bgd)
+        .await
+        .expect("create BlueGreenDeployment");
+    healthy_on(&s.ns, "shop", Color::Blue).await;
+    cutover_test_support::wait_for(
+        &s.ns.api::<Deployment>(),
+        "shop",
+        "the Deployment scaled down",
+        Duration::from_secs(120),
+        |d: Option<&Deployment>| {
+            d.is_some_and(|d| {
+                d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0
+                    && d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+            })
+        },
+    )
+    .await;
+}
+
+/// Set image v2 on Deployment `shop` as Helm sets it (its own field manager); the
+/// Deployment as written.
+async fn helm_sets_v2(s: &Stack) -> k8s_openapi::api::apps::v1::Deployment {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let deployments: Api<Deployment> = s.ns.api();
+    let mut template = deployments
+        .get("shop")
+        .await
+        .expect("get")
+        .spec
+        .expect("spec")
+        .template;
+    template.spec = Some(serde_json::from_value(s.node.demo_pod_spec("v2")).expect("pod spec"));
+    deployments
+        .patch(
+            "shop",
+            &PatchParams::apply("helm").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
+                "spec": { "template": template }
+            })),
+        )
+        .await
+        .expect("set the new image")
+}
+
+/// Wait until v2 answers alone.
+async fn v2_serves_alone(load: &Load) {
+    let before = load.snapshot().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = load.snapshot().await.since(&before);
+        if w.ok_by_version.get("v2").copied().unwrap_or(0) >= 200
+            && w.ok_by_version.get("v1").copied().unwrap_or(0) == 0
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "v2 does not serve alone: {w:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Delete the BlueGreenDeployment; the Deployment serves alone again. Then stop the load,
+/// and check that no request failed and the Deployment is as `set` left it, at its size.
+async fn give_back(
+    s: &Stack,
+    load: Load,
+    set: &k8s_openapi::api::apps::v1::Deployment,
+    what: &str,
+) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let bgds: Api<BlueGreenDeployment> = s.ns.api();
+    cutover_test_support::delete_and_wait(&bgds, "shop", Duration::from_secs(180)).await;
+    the_deployment_serves_alone(s).await;
+    window(&load).await;
+    let report = load.stop().await;
+    eprintln!("{what}: {report:?}");
+    assert!(report.ok() > 0);
+    assert_eq!(
+        report.failed(),
+        0,
+        "failed requests across {what}: {report:?}"
+    );
+    let now = s.ns.api::<Deployment>().get("shop").await.expect("get");
+    assert_eq!(
+        now.spec.as_ref().map(|s| &s.template),
+        set.spec.as_ref().map(|s| &s.template),
+        "the Deployment's template is the user's"
+    );
+    assert_eq!(now.spec.as_ref().and_then(|s| s.replicas), Some(2));
+}
+
+/// Adoption (`spec.workloadRef`) under load: a plain Deployment and its Service serve
+/// through the router; a BlueGreenDeployment of the Service's name adopts the Deployment,
+/// a new image set on the Deployment (as Helm sets it) is released, and deleting the
+/// BlueGreenDeployment gives the traffic back to the Deployment — with no failed request,
+/// and the Deployment's template never written by Cutover.
+#[tokio::test]
+async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_failed_request() {
+    let s = stack("rt-adopt", 85).await;
+    let load = a_served_deployment(&s).await;
     // The preview Service through the router on a host name of its own, for the analysis:
     // the new version must answer there before the switch.
     e2e::http_route(
@@ -438,69 +570,20 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
         )
         .await
         .expect("create the AnalysisTemplate");
-    let load = Load::start(
-        &format!("http://127.0.0.1:{}/", s.port),
-        8,
-        Duration::from_secs(10),
-        Duration::from_secs(900),
-    );
-    window(&load).await;
 
     // Adopt. Releases go through steps: an analysis of the preview, then a pause.
-    let bgd: BlueGreenDeployment = serde_json::from_value(json!({
-        "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
-        "metadata": { "name": "shop" },
-        "spec": {
-            "replicas": 2,
-            "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "shop" },
-            "service": { "port": 80, "targetPort": 8080 },
-            "strategy": { "steps": [
-                { "analysis": { "templates": [{ "templateName": "preview-serves-v2" }] } },
-                { "pause": { "duration": "1s" } }
-            ] }
-        }
-    }))
-    .expect("valid BlueGreenDeployment");
-    let bgds: Api<BlueGreenDeployment> = s.ns.api();
-    bgds.create(&PostParams::default(), &bgd)
-        .await
-        .expect("create BlueGreenDeployment");
-    healthy_on(&s.ns, "shop", Color::Blue).await;
-    cutover_test_support::wait_for(
-        &deployments,
-        "shop",
-        "the Deployment scaled down",
-        Duration::from_secs(120),
-        |d: Option<&Deployment>| {
-            d.is_some_and(|d| {
-                d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0
-                    && d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
-            })
-        },
+    adopt(
+        &s,
+        &adopting(json!({ "strategy": { "steps": [
+            { "analysis": { "templates": [{ "templateName": "preview-serves-v2" }] } },
+            { "pause": { "duration": "1s" } }
+        ] } })),
     )
     .await;
     window(&load).await;
 
     // A new image on the Deployment, as Helm sets it: released to green.
-    let mut template = deployments
-        .get("shop")
-        .await
-        .expect("get")
-        .spec
-        .expect("spec")
-        .template;
-    template.spec = Some(serde_json::from_value(s.node.demo_pod_spec("v2")).expect("pod spec"));
-    let set = deployments
-        .patch(
-            "shop",
-            &PatchParams::apply("helm").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
-                "spec": { "template": template }
-            })),
-        )
-        .await
-        .expect("set the new image");
+    let set = helm_sets_v2(&s).await;
     healthy_on(&s.ns, "shop", Color::Green).await;
     let runs: Api<cutover_api::analysis::AnalysisRun> = s.ns.api();
     let runs = runs.list(&Default::default()).await.expect("runs").items;
@@ -521,49 +604,70 @@ async fn an_adopted_deployment_is_released_and_given_back_under_load_without_a_f
         vec![Some("\"v2\"".to_string()); 3],
         "the preview answered with the new version, through the router"
     );
-    let before = load.snapshot().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let w = load.snapshot().await.since(&before);
-        if w.ok_by_version.get("v2").copied().unwrap_or(0) >= 200
-            && w.ok_by_version.get("v1").copied().unwrap_or(0) == 0
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "v2 does not serve alone: {w:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    v2_serves_alone(&load).await;
 
     // Delete: the Deployment serves again before the colors go.
-    cutover_test_support::delete_and_wait(&bgds, "shop", Duration::from_secs(180)).await;
-    s.router
-        .wait_routes(
-            "only the Deployment's two pods behind shop",
-            Duration::from_secs(120),
-            |r| {
-                table_backends(r)
-                    .iter()
-                    .any(|(n, _, eps)| n.ends_with("/shop:80") && eps.len() == 2)
-            },
-        )
-        .await;
+    give_back(&s, load, &set, "adopt, release, give back").await;
+}
+
+/// Adoption with a weighted provider: the user's own HTTPRoute, which sends to the user's
+/// Service `shop`, is the BlueGreenDeployment's `gatewayAPI` route. Adopting writes nothing
+/// to it (the adopted Service carries the live color); the first weight step replaces its
+/// `shop` backend with the two colors; deleting the BlueGreenDeployment sends it to `shop`
+/// again. Real traffic through the router, no failed request.
+#[tokio::test]
+async fn an_adopted_deployment_behind_its_own_httproute_is_released_by_weight_and_given_back_without_a_failed_request()
+ {
+    let s = stack("rt-adopt-w", 86).await;
+    let routes =
+        cutover_test_support::e2e::gateway_api(&s.ns.client, Some(&s.ns.name), "HTTPRoute");
+    let load = a_served_deployment(&s).await;
+    let written = routes.get("front").await.expect("the user's route");
+    adopt(
+        &s,
+        &adopting(json!({
+            "trafficRouting": { "gatewayAPI": { "httpRoute": "front" } },
+            "strategy": { "steps": [{ "setWeight": 25 }, { "pause": {} }] }
+        })),
+    )
+    .await;
     window(&load).await;
-    let report = load.stop().await;
-    eprintln!("adopt, release, give back: {report:?}");
-    assert!(report.ok() > 0);
+    let adopted = routes.get("front").await.expect("the route");
     assert_eq!(
-        report.failed(),
-        0,
-        "failed requests across adoption, release and give-back: {report:?}"
+        adopted.data["spec"]["rules"], written.data["spec"]["rules"],
+        "adoption sends through the user's Service: the route is not written"
     );
-    let now = deployments.get("shop").await.expect("get");
+
+    let set = helm_sets_v2(&s).await;
+    wait_bgd(&s.ns, "shop", "the pause after 25 %", |b| {
+        phase(b) == Some(Phase::Paused)
+            && b.status.as_ref().and_then(|st| st.current_step_index) == Some(1)
+    })
+    .await;
+    s.router
+        .wait_routes("green at 25%", Duration::from_secs(30), |r| {
+            weight_of(r, "shop-green") == 25 && weight_of(r, "shop-blue") == 75
+        })
+        .await;
+    let w = window(&load).await;
+    let share = w.percent_of("v2");
+    eprintln!("at 25 %, v2 answered {share:.2}% of {} requests", w.total);
+    assert!((share - 25.0).abs() <= 3.0, "{w:?}");
+    request(&s.ns, "shop", requests::PROMOTE).await;
+    healthy_on(&s.ns, "shop", Color::Green).await;
+    v2_serves_alone(&load).await;
+
+    give_back(&s, load, &set, "adopt, weighted release, give back").await;
+    let back = routes.get("front").await.expect("the route");
+    let refs: Vec<(Value, Value)> = back.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| (b["name"].clone(), b["port"].clone()))
+        .collect();
     assert_eq!(
-        now.spec.as_ref().map(|s| &s.template),
-        set.spec.as_ref().map(|s| &s.template),
-        "the Deployment's template is the user's"
+        refs,
+        [(json!("shop"), json!(80))],
+        "the route sends to the user's Service again: {back:?}"
     );
-    assert_eq!(now.spec.as_ref().and_then(|s| s.replicas), Some(2));
 }

@@ -400,7 +400,8 @@ pub fn table_backends(routes: &Value) -> Vec<(String, u64, Vec<String>)> {
     out
 }
 
-fn gateway_api(client: &kube::Client, ns: Option<&str>, kind: &str) -> Api<DynamicObject> {
+/// An API for Gateway API objects of `kind` (v1), in `ns` or cluster-wide.
+pub fn gateway_api(client: &kube::Client, ns: Option<&str>, kind: &str) -> Api<DynamicObject> {
     let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "gateway.networking.k8s.io",
         "v1",

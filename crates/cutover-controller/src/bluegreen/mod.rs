@@ -1208,7 +1208,12 @@ async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error>
                 what: format!("Deployment {} to be available again", wref.name),
             });
         }
-        // Then the user's Service selects its pods again (and the colors', until they go).
+        // Then the user's route sends to the user's Service again (not to the colors'
+        // Services, which go with the colors)...
+        if let Some(route) = Route::of(bgd, ctx.client.clone(), None) {
+            route.remove().await?;
+        }
+        // ...and that Service selects its pods again (and the colors', until they go).
         crate::traffic::adopted::give_back(
             &ctx.client,
             &bgd.namespace().unwrap_or_default(),

@@ -6,6 +6,12 @@
 //! "managed rules"), (b) `RequestMirror` filters that mirror to those Services, and (c) one
 //! rule of its own named `cutover-header-<step>`, present only while a `setHeaderRoute`
 //! step is active. Every other rule, match, hostname and filter is written back as read.
+//!
+//! A rule may also send to the live Service `<name>` itself (the user's Service, adopted
+//! with `spec.workloadRef`, or Cutover's own): that Service follows the live color, so the
+//! rule is left as it is while all traffic is on the live color, and its `<name>` backend
+//! is replaced by the two colors at the first weight, header route or mirror. An adopted
+//! workload's route gets `<name>` back when the BlueGreenDeployment goes ([`give_back`]).
 //! `spec.rules` is an atomic list, so a server-side apply would take it over: the route
 //! is updated with optimistic concurrency (the resourceVersion read) instead, and a
 //! concurrent edit by the user makes the write fail and the pass retry.
@@ -34,6 +40,27 @@ fn color_of(name: &str, backend: &Value) -> Option<Color> {
     Color::ALL.into_iter().find(|c| n == service_of(name, *c))
 }
 
+/// Whether `backend` is the live Service `<name>`.
+fn is_live(name: &str, backend: &Value) -> bool {
+    backend.get("name").and_then(Value::as_str) == Some(name)
+        && backend
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_none_or(|k| k == "Service")
+}
+
+/// Whether `backend` is one Cutover switches: a color's Service or the live Service.
+fn is_ours(name: &str, backend: &Value) -> bool {
+    color_of(name, backend).is_some() || is_live(name, backend)
+}
+
+fn backends(rule: &Value) -> impl Iterator<Item = &Value> {
+    rule.get("backendRefs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
 fn is_header_rule(rule: &Value) -> bool {
     rule.get("name")
         .and_then(Value::as_str)
@@ -41,11 +68,7 @@ fn is_header_rule(rule: &Value) -> bool {
 }
 
 fn is_managed(name: &str, rule: &Value) -> bool {
-    !is_header_rule(rule)
-        && rule
-            .get("backendRefs")
-            .and_then(Value::as_array)
-            .is_some_and(|refs| refs.iter().any(|b| color_of(name, b).is_some()))
+    !is_header_rule(rule) && backends(rule).any(|b| is_ours(name, b))
 }
 
 /// The split the route implements now, or an error naming what is wrong with the route.
@@ -57,7 +80,7 @@ pub fn observe(spec: &Value, name: &str, route: &str) -> Result<RouteObs, String
         .unwrap_or_default();
     let Some(managed) = rules.iter().find(|r| is_managed(name, r)) else {
         return Err(format!(
-            "HTTPRoute {route} has no rule whose backendRefs name Service {} or {}; point one at them",
+            "HTTPRoute {route} has no rule whose backendRefs name Service {name}, {} or {}; point one at them",
             service_of(name, Color::Blue),
             service_of(name, Color::Green)
         ));
@@ -143,6 +166,7 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
     let name = bgd.metadata.name.clone().unwrap_or_default();
     let port = bgd.spec.service.port;
     let canary = target.stable.other();
+    let all_on_live = target.canary_weight == 0 && target.header.is_none() && target.mirror == 0;
     let mut spec = spec.clone();
     let rules = spec
         .get("rules")
@@ -156,17 +180,18 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
             continue;
         }
         if is_managed(&name, &rule) {
-            let others: Vec<Value> = rule["backendRefs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|b| color_of(&name, b).is_none())
-                .cloned()
-                .collect();
-            let mut refs = others;
-            refs.push(json!({ "group": "", "kind": "Service", "name": service_of(&name, target.stable), "port": port, "weight": 100 - i64::from(target.canary_weight) }));
-            refs.push(json!({ "group": "", "kind": "Service", "name": service_of(&name, canary), "port": port, "weight": i64::from(target.canary_weight) }));
-            rule["backendRefs"] = Value::Array(refs);
+            // A rule through the live Service carries all traffic to the live color as it
+            // is; the colors replace it only for a split.
+            let via_live = backends(&rule).any(|b| is_live(&name, b));
+            if !(via_live && all_on_live) {
+                let mut refs: Vec<Value> = backends(&rule)
+                    .filter(|b| !is_ours(&name, b))
+                    .cloned()
+                    .collect();
+                refs.push(json!({ "group": "", "kind": "Service", "name": service_of(&name, target.stable), "port": port, "weight": 100 - i64::from(target.canary_weight) }));
+                refs.push(json!({ "group": "", "kind": "Service", "name": service_of(&name, canary), "port": port, "weight": i64::from(target.canary_weight) }));
+                rule["backendRefs"] = Value::Array(refs);
+            }
             let mut filters: Vec<Value> = rule
                 .get("filters")
                 .and_then(Value::as_array)
@@ -229,6 +254,33 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
         );
     }
     spec["rules"] = Value::Array(out);
+    spec
+}
+
+/// The route's spec given back to the live Service: every managed rule sends to `<name>`
+/// instead of the colors, with no header rule or mirror of Cutover's left (an adopted
+/// workload's Service serves its pods again once the colors go).
+pub fn give_back(spec: &Value, bgd: &BlueGreenDeployment) -> Value {
+    let name = bgd.metadata.name.clone().unwrap_or_default();
+    let port = bgd.spec.service.port;
+    let all_on = Target {
+        stable: Color::Blue,
+        canary_weight: 0,
+        header: None,
+        mirror: 0,
+    };
+    let mut spec = render(spec, bgd, &all_on);
+    if let Some(rules) = spec.get_mut("rules").and_then(Value::as_array_mut) {
+        let split = |r: &Value| backends(r).any(|b| color_of(&name, b).is_some());
+        for rule in rules.iter_mut().filter(|r| !is_header_rule(r) && split(r)) {
+            let mut refs: Vec<Value> = backends(rule)
+                .filter(|b| !is_ours(&name, b))
+                .cloned()
+                .collect();
+            refs.push(json!({ "group": "", "kind": "Service", "name": name, "port": port }));
+            rule["backendRefs"] = Value::Array(refs);
+        }
+    }
     spec
 }
 
@@ -371,6 +423,78 @@ mod tests {
                 .map(|t| t.weight),
             Some(100),
             "a route switched before the live Service reads as all traffic on the other color"
+        );
+    }
+
+    #[test]
+    fn a_rule_through_the_live_service_is_split_only_when_needed_and_given_back() {
+        let user = json!({
+            "parentRefs": [{ "name": "gw" }],
+            "rules": [
+                { "matches": [{ "path": { "type": "PathPrefix", "value": "/other" } }], "backendRefs": [{ "name": "other", "port": 8080 }] },
+                { "backendRefs": [{ "name": "shop", "port": 80 }] }
+            ]
+        });
+        let all_blue = Target {
+            stable: Color::Blue,
+            canary_weight: 0,
+            header: None,
+            mirror: 0,
+        };
+        // All traffic on the live color: the live Service carries it, nothing to write.
+        assert_eq!(render(&user, &bgd(), &all_blue), user);
+        assert_eq!(
+            observe(&user, "shop", "front")
+                .expect("a rule through the live Service is managed")
+                .relative_to(Color::Blue),
+            None,
+            "no color weights: all on the live Service"
+        );
+        // A weight: the live Service gives way to the two colors.
+        let split = render(
+            &user,
+            &bgd(),
+            &Target {
+                canary_weight: 20,
+                ..all_blue.clone()
+            },
+        );
+        assert_eq!(split["rules"][0], user["rules"][0]);
+        let refs = split["rules"][1]["backendRefs"].as_array().expect("refs");
+        let names: Vec<&str> = refs.iter().filter_map(|b| b["name"].as_str()).collect();
+        assert_eq!(names, ["shop-blue", "shop-green"]);
+        assert_eq!(
+            observe(&split, "shop", "front")
+                .expect("valid")
+                .relative_to(Color::Blue)
+                .map(|t| t.weight),
+            Some(20)
+        );
+        // Promoted, then given back: the rule sends to the live Service again.
+        let promoted = render(
+            &split,
+            &bgd(),
+            &Target {
+                stable: Color::Green,
+                ..all_blue
+            },
+        );
+        assert_eq!(promoted["rules"][1]["backendRefs"][0]["name"], "shop-green");
+        let back = give_back(&promoted, &bgd());
+        assert_eq!(back["rules"][0], user["rules"][0]);
+        assert_eq!(
+            back["rules"][1]["backendRefs"],
+            json!([{ "group": "", "kind": "Service", "name": "shop", "port": 80 }])
+        );
+        assert_eq!(
+            give_back(&back, &bgd()),
+            back,
+            "giving back twice changes nothing"
+        );
+        assert_eq!(
+            give_back(&user, &bgd()),
+            user,
+            "a route never split is left as written"
         );
     }
 

@@ -5,6 +5,10 @@
 //! `trafficRouting.istio.virtualService.routes`, or every route sending to a color Service
 //! when none are named): the `route[]` destinations whose host is `<name>-blue`/`<name>-green`
 //! (short name or FQDN), and `mirror`/`mirrorPercentage` when they mirror to a color.
+//! A route may send to the live Service `<name>` instead (the user's Service, adopted with
+//! `spec.workloadRef`): it is left as it is while all traffic is on the live color, and its
+//! `<name>` destination is replaced by the two colors for a split ([`give_back`] puts it
+//! back when an adopting BlueGreenDeployment goes).
 //! A header route is an HTTP route of its own, `cutover-header-<step>`, put first because
 //! Istio takes the first route that matches. Everything else is written back as read.
 
@@ -23,6 +27,23 @@ fn color_of(name: &str, host: &Value) -> Option<Color> {
     Color::ALL
         .into_iter()
         .find(|c| short == format!("{name}-{c}"))
+}
+
+/// Whether `host` is the live Service `<name>` (short name or FQDN).
+fn is_live(name: &str, host: &Value) -> bool {
+    host.as_str()
+        .is_some_and(|h| h.split('.').next().unwrap_or(h) == name)
+}
+
+fn is_ours(name: &str, host: &Value) -> bool {
+    color_of(name, host).is_some() || is_live(name, host)
+}
+
+fn destinations(r: &Value) -> impl Iterator<Item = &Value> {
+    r.get("route")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 fn is_header_route(r: &Value) -> bool {
@@ -48,10 +69,7 @@ fn managed(bgd: &BlueGreenDeployment, name: &str, r: &Value) -> bool {
             .and_then(Value::as_str)
             .is_some_and(|n| wanted.iter().any(|w| w == n));
     }
-    r.get("route").and_then(Value::as_array).is_some_and(|ds| {
-        ds.iter()
-            .any(|d| color_of(name, &d["destination"]["host"]).is_some())
-    })
+    destinations(r).any(|d| is_ours(name, &d["destination"]["host"]))
 }
 
 /// The split the VirtualService implements now, or what is wrong with it.
@@ -64,7 +82,7 @@ pub fn observe(spec: &Value, bgd: &BlueGreenDeployment, vs: &str) -> Result<Rout
         .unwrap_or_default();
     let Some(route) = http.iter().find(|r| managed(bgd, &name, r)) else {
         return Err(format!(
-            "VirtualService {vs} has no HTTP route to manage (named in trafficRouting.istio.virtualService.routes, or sending to {name}-blue or {name}-green)"
+            "VirtualService {vs} has no HTTP route to manage (named in trafficRouting.istio.virtualService.routes, or sending to {name}, {name}-blue or {name}-green)"
         ));
     };
     let mut weights = PerColor::<i64>::default();
@@ -128,6 +146,7 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
     let name = bgd.metadata.name.clone().unwrap_or_default();
     let port = bgd.spec.service.port;
     let canary = target.stable.other();
+    let all_on_live = target.canary_weight == 0 && target.header.is_none() && target.mirror == 0;
     let dest = |c: Color, w: u8| json!({ "destination": { "host": format!("{name}-{c}"), "port": { "number": port } }, "weight": i64::from(w) });
     let mut spec = spec.clone();
     let http = spec
@@ -142,17 +161,18 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
             continue;
         }
         if managed(bgd, &name, &r) {
-            let mut ds: Vec<Value> = r
-                .get("route")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter(|d| color_of(&name, &d["destination"]["host"]).is_none())
-                .cloned()
-                .collect();
-            ds.push(dest(target.stable, 100 - target.canary_weight));
-            ds.push(dest(canary, target.canary_weight));
-            r["route"] = Value::Array(ds);
+            // A route through the live Service carries all traffic to the live color as it
+            // is; the colors replace it only for a split.
+            let via_live = destinations(&r).any(|d| is_live(&name, &d["destination"]["host"]));
+            if !(via_live && all_on_live) {
+                let mut ds: Vec<Value> = destinations(&r)
+                    .filter(|d| !is_ours(&name, &d["destination"]["host"]))
+                    .cloned()
+                    .collect();
+                ds.push(dest(target.stable, 100 - target.canary_weight));
+                ds.push(dest(canary, target.canary_weight));
+                r["route"] = Value::Array(ds);
+            }
             let ours = r
                 .get("mirror")
                 .is_some_and(|m| color_of(&name, &m["host"]).is_some());
@@ -197,4 +217,121 @@ pub fn render(spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value
     }
     spec["http"] = Value::Array(out);
     spec
+}
+
+/// The VirtualService's spec given back to the live Service: every managed route that
+/// splits between the colors sends to `<name>` instead, with no header route or mirror of
+/// Cutover's left.
+pub fn give_back(spec: &Value, bgd: &BlueGreenDeployment) -> Value {
+    let name = bgd.metadata.name.clone().unwrap_or_default();
+    let port = bgd.spec.service.port;
+    let all_on = Target {
+        stable: Color::Blue,
+        canary_weight: 0,
+        header: None,
+        mirror: 0,
+    };
+    let mut spec = render(spec, bgd, &all_on);
+    if let Some(http) = spec.get_mut("http").and_then(Value::as_array_mut) {
+        let split = |r: &Value| {
+            destinations(r).any(|d| color_of(&name, &d["destination"]["host"]).is_some())
+        };
+        for r in http
+            .iter_mut()
+            .filter(|r| managed(bgd, &name, r) && split(r))
+        {
+            let mut ds: Vec<Value> = destinations(r)
+                .filter(|d| !is_ours(&name, &d["destination"]["host"]))
+                .cloned()
+                .collect();
+            ds.push(json!({ "destination": { "host": name, "port": { "number": port } } }));
+            r["route"] = Value::Array(ds);
+        }
+    }
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bgd() -> BlueGreenDeployment {
+        crate::fixtures::bgd_from(json!({
+            "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment",
+            "metadata": { "name": "shop", "namespace": "prod" },
+            "spec": {
+                "workloadRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "shop" },
+                "service": { "port": 80 },
+                "trafficRouting": { "istio": { "virtualService": { "name": "shop" } } }
+            }
+        }))
+    }
+
+    fn hosts(spec: &Value, i: usize) -> Vec<(String, i64)> {
+        destinations(&spec["http"][i])
+            .map(|d| {
+                (
+                    d["destination"]["host"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    d.get("weight").and_then(Value::as_i64).unwrap_or(100),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_route_through_the_live_service_is_split_only_when_needed_and_given_back() {
+        let user = json!({
+            "hosts": ["shop.example"],
+            "http": [
+                { "match": [{ "uri": { "prefix": "/other" } }], "route": [{ "destination": { "host": "other" } }] },
+                { "route": [{ "destination": { "host": "shop.prod.svc.cluster.local", "port": { "number": 80 } } }] }
+            ]
+        });
+        let all_blue = Target {
+            stable: Color::Blue,
+            canary_weight: 0,
+            header: None,
+            mirror: 0,
+        };
+        assert_eq!(render(&user, &bgd(), &all_blue), user, "nothing to write");
+        assert_eq!(
+            observe(&user, &bgd(), "shop")
+                .expect("managed")
+                .relative_to(Color::Blue),
+            None
+        );
+        let split = render(
+            &user,
+            &bgd(),
+            &Target {
+                canary_weight: 30,
+                mirror: 10,
+                ..all_blue.clone()
+            },
+        );
+        assert_eq!(split["http"][0], user["http"][0], "the user's route stays");
+        assert_eq!(
+            hosts(&split, 1),
+            [
+                ("shop-blue".to_string(), 70),
+                ("shop-green".to_string(), 30)
+            ]
+        );
+        let seen = observe(&split, &bgd(), "shop")
+            .expect("valid")
+            .relative_to(Color::Blue)
+            .expect("a split");
+        assert_eq!((seen.weight, seen.mirror), (30, 10));
+        let back = give_back(&split, &bgd());
+        assert_eq!(hosts(&back, 1), [("shop".to_string(), 100)]);
+        assert!(back["http"][1].get("mirror").is_none(), "{back}");
+        assert_eq!(
+            give_back(&user, &bgd()),
+            user,
+            "never split: left as written"
+        );
+    }
 }

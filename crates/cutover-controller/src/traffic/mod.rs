@@ -324,6 +324,16 @@ impl RouteKind {
         }
     }
 
+    /// `spec` given back to the live Service `<name>` (a user's route; an owned
+    /// TrafficSplit goes with its owner instead).
+    pub fn give_back(self, spec: &Value, bgd: &BlueGreenDeployment) -> Value {
+        match self {
+            RouteKind::Gateway => gateway::give_back(spec, bgd),
+            RouteKind::Istio => istio::give_back(spec, bgd),
+            RouteKind::Smi => spec.clone(),
+        }
+    }
+
     /// `spec` with `target` applied to the parts Cutover manages.
     pub fn render(self, spec: &Value, bgd: &BlueGreenDeployment, target: &Target) -> Value {
         match self {

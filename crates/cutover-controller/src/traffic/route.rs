@@ -97,6 +97,32 @@ impl<'a> Route<'a> {
         stable: Color,
         change: impl FnOnce(Target) -> Target,
     ) -> Result<(), Error> {
+        let (kind, bgd) = (self.kind, self.bgd);
+        self.rewrite(|spec| {
+            let obs = kind
+                .observe(spec, bgd, &self.name)
+                .ok()
+                .and_then(|o| o.relative_to(stable))
+                .unwrap_or_default();
+            let now = Target {
+                stable,
+                canary_weight: obs.weight,
+                header: obs.header_route.map(|i| header_of(bgd, i)),
+                mirror: obs.mirror,
+            };
+            let target = change(now);
+            tracing::debug!(name = %bgd.name_any(), route = %self.name, ?target, "{}", kind.kind());
+            kind.render(spec, bgd, &target)
+        })
+        .await
+    }
+
+    /// Read the route fresh (an owned kind absent is made), give its spec to `change`, and
+    /// write what it returns, if different, with the resourceVersion read.
+    async fn rewrite(
+        &self,
+        change: impl FnOnce(&serde_json::Value) -> serde_json::Value,
+    ) -> Result<(), Error> {
         let (kind, rname, bgd) = (self.kind, &self.name, self.bgd);
         let api = self.api()?;
         let current = api.get_opt(rname).await.map_err(|source| Error::Read {
@@ -117,19 +143,7 @@ impl<'a> Route<'a> {
             None => return Ok(()),
         };
         let spec = route.data["spec"].clone();
-        let obs = kind
-            .observe(&spec, bgd, rname)
-            .ok()
-            .and_then(|o| o.relative_to(stable))
-            .unwrap_or_default();
-        let now = Target {
-            stable,
-            canary_weight: obs.weight,
-            header: obs.header_route.map(|i| header_of(bgd, i)),
-            mirror: obs.mirror,
-        };
-        let target = change(now);
-        let new_spec = kind.render(&spec, bgd, &target);
+        let new_spec = change(&spec);
         if new_spec == spec {
             return Ok(());
         }
@@ -148,7 +162,7 @@ impl<'a> Route<'a> {
             name: rname.clone(),
             source,
         })?;
-        tracing::info!(name = %bgd.name_any(), route = %rname, ?target, "updated {}", kind.kind());
+        tracing::info!(name = %bgd.name_any(), route = %rname, "updated {}", kind.kind());
         Ok(())
     }
 }
@@ -208,10 +222,15 @@ impl TrafficProvider for Route<'_> {
     }
 
     /// Everything back on the color that has most of the traffic, no header route or
-    /// mirror (an owned TrafficSplit goes with its owner).
+    /// mirror (an owned TrafficSplit goes with its owner). An adopted workload's route
+    /// sends to the live Service `<name>` again: it is the user's, and outlives the colors.
     async fn remove(&self) -> Result<(), Error> {
         if self.kind.owned() {
             return Ok(());
+        }
+        if self.bgd.spec.workload_ref.is_some() {
+            let (kind, bgd) = (self.kind, self.bgd);
+            return self.rewrite(|spec| kind.give_back(spec, bgd)).await;
         }
         match self.read()?.live {
             Some(live) => self.switch_live(live).await,
