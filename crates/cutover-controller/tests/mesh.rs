@@ -321,3 +321,106 @@ async fn smi_abort_at_fifty_percent_in_one_write() {
         "smi: one write back to blue"
     );
 }
+
+/// `spec.workloadRef` with `istio` routing: the user's VirtualService sends to the user's
+/// Service `shop`. Adopting leaves it as written (the adopted Service carries the live
+/// color); a weight replaces the `shop` destination with the two colors; deleting the
+/// BlueGreenDeployment sends it to `shop` again, the user's other route untouched.
+#[tokio::test]
+async fn istio_an_adopted_workloads_virtualservice_is_split_and_given_back() {
+    use cutover_test_support::workload;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let (ns, _ctrl) = setup("mesh-adopt").await;
+    install_crds(&ns.client, ISTIO).await;
+    let pod = json!({ "containers": [{ "name": "app", "image": "shop:1", "ports": [{ "containerPort": 8080 }] }] });
+    workload::deployment(&ns, "shop", 2, pod).await;
+    workload::service(&ns, "shop").await;
+    let ar = resource("networking.istio.io", "v1", "VirtualService");
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let mut vs = DynamicObject::new("front", &ar);
+    vs.data = json!({ "spec": {
+        "hosts": ["shop.example"],
+        "http": [
+            { "name": "other", "match": [{ "uri": { "prefix": "/other" } }], "route": [{ "destination": { "host": "other" } }] },
+            { "name": "main", "route": [{ "destination": { "host": "shop", "port": { "number": 80 } } }] }
+        ]
+    } });
+    api.create(&PostParams::default(), &vs)
+        .await
+        .expect("create VirtualService");
+    let original = api.get("front").await.expect("get");
+    let hosts = |vs: &DynamicObject| -> Vec<(String, i64)> {
+        vs.data["spec"]["http"][1]["route"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                (
+                    d["destination"]["host"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    d["weight"].as_i64().unwrap_or(100),
+                )
+            })
+            .collect()
+    };
+
+    let mut b = cutover_test_support::workload::adopting("shop", "shop", 2, "OnSuccess");
+    b.spec.traffic_routing =
+        serde_json::from_value(json!({ "istio": { "virtualService": { "name": "front" } } }))
+            .expect("routing");
+    b.spec.strategy.steps =
+        serde_json::from_value(json!([{ "setWeight": 30 }, { "pause": {} }])).expect("steps");
+    create(&ns, &b).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    assert_eq!(
+        api.get("front").await.expect("get").data["spec"],
+        original.data["spec"],
+        "adoption writes nothing to the route"
+    );
+
+    let deployments: Api<Deployment> = ns.api();
+    deployments
+        .patch(
+            "shop",
+            &PatchParams::apply("helm").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
+                "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "shop:2" }] } } }
+            })),
+        )
+        .await
+        .expect("set the image");
+    wait_bgd(&ns, "shop", "the pause after 30 %", |b| {
+        phase(b) == Some(Phase::Paused)
+            && b.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+    })
+    .await;
+    assert_eq!(
+        hosts(&api.get("front").await.expect("get")),
+        [
+            ("shop-blue".to_string(), 70),
+            ("shop-green".to_string(), 30)
+        ]
+    );
+    request(&ns, "shop", requests::PROMOTE).await;
+    healthy_on(&ns, "shop", Color::Green).await;
+    assert_eq!(
+        hosts(&api.get("front").await.expect("get")),
+        [
+            ("shop-green".to_string(), 100),
+            ("shop-blue".to_string(), 0)
+        ]
+    );
+
+    let bgds: Api<cutover_api::BlueGreenDeployment> = ns.api();
+    cutover_test_support::delete_and_wait(&bgds, "shop", TIMEOUT).await;
+    let back = api.get("front").await.expect("get");
+    assert_eq!(hosts(&back), [("shop".to_string(), 100)]);
+    assert_eq!(
+        back.data["spec"]["http"][0], original.data["spec"]["http"][0],
+        "the user's other route is untouched"
+    );
+}
