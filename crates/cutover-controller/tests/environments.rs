@@ -719,3 +719,144 @@ impl Drop for Far {
         let _ = cutover_test_support::local_cluster::down(&self.name);
     }
 }
+
+/// `spec.workloadRef` with the colors in namespaces of their own: the user's Service at
+/// home is switched through a mirrored EndpointSlice of the live color's endpoints (its
+/// own selector narrowed to the color, which selects nothing at home), and given back
+/// when the BlueGreenDeployment goes. The Service has ready endpoints at every moment.
+#[tokio::test]
+async fn an_adopted_deployment_moves_to_colors_elsewhere_and_back_with_its_service_never_empty() {
+    use cutover_test_support::workload;
+    let (home, _ctrl) = setup("env-adopt").await;
+    let blue_ns = TestNamespace::new("env-adopt-blue").await;
+    let green_ns = TestNamespace::new("env-adopt-green").await;
+    let pod = json!({ "containers": [{ "name": "app", "image": "shop:1", "ports": [{ "containerPort": 8080 }] }] });
+    workload::deployment(&home, "shop", 2, pod).await;
+    workload::service(&home, "shop").await;
+    let slices: Api<EndpointSlice> = home.api();
+    let of_shop = || watcher::Config::default().labels("kubernetes.io/service-name=shop");
+    cutover_test_support::wait_for(
+        &home.api::<Deployment>(),
+        "shop",
+        "the Deployment available",
+        TIMEOUT,
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| s.available_replicas)
+                == Some(2)
+        },
+    )
+    .await;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while ready_addresses(&home, "shop").await.len() != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Service's endpoints"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before = ready_addresses(&home, "shop").await;
+
+    // Every state of the Service's endpoints (all its slices) from adoption to give-back.
+    let seen = Arc::new(Mutex::new(Vec::<BTreeSet<String>>::new()));
+    let record = seen.clone();
+    let (home_ref, blue_ref, green_ref) = (&home, &blue_ns, &green_ns);
+    watch_while(
+        &slices,
+        of_shop(),
+        move |objs| {
+            let all: Vec<EndpointSlice> = objs.iter().map(|s| s.as_ref().clone()).collect();
+            let now = addresses(&all);
+            let mut v = record.lock().expect("lock");
+            if v.last() != Some(&now) {
+                v.push(now);
+            }
+        },
+        async move {
+            let mut b = cutover_test_support::workload::adopting("shop", "shop", 2, "OnSuccess");
+            b.spec.environments = serde_json::from_value(
+                environments(&blue_ref.name, &green_ref.name)["environments"].clone(),
+            )
+            .expect("environments");
+            create(home_ref, &b).await;
+            healthy_on(home_ref, "shop", Color::Blue).await;
+            let blue_eps = ready_addresses(blue_ref, "shop-blue").await;
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while ready_addresses(home_ref, "shop").await != blue_eps {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the Service serves blue alone"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            home_ref
+                .api::<Deployment>()
+                .patch(
+                    "shop",
+                    &PatchParams::apply("helm").force(),
+                    &Patch::Apply(json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "shop" },
+                        "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "shop:2" }] } } }
+                    })),
+                )
+                .await
+                .expect("set the image");
+            healthy_on(home_ref, "shop", Color::Green).await;
+            let green_eps = ready_addresses(green_ref, "shop-green").await;
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while ready_addresses(home_ref, "shop").await != green_eps {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the Service serves green alone"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            delete_and_wait(home_ref, "shop").await;
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while ready_addresses(home_ref, "shop").await.len() != 2
+                || home_ref
+                    .api::<EndpointSlice>()
+                    .get_opt("shop")
+                    .await
+                    .expect("get")
+                    .is_some()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the Deployment's pods alone behind the Service"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    eprintln!("the Service's ready endpoints over time: {seen:?}");
+    assert!(
+        seen.iter().all(|s| !s.is_empty()),
+        "the Service had no ready endpoint at some point: {seen:?}"
+    );
+    assert_eq!(seen.first(), Some(&before));
+    let svc = home
+        .api::<Service>()
+        .get("shop")
+        .await
+        .expect("the Service stays");
+    assert_eq!(
+        svc.spec.and_then(|s| s.selector),
+        Some([("app".to_string(), "shop".to_string())].into()),
+        "its own selector again"
+    );
+    assert!(
+        svc.metadata
+            .annotations
+            .unwrap_or_default()
+            .keys()
+            .all(|k| !k.starts_with("cutover.dev/")),
+        "no annotation of Cutover's left"
+    );
+    let d = home.api::<Deployment>().get("shop").await.expect("get");
+    assert_eq!(d.spec.and_then(|s| s.replicas), Some(2));
+    assert!(deployment_in(&blue_ns, "shop-blue").await.is_none());
+    assert!(deployment_in(&green_ns, "shop-green").await.is_none());
+}

@@ -49,6 +49,7 @@ use crate::objects::{
     apply_fields, apply_owned, apply_status, controlled_by, create_once, owned_by, owned_labels,
     owner_reference, revision,
 };
+use crate::traffic::adopted;
 use crate::traffic::live_endpoints::{LiveEndpoints, slice_color};
 use crate::traffic::live_selector::LiveSelector;
 use crate::traffic::route::{Route, header_of};
@@ -386,10 +387,8 @@ async fn observe(
             source,
         })?;
         // With a workloadRef, the user's Service of this name is switched, never owned.
-        let adopted = role == ServiceRole::Live
-            && !snap.spread
-            && s.as_ref()
-                .is_some_and(|s| crate::traffic::adopted::adoptable(s, bgd));
+        let adopted =
+            role == ServiceRole::Live && s.as_ref().is_some_and(|s| adopted::adoptable(s, bgd));
         if let Some(s) = &s
             && !owned_by(&s.metadata, bgd)
             && !adopted
@@ -1214,7 +1213,7 @@ async fn finalize(bgd: &BlueGreenDeployment, ctx: &Context) -> Result<(), Error>
             route.remove().await?;
         }
         // ...and that Service selects its pods again (and the colors', until they go).
-        crate::traffic::adopted::give_back(
+        adopted::give_back(
             &ctx.client,
             &bgd.namespace().unwrap_or_default(),
             &bgd.name_any(),
@@ -1375,7 +1374,11 @@ async fn ensure_spread_services(
         let have = snap.slices.get(role_key(role)).and_then(|s| s.as_ref());
         let in_sync = have.is_some_and(|s| mirrors(s, color, eps, &port_name));
         let service = snap.services.get(role_key(role)).and_then(|s| s.as_ref());
-        let service_ok = same_service(service, &services::mirror_service(bgd, role)?);
+        let adopted = service.filter(|s| adopted::adoptable(s, bgd));
+        let service_ok = match adopted {
+            Some(user) => adopted::selects(user, bgd, color),
+            None => same_service(service, &services::mirror_service(bgd, role)?),
+        };
         if !in_sync || !service_ok {
             let checked = snap.checked_mirror(role.service_name(&name).as_str());
             crate::traffic::live_endpoints::point(
@@ -1385,6 +1388,7 @@ async fn ensure_spread_services(
                 (role, checked),
                 color,
                 eps,
+                adopted,
             )
             .await?;
         }
@@ -1685,6 +1689,7 @@ async fn act(
                 (ServiceRole::Preview, checked),
                 color,
                 snap.endpoints.get(color),
+                None,
             )
             .await
         }
@@ -1829,6 +1834,10 @@ fn traffic_of<'a>(bgd: &'a BlueGreenDeployment, ctx: &Context, snap: &'a Snapsho
                 snap.slices.get("live").and_then(Option::as_ref),
                 snap.checked_mirror(&live),
             ),
+            snap.services
+                .get("live")
+                .and_then(Option::as_ref)
+                .filter(|s| adopted::adoptable(s, bgd)),
         ))
     } else {
         Live::Selector(LiveSelector::new(

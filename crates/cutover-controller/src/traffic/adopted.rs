@@ -5,10 +5,20 @@
 //! that brings it into the controller's cache and an annotation with the selector it had,
 //! under a field manager of its own. Giving it back writes that selector again and drops
 //! the label and annotations.
+//!
+//! With a color away from home (`spec.environments`) Cutover's own live Service has no
+//! selector and serves the mirrored EndpointSlice `<name>` of the live color's endpoints.
+//! An adopted Service keeps its selector (kube-controller-manager keeps the slice it makes
+//! from it only while there is one): the mirrored slice is written first, then the
+//! selector gets the color label as above, which at home selects the live color's pods if
+//! it runs there and nothing otherwise. Giving it back restores the selector before the
+//! mirrored slice goes.
 
 use std::collections::BTreeMap;
 
 use cutover_api::k8s_openapi::api::core::v1::Service;
+use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
+use cutover_api::kube::api::DeleteParams;
 use cutover_api::kube::{Api, Client, ResourceExt as _};
 use cutover_api::{BlueGreenDeployment, COLOR_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use cutover_core::Color;
@@ -81,8 +91,14 @@ pub async fn point(
     .await
 }
 
+/// Whether adopted Service `svc` is `bgd`'s and selects `color` (pure).
+pub fn selects(svc: &Service, bgd: &BlueGreenDeployment, color: Color) -> bool {
+    svc.annotations().get(ADOPTED_BY) == bgd.metadata.uid.as_ref()
+        && super::services::selected_color(svc) == Some(color)
+}
+
 /// Give Service `name` in `ns` back, if `bgd` adopted it: its selector as it was, without
-/// the controller's label and annotations.
+/// the controller's label and annotations; then its mirrored EndpointSlice (if any) goes.
 pub async fn give_back(
     client: &Client,
     ns: &str,
@@ -102,7 +118,21 @@ pub async fn give_back(
         PART,
         json!({ "spec": { "selector": selector_before(&svc) } }),
     )
-    .await
+    .await?;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    if let Some(slice) = crate::objects::get(&slices, "EndpointSlice", name).await?
+        && owned_by(&slice.metadata, bgd)
+    {
+        slices
+            .delete(name, &DeleteParams::default())
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "EndpointSlice",
+                name: name.to_string(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -135,6 +165,25 @@ mod tests {
                 ("tier".to_string(), "web".to_string())
             ])
         );
+    }
+
+    #[test]
+    fn an_adopted_service_selects_a_color_for_its_adopter_only() {
+        let mut adopter = crate::fixtures::bgd();
+        adopter.metadata.uid = Some("u1".into());
+        let fresh = user_service(json!({ "app": "shop" }), json!({}));
+        assert!(!selects(&fresh, &adopter, Color::Blue));
+        let switched = user_service(
+            json!({ "app": "shop", COLOR_LABEL: "blue" }),
+            json!({ ADOPTED_BY: "u1" }),
+        );
+        assert!(selects(&switched, &adopter, Color::Blue));
+        assert!(!selects(&switched, &adopter, Color::Green));
+        let someone_elses = user_service(
+            json!({ "app": "shop", COLOR_LABEL: "blue" }),
+            json!({ ADOPTED_BY: "u2" }),
+        );
+        assert!(!selects(&someone_elses, &adopter, Color::Blue));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use cutover_api::k8s_openapi::api::core::v1::Service;
 use cutover_api::k8s_openapi::api::discovery::v1::EndpointSlice;
 use cutover_api::kube::{Client, ResourceExt as _};
 use cutover_api::{BlueGreenDeployment, COLOR_LABEL};
@@ -27,6 +28,8 @@ pub struct LiveEndpoints<'a> {
     /// Whether the pass knows first hand that the live Service and its slice are absent or
     /// ours.
     checked: bool,
+    /// The user's Service of the live Service's name, adopted (`spec.workloadRef`).
+    adopted: Option<&'a Service>,
 }
 
 impl std::fmt::Debug for LiveEndpoints<'_> {
@@ -45,6 +48,7 @@ impl<'a> LiveEndpoints<'a> {
         client: Client,
         endpoints: &'a PerColor<Endpoints>,
         (observed, checked): (Option<&'a EndpointSlice>, bool),
+        adopted: Option<&'a Service>,
     ) -> Self {
         Self {
             bgd,
@@ -52,6 +56,7 @@ impl<'a> LiveEndpoints<'a> {
             endpoints,
             observed,
             checked,
+            adopted,
         }
     }
 
@@ -70,7 +75,16 @@ impl<'a> LiveEndpoints<'a> {
         }
         let ns = self.bgd.namespace().unwrap_or_default();
         let checked = (ServiceRole::Live, self.checked);
-        point(self.bgd, &self.client, &ns, checked, color, eps).await
+        point(
+            self.bgd,
+            &self.client,
+            &ns,
+            checked,
+            color,
+            eps,
+            self.adopted,
+        )
+        .await
     }
 }
 
@@ -98,7 +112,9 @@ pub fn role_slice(
 }
 
 /// Write home Service `role` (no selector) and its EndpointSlice with `color`'s endpoints.
-/// Unless the pass `checked` both first hand, they are read first ([`apply_owned`]).
+/// Unless the pass `checked` both first hand, they are read first ([`apply_owned`]). An
+/// `adopted` Service of the user's (`spec.workloadRef`) keeps its selector, which is
+/// switched to `color` once the slice is there ([`super::adopted`]).
 pub async fn point(
     bgd: &BlueGreenDeployment,
     client: &Client,
@@ -106,13 +122,16 @@ pub async fn point(
     (role, checked): (ServiceRole, bool),
     color: Color,
     eps: &Endpoints,
+    adopted: Option<&Service>,
 ) -> Result<(), Error> {
     let name = role.service_name(bgd.metadata.name.as_deref().unwrap_or_default());
-    let svc = services::mirror_service(bgd, role)?;
     if !checked {
         refuse_taken::<EndpointSlice>(client, ns, &name, "EndpointSlice", bgd).await?;
     }
-    apply_owned(client, ns, &name, &svc, "Service", (bgd, checked)).await?;
+    if adopted.is_none() {
+        let svc = services::mirror_service(bgd, role)?;
+        apply_owned(client, ns, &name, &svc, "Service", (bgd, checked)).await?;
+    }
     let slice = role_slice(bgd, role, color, eps)?;
     endpoint_mirror::apply_slice(client, ns, &slice)
         .await
@@ -120,7 +139,11 @@ pub async fn point(
             kind: "EndpointSlice",
             name,
             source,
-        })
+        })?;
+    match adopted {
+        Some(user) => super::adopted::point(client, bgd, user, color).await,
+        None => Ok(()),
+    }
 }
 
 /// The color the mirrored EndpointSlice of home Service `role` holds, if it exists.
