@@ -696,3 +696,108 @@ async fn adoption_switch_benchmark() {
     );
     println!("| ratio (medians) | {:.2} | | | |", am / rm);
 }
+
+/// GitOps without the ignore-differences settings: Argo CD (or Flux) re-applies the
+/// Deployment and the Service as they are in git — the Deployment's `replicas` and the
+/// Service's selector without the color. The live traffic is not broken: the Service never
+/// loses its endpoints, the controller narrows the selector to the live color again and
+/// scales the Deployment back down, and no release starts (the template is the same).
+#[tokio::test]
+async fn a_gitops_resync_of_the_original_manifests_leaves_traffic_on_the_live_color() {
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let (ns, _ctrl) = setup("wl-gitops").await;
+    user_deployment(&ns, "shop", "shop:1", 2).await;
+    workload::service(&ns, "shop").await;
+    create(&ns, &adopting("shop", "shop", 2, "OnSuccess")).await;
+    healthy_on(&ns, "shop", Color::Blue).await;
+    set_workload_image(&ns, "shop", "shop:2").await;
+    let before = healthy_on(&ns, "shop", Color::Green).await;
+    wait_deployment(&ns, "shop", "scaled to zero", |d| {
+        d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+    })
+    .await;
+    let revision = |b: &BlueGreenDeployment| b.status.as_ref().map(|s| s.latest_revision);
+
+    // Ready endpoints of the Service at every state, while the sync happens and is undone.
+    let slices: Api<EndpointSlice> = ns.api();
+    let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let record = seen.clone();
+    let ns_ref = &ns;
+    watch_while(
+        &slices,
+        watcher::Config::default().labels("kubernetes.io/service-name=shop"),
+        move |objs| {
+            let n = objs
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .count();
+            let mut v = record.lock().expect("lock");
+            if v.last() != Some(&n) {
+                v.push(n);
+            }
+        },
+        async move {
+            let argocd = PatchParams::apply("argocd-controller").force();
+            ns_ref
+                .api::<Deployment>()
+                .patch(
+                    "shop",
+                    &argocd,
+                    &Patch::Apply(serde_json::json!({
+                        "apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": { "name": "shop", "labels": { "team": "shop" } },
+                        "spec": {
+                            "replicas": 2,
+                            "selector": { "matchLabels": { "app": "shop" } },
+                            "template": { "metadata": { "labels": { "app": "shop" } },
+                                "spec": { "containers": [{ "name": "app", "image": "shop:2", "ports": [{ "containerPort": 8080 }] }] } }
+                        }
+                    })),
+                )
+                .await
+                .expect("re-apply the Deployment");
+            ns_ref
+                .api::<Service>()
+                .patch(
+                    "shop",
+                    &argocd,
+                    &Patch::Apply(serde_json::json!({
+                        "apiVersion": "v1", "kind": "Service", "metadata": { "name": "shop" },
+                        "spec": { "selector": { "app": "shop" }, "ports": [{ "port": 80, "targetPort": 8080 }] }
+                    })),
+                )
+                .await
+                .expect("re-apply the Service");
+            wait_for(
+                &ns_ref.api::<Service>(),
+                "shop",
+                "the Service narrowed to green again",
+                TIMEOUT,
+                |s: Option<&Service>| {
+                    s.and_then(|s| s.spec.as_ref())
+                        .and_then(|s| s.selector.as_ref())
+                        .and_then(|s| s.get(cutover_api::COLOR_LABEL))
+                        .is_some_and(|c| c == "green")
+                },
+            )
+            .await;
+            wait_deployment(ns_ref, "shop", "scaled to zero again", |d| {
+                d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+                    && d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) == 0
+            })
+            .await;
+        },
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    eprintln!("ready endpoints of the Service during the sync: {seen:?}");
+    assert!(
+        seen.iter().all(|n| *n > 0),
+        "the Service had no ready endpoint at some point: {seen:?}"
+    );
+    let after = healthy_on(&ns, "shop", Color::Green).await;
+    assert_eq!(revision(&after), revision(&before), "no release started");
+    assert_eq!(image_of(&after, Color::Green).as_deref(), Some("shop:2"));
+}
