@@ -238,7 +238,10 @@ pub fn demo_pod_spec(node: &str, version: &str) -> Value {
                 { "name": "CUTOVER_DEMO_LISTEN", "value": "$(POD_IP):8080" },
                 { "name": "CUTOVER_DEMO_VERSION", "value": version }
             ],
-            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 }
+            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" }, "periodSeconds": 1 },
+            // As for any pod behind a proxy: a deleted pod serves on until the endpoint
+            // change has reached the proxies (kube-controller-manager, then their watch).
+            "lifecycle": { "preStop": { "sleep": { "seconds": 2 } } }
         }]
     })
 }

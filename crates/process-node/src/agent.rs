@@ -2,8 +2,9 @@
 //! and runs the pods bound to it as local processes — each pod in a network namespace of
 //! its own on 10.244.<block>.<n> (see `network.rs`), so every pod can use the same container
 //! port and Services get real endpoints. Readiness and
-//! liveness probes run for real; deletion sends SIGTERM, waits the grace period, then
-//! SIGKILL, and confirms the deletion.
+//! liveness probes run for real; deletion runs each container's `preStop` sleep (the
+//! only hook it knows), sends SIGTERM, waits out the grace period (counted from the
+//! deletion, hooks included, as the kubelet does), then SIGKILL, and confirms the deletion.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -53,6 +54,21 @@ struct Ctr {
     live_failures: u32,
     next_probe: Instant,
     started: Instant,
+    /// `lifecycle.preStop.sleep`: how long it keeps running after its pod's deletion
+    /// before SIGTERM, so Services and proxies stop sending to it first.
+    pre_stop: Duration,
+    /// SIGTERM sent (the pod is being deleted).
+    terminated: bool,
+}
+
+/// A container's `lifecycle.preStop.sleep.seconds` (zero without one).
+fn pre_stop_sleep(c: &k8s_openapi::api::core::v1::Container) -> Duration {
+    c.lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .and_then(|s| u64::try_from(s.seconds).ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
 }
 
 struct RunningPod {
@@ -161,6 +177,8 @@ fn start_pod(cfg: &Config, pod: &Pod, net: PodNet) -> RunningPod {
                     live_failures: 0,
                     next_probe: Instant::now(),
                     started: Instant::now(),
+                    pre_stop: pre_stop_sleep(&c),
+                    terminated: false,
                 });
             }
             Err(e) => {
@@ -368,12 +386,13 @@ async fn serve(
                 let done = match running.get_mut(&uid) {
                     None => true,
                     Some(rp) => {
-                        let since = *rp.stopping_since.get_or_insert_with(|| {
-                            rp.containers
-                                .iter()
-                                .for_each(|c| container::signal(&c.child, Signal::SIGTERM));
-                            Instant::now()
-                        });
+                        let since = *rp.stopping_since.get_or_insert_with(Instant::now);
+                        for c in rp.containers.iter_mut().filter(|c| !c.terminated) {
+                            if since.elapsed() >= c.pre_stop.min(grace) {
+                                container::signal(&c.child, Signal::SIGTERM);
+                                c.terminated = true;
+                            }
+                        }
                         if since.elapsed() >= grace {
                             rp.containers
                                 .iter()
@@ -443,5 +462,37 @@ async fn serve(
             keep
         });
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pre_stop_sleep_delays_the_sigterm_and_nothing_else_does() {
+        let container = |lifecycle: serde_json::Value| -> k8s_openapi::api::core::v1::Container {
+            serde_json::from_value(json!({ "name": "app", "lifecycle": lifecycle }))
+                .expect("a container")
+        };
+        assert_eq!(
+            pre_stop_sleep(&container(
+                json!({ "preStop": { "sleep": { "seconds": 2 } } })
+            )),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            pre_stop_sleep(&container(
+                json!({ "preStop": { "exec": { "command": ["true"] } } })
+            )),
+            Duration::ZERO
+        );
+        assert_eq!(pre_stop_sleep(&container(json!({}))), Duration::ZERO);
+        assert_eq!(
+            pre_stop_sleep(&container(
+                json!({ "preStop": { "sleep": { "seconds": -1 } } })
+            )),
+            Duration::ZERO
+        );
     }
 }
