@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use cutover_api::{BlueGreenDeployment, Color};
+use cutover_test_support::custom_metrics::{self, CustomMetrics};
+use cutover_test_support::e2e::{self, ProcessNode};
 use cutover_test_support::workload::adopting;
 use cutover_test_support::{TestNamespace, delete_and_wait, wait_for, watch_while, workload};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -314,36 +316,51 @@ async fn an_autoscaler_on_the_blue_green_deployment_scales_the_live_color_and_th
     healthy_on(&ns, "web", Color::Blue).await;
 
     // kube-controller-manager's HorizontalPodAutoscaler, through the BlueGreenDeployment's
-    // scale subresource. No metrics API runs here: the autoscaler's bounds move, and a
-    // size outside them is corrected without reading a metric.
+    // scale subresource, reading a custom metric of the Service `web` from an aggregated
+    // custom metrics API (served by the test on a process node's bridge address; the
+    // node only lends the address, no pod runs on it). Target 10 per pod: the
+    // autoscaler wants ceil(value / 10) replicas.
+    let bins = e2e::build(&["cutover-process-node"]);
+    let _node = ProcessNode::start(&ns, &bins, 97).await;
+    let metrics = CustomMetrics::register(&ns, "10.244.97.1", 40).await;
     let hpas: Api<HorizontalPodAutoscaler> = ns.api();
-    let bounds = |min: i32, max: i32| {
-        Patch::Apply(serde_json::json!({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": { "name": "web" },
-            "spec": {
-                "scaleTargetRef": { "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment", "name": "web" },
-                "minReplicas": min, "maxReplicas": max,
-                "metrics": [{ "type": "Resource", "resource": { "name": "cpu", "target": { "type": "Utilization", "averageUtilization": 80 } } }],
-                "behavior": { "scaleDown": { "stabilizationWindowSeconds": 0 } }
-            }
-        }))
-    };
-    hpas.patch("web", &PatchParams::apply("user").force(), &bounds(4, 6))
+    let hpa = serde_json::json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": { "name": "web" },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "cutover.dev/v1alpha1", "kind": "BlueGreenDeployment", "name": "web" },
+            "minReplicas": 1, "maxReplicas": 6,
+            "metrics": [{ "type": "Object", "object": {
+                "describedObject": { "apiVersion": "v1", "kind": "Service", "name": "web" },
+                "metric": { "name": custom_metrics::METRIC },
+                "target": { "type": "AverageValue", "averageValue": "10" }
+            } }],
+            "behavior": { "scaleDown": { "stabilizationWindowSeconds": 0 } }
+        }
+    });
+    hpas.patch("web", &PatchParams::apply("user"), &Patch::Apply(hpa))
         .await
         .expect("HPA on the BlueGreenDeployment");
     scaled_to(&ns, 4).await;
-    hpas.patch("web", &PatchParams::apply("user").force(), &bounds(1, 1))
-        .await
-        .expect("HPA bounds");
+    metrics.set(10);
     scaled_to(&ns, 1).await;
-    hpas.patch("web", &PatchParams::apply("user").force(), &bounds(3, 3))
-        .await
-        .expect("HPA bounds");
+    metrics.set(30);
     scaled_to(&ns, 3).await;
+    let hpa = hpas.get("web").await.expect("the HPA");
+    let current = hpa
+        .status
+        .and_then(|s| s.current_metrics)
+        .and_then(|m| m.into_iter().next())
+        .and_then(|m| m.object)
+        .map(|o| o.current);
+    assert!(
+        current.is_some(),
+        "the autoscaler read the metric: {current:?}"
+    );
+    // The autoscaler stays on through the release, still wanting 3.
 
     // A release: the new color starts at the size the autoscaler set, never at the
-    // manifest's 2.
+    // manifest's 2, and the autoscaler keeps it there.
     let api: Api<Deployment> = ns.api();
     let green: Arc<Mutex<Vec<i32>>> = Arc::default();
     let record = green.clone();

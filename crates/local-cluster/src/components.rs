@@ -89,6 +89,9 @@ pub fn apiserver(pki: &Pki, p: &Ports, serve_pods: Option<&str>) -> Vec<String> 
         // Kubelets by address, never by a host name only a resolver would know.
         s("--kubelet-preferred-address-types=InternalIP"),
         s("--profiling=false"),
+        // Aggregated APIs (a custom metrics API in tests) are dialled at their Service's
+        // endpoints: no kube-proxy here turns a Service IP into them.
+        s("--enable-aggregator-routing=true"),
     ];
     match serve_pods {
         Some(_) => args.extend([
@@ -122,6 +125,8 @@ pub fn controller_manager(kubeconfig: &Path, pki: &Pki, p: &Ports) -> Vec<String
         format!("--root-ca-file={}", pki.ca_cert.display()),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         s("--use-service-account-credentials=false"),
+        // A HorizontalPodAutoscaler reads its metrics every 5 s instead of 15 s.
+        s("--horizontal-pod-autoscaler-sync-period=5s"),
         s("--profiling=false"),
     ]
 }
