@@ -37,7 +37,25 @@ pub struct BenchArgs {
     /// requests alone, in a third less time.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Spread the objects over this many namespaces (`baseline-<k>`, `bench-<k>`), as in a
+    /// cluster shared by many teams; with 1, all are in `baseline` and `bench`.
+    /// kube-controller-manager matches every pod change against every Service of its
+    /// namespace, so the count per namespace, not the total, sets that cost.
+    #[arg(long, default_value_t = 1)]
+    pub namespaces: usize,
 }
+
+/// The namespace of object `i` of `prefix` when spread over `k` namespaces.
+fn namespace_of(prefix: &str, i: usize, k: usize) -> String {
+    if k <= 1 {
+        prefix.to_string()
+    } else {
+        format!("{prefix}-{}", i % k)
+    }
+}
+
+/// The label on the baseline's Deployments, to tell them from the colors'.
+const BASELINE_LABEL: &str = "cutover.dev/bench=baseline";
 
 pub const CLUSTER: &str = "bench";
 
@@ -70,7 +88,15 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The controller's API requests so far (the sum of `cutover_api_requests_total`).
+/// CPU seconds each control-plane process has used so far, by component.
+fn plane_cpu(state: &local::ClusterState) -> BTreeMap<String, f64> {
+    state
+        .processes
+        .iter()
+        .map(|p| (p.component.clone(), cpu_seconds(p.pid)))
+        .collect()
+}
+
 /// The controller's API requests so far, by `verb resource`.
 async fn api_requests(port: u16) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = cutover_test_support::e2e::http_get(port, "/metrics")
@@ -130,6 +156,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 async fn wait_all<K>(
     what: &str,
     api: Api<K>,
+    config: kube::runtime::watcher::Config,
     n: usize,
     timeout: Duration,
     ok: impl Fn(&K) -> bool,
@@ -148,7 +175,7 @@ where
     let mut state: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let mut done = 0usize;
     let mut relist: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    let stream = watcher::watcher(api, watcher::Config::default());
+    let stream = watcher::watcher(api, config);
     let mut stream = std::pin::pin!(stream);
     let counting = async {
         while let Some(event) = stream.try_next().await? {
@@ -206,7 +233,7 @@ fn plain(i: usize) -> anyhow::Result<Deployment> {
     let name = format!("plain-{i:04}");
     Ok(serde_json::from_value(serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": name },
+        "metadata": { "name": name, "labels": { "cutover.dev/bench": "baseline" } },
         "spec": {
             "replicas": 1,
             "selector": { "matchLabels": { "app": name } },
@@ -246,19 +273,23 @@ pub async fn prepare(nodes: u32) -> anyhow::Result<(PathBuf, local::ClusterState
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let n = args.count;
+    let (n, k) = (args.count, args.namespaces.max(1));
     let _ = local::down(CLUSTER);
     let (bin, state, client) = prepare(2).await?;
-    namespace(&client, "baseline").await?;
-    namespace(&client, "bench").await?;
+    for i in 0..k.min(n.max(1)) {
+        namespace(&client, &namespace_of("baseline", i, k)).await?;
+        namespace(&client, &namespace_of("bench", i, k)).await?;
+    }
+    let plane_start = plane_cpu(&state);
 
     // 1. Baseline: the control plane alone.
     let baseline = if args.no_baseline {
         None
     } else {
-        let deployments: Api<Deployment> = Api::namespaced(client.clone(), "baseline");
         let started = Instant::now();
         for i in 0..n {
+            let deployments: Api<Deployment> =
+                Api::namespaced(client.clone(), &namespace_of("baseline", i, k));
             deployments
                 .create(&PostParams::default(), &plain(i)?)
                 .await?;
@@ -266,7 +297,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let baseline = started.elapsed()
             + wait_all(
                 "baseline Deployments available",
-                deployments.clone(),
+                Api::<Deployment>::all(client.clone()),
+                kube::runtime::watcher::Config::default().labels(BASELINE_LABEL),
                 n,
                 phase_timeout(n),
                 |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1),
@@ -275,20 +307,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("baseline: {n} Deployments available in {baseline:?}");
         Some(baseline)
     };
+    let plane_baseline = plane_cpu(&state);
 
     // 2. The controller rolls out N BlueGreenDeployments.
     let log = local::state_dir(CLUSTER)
         .join("logs")
         .join("cutover-controller.log");
     let port = cutover_test_support::e2e::free_port();
-    let child = std::process::Command::new(&bin)
+    let mut controller = std::process::Command::new(&bin);
+    if k == 1 {
+        controller.args(["--namespace", "bench"]);
+    }
+    let child = controller
         .args([
-            "--namespace",
-            "bench",
             "--http-addr",
             &format!("127.0.0.1:{port}"),
             "--identity",
             "bench",
+            "--lease-namespace",
+            &namespace_of("bench", 0, k),
         ])
         .env("KUBECONFIG", &state.kubeconfig)
         .env("RUST_LOG", "warn")
@@ -297,7 +334,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("starting cutover-controller")?;
     let mut child = kill_on_drop(child);
     let pid = child.id();
-    let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), "bench");
+    let bgds: Api<BlueGreenDeployment> = Api::all(client.clone());
+    let bgds_of = |i: usize| -> Api<BlueGreenDeployment> {
+        Api::namespaced(client.clone(), &namespace_of("bench", i, k))
+    };
     let healthy_on = |color: cutover_api::Color| {
         move |b: &BlueGreenDeployment| {
             b.status.as_ref().is_some_and(|s| {
@@ -318,19 +358,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (requests_start, cpu_start) = (api_requests(port).await?, cpu_seconds(pid));
     let started = Instant::now();
     for i in 0..n {
-        bgds.create(&PostParams::default(), &bgd(i, "svc:1")?)
+        bgds_of(i)
+            .create(&PostParams::default(), &bgd(i, "svc:1")?)
             .await?;
     }
     let rollout = started.elapsed()
         + wait_all(
             "first rollouts",
             bgds.clone(),
+            kube::runtime::watcher::Config::default(),
             n,
             phase_timeout(n),
             healthy_on(cutover_api::Color::Blue),
         )
         .await?;
     let (rss_after_rollout, _) = rss_kib(pid);
+    let plane_rollout = plane_cpu(&state);
     let (requests_rollout, cpu_rollout) = (api_requests(port).await?, cpu_seconds(pid));
     eprintln!("rollout: {n} BlueGreenDeployments Healthy in {rollout:?}");
 
@@ -338,23 +381,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..n {
         let patch = serde_json::json!({ "spec": { "template": { "spec": { "containers": [{ "name": "app", "image": "svc:2" }] } } } });
-        bgds.patch(
-            &format!("svc-{i:04}"),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await?;
+        bgds_of(i)
+            .patch(
+                &format!("svc-{i:04}"),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
     }
     let release = started.elapsed()
         + wait_all(
             "releases",
             bgds.clone(),
+            kube::runtime::watcher::Config::default(),
             n,
             phase_timeout(n),
             healthy_on(cutover_api::Color::Green),
         )
         .await?;
     let (requests_release, cpu_release) = (api_requests(port).await?, cpu_seconds(pid));
+    let plane_release = plane_cpu(&state);
     eprintln!(
         "release: {n} BlueGreenDeployments Healthy on green in {release:?}; idle for {}s",
         args.idle_seconds
@@ -381,7 +427,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let per_s = |d: Duration| n as f64 / d.as_secs_f64();
     println!();
-    println!("| measurement ({n} objects, 1 pod per color) | time | per second | vs baseline |");
+    let spread = if k > 1 {
+        format!(", {k} namespaces")
+    } else {
+        String::new()
+    };
+    println!(
+        "| measurement ({n} objects{spread}, 1 pod per color) | time | per second | vs baseline |"
+    );
     println!("|---|---|---|---|");
     let ratio = |d: Duration| {
         baseline.map_or_else(
@@ -429,6 +482,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         cpu_rollout - cpu_start,
         cpu_release - cpu_rollout
     );
+    for (component, end) in &plane_release {
+        let at = |m: &BTreeMap<String, f64>| m.get(component).copied().unwrap_or(0.0);
+        println!(
+            "| {component} CPU seconds: baseline / rollout / release | {:.1} / {:.1} / {:.1} | | |",
+            at(&plane_baseline) - at(&plane_start),
+            at(&plane_rollout) - at(&plane_baseline),
+            end - at(&plane_rollout)
+        );
+    }
     println!();
     for (phase, a, b) in [
         ("rollout", &requests_start, &requests_rollout),
