@@ -411,7 +411,7 @@ impl Proxy {
         backend: &Backend,
         started: Instant,
     ) -> Response<Body> {
-        let Some(ep) = backend.endpoint(None) else {
+        let Some(ep) = backend.endpoint(&[]) else {
             return self.unavailable(backend, started);
         };
         match crate::upstream::send(ep, Self::upstream_request(&parts, body.boxed())).await {
@@ -433,11 +433,13 @@ impl Proxy {
         backend: &Backend,
         started: Instant,
     ) -> Response<Body> {
-        let mut last = None;
+        // Each attempt goes to an endpoint no earlier attempt failed on, while there is one:
+        // several endpoints may be leaving at once.
+        let mut tried: Vec<SocketAddr> = Vec::with_capacity(RETRIES + 1);
         // Sent again after losing its connection only if repeating it is harmless.
         let resend = retryable && parts.method.is_idempotent();
         for attempt in 0..=RETRIES {
-            let Some(ep) = backend.endpoint(last) else {
+            let Some(ep) = backend.endpoint(&tried) else {
                 return self.unavailable(backend, started);
             };
             if attempt > 0 {
@@ -453,7 +455,7 @@ impl Proxy {
                 Err(e) => {
                     tracing::debug!(endpoint = %ep, error = %e, attempt, "upstream error");
                     self.metrics.upstream_error(&backend.name);
-                    last = Some(ep);
+                    tried.push(ep);
                     // Nothing was sent when connecting failed: any request may go elsewhere.
                     if matches!(e, crate::upstream::Error::Send(..)) && !resend {
                         break;
@@ -466,7 +468,7 @@ impl Proxy {
     }
 
     fn mirror(&self, parts: &http::request::Parts, body: Bytes, backend: Arc<Backend>) {
-        let Some(ep) = backend.endpoint(None) else {
+        let Some(ep) = backend.endpoint(&[]) else {
             return;
         };
         self.metrics.mirrored(&backend.name);

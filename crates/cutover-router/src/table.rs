@@ -41,18 +41,18 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// The next endpoint in turn, skipping `avoid` when there is another.
-    pub fn endpoint(&self, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+    /// The next endpoint in turn that is not among `tried` (the endpoints an earlier
+    /// attempt of this request failed on), or the next in turn when every one was tried.
+    pub fn endpoint(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let pick = self.endpoints[i % n];
-        if Some(pick) == avoid && n > 1 {
-            return Some(self.endpoints[(i + 1) % n]);
-        }
-        Some(pick)
+        (0..n)
+            .map(|k| self.endpoints[(i + k) % n])
+            .find(|ep| !tried.contains(ep))
+            .or(Some(self.endpoints[i % n]))
     }
 }
 

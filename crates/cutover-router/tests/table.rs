@@ -147,8 +147,40 @@ fn only_ready_endpoints_are_used_and_unset_counts_as_ready() {
     let eps: Vec<String> = b.endpoints.iter().map(ToString::to_string).collect();
     assert_eq!(eps, ["10.0.0.1:8080", "10.0.0.2:8080"]);
     // In turn, and another one when asked to avoid one.
-    let first = b.endpoint(None).expect("endpoint");
-    assert_ne!(b.endpoint(Some(first)), Some(first));
+    let first = b.endpoint(&[]).expect("endpoint");
+    assert_ne!(b.endpoint(&[first]), Some(first));
+}
+
+/// A retried request goes to an endpoint none of its attempts failed on while there is one,
+/// whatever the turn: with two of four endpoints gone, the third attempt reaches a live one.
+#[test]
+fn a_retry_skips_every_endpoint_already_tried() {
+    let mut w = World::new(vec![route("apps", "r", weighted(1, 0))]);
+    w.slices[0] = slice(
+        "blue",
+        &[
+            ("10.0.0.1", None),
+            ("10.0.0.2", None),
+            ("10.0.0.3", None),
+            ("10.0.0.4", None),
+        ],
+    );
+    let (t, _) = w.build();
+    let h = http::HeaderMap::new();
+    let rule = t.ports[&8000].route(&get("/", &h)).expect("routed");
+    let Pick::Backend(b) = rule.pick() else {
+        panic!("blue resolves")
+    };
+    let all = b.endpoints.clone();
+    for turn in 0..8 {
+        let tried = [all[turn % 4], all[(turn + 1) % 4]];
+        let pick = b.endpoint(&tried).expect("endpoint");
+        assert!(!tried.contains(&pick), "turn {turn}: {pick} was tried");
+        let three = [tried[0], tried[1], pick];
+        assert!(!three.contains(&b.endpoint(&three).expect("endpoint")));
+    }
+    // Every one tried: the next in turn all the same.
+    assert!(b.endpoint(&all).is_some());
 }
 
 #[test]
