@@ -55,6 +55,7 @@ pub fn run(bench: &TestBench, args: &TestBenchArgs) -> anyhow::Result<()> {
         .cluster
         .clone()
         .unwrap_or_else(|| format!("bench-{}", bench.name));
+    crate::test::ensure_protoc()?;
     let status = Command::new(env!("CARGO"))
         .args([
             "test",

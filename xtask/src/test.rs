@@ -24,6 +24,7 @@ pub struct TestArgs {
 
 /// Run cargo (the one that runs xtask) in the workspace root.
 pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+    ensure_protoc()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     eprintln!("==> cargo {}", args.join(" "));
     let status = Command::new(&cargo)
@@ -42,7 +43,7 @@ pub fn cargo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
 /// brings it: a real Prometheus, PostgreSQL, iproute2 (process-node pods), tmux (the CLI as
 /// a person sees it), and for the real node containerd, runc, the CNI plugins, nftables,
 /// buildah (images), a static busybox (the guard test's pods), gcc and libc6-dev (the pause
-/// image) and Lua 5.4 (the Argo CD health checks).
+/// image), Lua 5.4 (the Argo CD health checks) and protoc (the controller's build).
 const PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "prometheus"),
     ("/usr/lib/postgresql", "postgresql"),
@@ -57,7 +58,41 @@ const PACKAGES: &[(&str, &str)] = &[
     ("cc", "gcc"),
     ("lua5.4", "lua5.4"),
     ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    PROTOC[0],
+    PROTOC[1],
 ];
+
+/// The controller's build needs `protoc` and protobuf's well-known types (etcd-client
+/// compiles etcd's protobuf files).
+const PROTOC: [(&str, &str); 2] = [
+    ("protoc", "protobuf-compiler"),
+    (
+        "/usr/include/google/protobuf/descriptor.proto",
+        "libprotobuf-dev",
+    ),
+];
+
+/// Install `protoc` with apt if it is missing: every build of the workspace needs it.
+pub fn ensure_protoc() -> anyhow::Result<()> {
+    let missing = missing(&PROTOC);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> building the controller needs protoc: installing Debian's {} with apt-get",
+        missing.join(" ")
+    );
+    apt_install(&missing)
+}
+
+/// The packages of `wanted` whose command or file is not there.
+fn missing<'a>(wanted: &[(&str, &'a str)]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .filter(|(what, _)| !present(what))
+        .map(|(_, package)| *package)
+        .collect()
+}
 
 fn present(what: &str) -> bool {
     if what.starts_with('/') {
@@ -73,11 +108,7 @@ fn present(what: &str) -> bool {
 /// Install with apt whatever of [`PACKAGES`] is missing (the tests' machines are Debian,
 /// and the tests run as root).
 pub fn install_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(what, _)| !present(what))
-        .map(|(_, package)| *package)
-        .collect();
+    let missing = missing(PACKAGES);
     if missing.is_empty() {
         return Ok(());
     }
@@ -85,6 +116,11 @@ pub fn install_packages() -> anyhow::Result<()> {
         "==> installing what the tests need with apt-get: {}",
         missing.join(" ")
     );
+    apt_install(&missing)
+}
+
+/// `apt-get update` and `apt-get install` of `packages`.
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     let apt = |args: &[&str]| -> anyhow::Result<()> {
         let status = Command::new("apt-get")
             .args(args)
@@ -98,7 +134,7 @@ pub fn install_packages() -> anyhow::Result<()> {
     };
     apt(&["update", "-qq"])?;
     let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    install.extend(&missing);
+    install.extend(packages);
     apt(&install)
 }
 

@@ -4,7 +4,8 @@
 //! (AnalysisRuns). Below them, shared by all and importing none: [`traffic`] (one
 //! interface over every way of moving traffic), [`cache`] (watch caches), [`objects`]
 //! (reads, server-side applies, ownership), [`providers`] (measurements), [`conditions`],
-//! [`clock`], [`endpoint_mirror`], [`clusters`], [`error`], [`metrics`], [`events`].
+//! [`clock`], [`endpoint_mirror`], [`clusters`], [`coordination`] (an etcd lease with
+//! fencing tokens), [`error`], [`metrics`], [`events`].
 //! `tests/layers.rs` checks that no feature imports from inside another.
 
 pub mod analysis;
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod clock;
 pub mod clusters;
 pub mod conditions;
+pub mod coordination;
 pub mod endpoint_mirror;
 pub mod error;
 pub mod events;

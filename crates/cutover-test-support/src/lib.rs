@@ -29,6 +29,7 @@ pub mod bench;
 pub mod controller;
 pub mod custom_metrics;
 pub mod e2e;
+pub mod etcd;
 pub mod load;
 pub mod postgres;
 pub mod prometheus;
