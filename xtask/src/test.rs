@@ -74,24 +74,22 @@ const PROTOC: [(&str, &str); 2] = [
 
 /// Install `protoc` with apt if it is missing: every build of the workspace needs it.
 pub fn ensure_protoc() -> anyhow::Result<()> {
-    let missing = missing(&PROTOC);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "==> building the controller needs protoc: installing Debian's {} with apt-get",
-        missing.join(" ")
-    );
-    apt_install(&missing)
+    install_missing(&PROTOC, "building the controller needs protoc")
 }
 
-/// The packages of `wanted` whose command or file is not there.
-fn missing<'a>(wanted: &[(&str, &'a str)]) -> Vec<&'a str> {
-    wanted
+/// Install with apt the packages of `wanted` whose command or file is not there, saying
+/// `why`.
+fn install_missing(wanted: &[(&str, &str)], why: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(what, _)| !present(what))
         .map(|(_, package)| *package)
-        .collect()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("==> {why}: installing with apt-get: {}", missing.join(" "));
+    apt_install(&missing)
 }
 
 fn present(what: &str) -> bool {
@@ -108,15 +106,7 @@ fn present(what: &str) -> bool {
 /// Install with apt whatever of [`PACKAGES`] is missing (the tests' machines are Debian,
 /// and the tests run as root).
 pub fn install_packages() -> anyhow::Result<()> {
-    let missing = missing(PACKAGES);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "==> installing what the tests need with apt-get: {}",
-        missing.join(" ")
-    );
-    apt_install(&missing)
+    install_missing(PACKAGES, "what the tests need")
 }
 
 /// `apt-get update` and `apt-get install` of `packages`.

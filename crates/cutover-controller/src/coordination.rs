@@ -21,8 +21,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn,
-    TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,7 +45,7 @@ pub enum Error {
         source: etcd_client::Error,
     },
     /// etcd did not answer in time.
-    #[error("etcd ({endpoints}) did not answer within {0:?}", .timeout)]
+    #[error("etcd ({endpoints}) did not answer within {timeout:?}")]
     Timeout {
         /// The endpoints tried.
         endpoints: String,
@@ -129,6 +129,15 @@ pub struct Holding {
     pub token: i64,
 }
 
+impl Holding {
+    fn of(kv: &KeyValue) -> Self {
+        Self {
+            holder: String::from_utf8_lossy(kv.value()).into_owned(),
+            token: kv.create_revision(),
+        }
+    }
+}
+
 /// The holder's own view of its tenure: until when it may act. Pure logic, no I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Standing {
@@ -198,32 +207,11 @@ impl Coordinator {
         &self.settings
     }
 
-    async fn call<T, F>(&self, f: F) -> Result<T, Error>
-    where
-        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
-    {
-        let timeout = self.settings.request_timeout;
-        match tokio::time::timeout(timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(Error::Etcd {
-                endpoints: self.settings.endpoints(),
-                source,
-            }),
-            Err(_) => Err(Error::Timeout {
-                endpoints: self.settings.endpoints(),
-                timeout,
-            }),
-        }
-    }
-
     /// Who holds the key now, if anyone (a linearizable read: it needs a quorum).
     pub async fn holding(&self) -> Result<Option<Holding>, Error> {
         let mut kv = self.client.kv_client();
-        let resp = self.call(kv.get(self.settings.key.as_str(), None)).await?;
-        Ok(resp.kvs().first().map(|kv| Holding {
-            holder: String::from_utf8_lossy(kv.value()).into_owned(),
-            token: kv.create_revision(),
-        }))
+        let resp = call(&self.settings, kv.get(self.settings.key.as_str(), None)).await?;
+        Ok(resp.kvs().first().map(Holding::of))
     }
 
     /// Writes `value` at `key` only while the lease key is held with `token`, whoever
@@ -245,7 +233,7 @@ impl Coordinator {
         let mut lease = self.client.lease_client();
         let sent = Instant::now();
         let ttl = i64::try_from(s.ttl.as_secs()).unwrap_or(i64::MAX);
-        let grant = self.call(lease.grant(ttl, None)).await?;
+        let grant = call(s, lease.grant(ttl, None)).await?;
         let granted = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0));
         let id = grant.id();
         let txn = Txn::new()
@@ -261,23 +249,15 @@ impl Coordinator {
             )])
             .or_else([TxnOp::get(s.key.as_str(), None)]);
         let mut kv = self.client.kv_client();
-        let resp = match self.call(kv.txn(txn)).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                // Not knowing whether the key was made, leave the lease to expire: if it was,
-                // nobody holds it for longer than one TTL.
-                return Err(e);
-            }
-        };
+        // On an error, not knowing whether the key was made, the lease is left to expire:
+        // if it was, nobody holds it for longer than one TTL.
+        let resp = call(s, kv.txn(txn)).await?;
         if !resp.succeeded() {
             let held = resp.op_responses().into_iter().find_map(|op| match op {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| Holding {
-                    holder: String::from_utf8_lossy(kv.value()).into_owned(),
-                    token: kv.create_revision(),
-                }),
+                TxnOpResponse::Get(get) => get.kvs().first().map(Holding::of),
                 _ => None,
             });
-            if let Err(e) = self.call(lease.revoke(id)).await {
+            if let Err(e) = call(s, lease.revoke(id)).await {
                 debug!(error = %e, "revoking the unused lease failed; it expires on its own");
             }
             return Ok(Err(held.unwrap_or(Holding {
@@ -402,11 +382,9 @@ impl Tenure {
     pub async fn resign(self) {
         self.renewer.abort();
         let mut lease = self.client.lease_client();
-        let timeout = self.settings.request_timeout;
-        match tokio::time::timeout(timeout, lease.revoke(self.lease_id)).await {
-            Ok(Ok(_)) => info!(key = %self.settings.key, "gave up the coordination lease"),
-            Ok(Err(e)) => warn!(error = %e, "revoking the coordination lease failed"),
-            Err(_) => warn!("revoking the coordination lease timed out"),
+        match call(&self.settings, lease.revoke(self.lease_id)).await {
+            Ok(_) => info!(key = %self.settings.key, "gave up the coordination lease"),
+            Err(e) => warn!(error = %e, "revoking the coordination lease failed"),
         }
     }
 }
@@ -472,21 +450,7 @@ async fn fenced_txn(client: &Client, s: &Settings, token: i64, op: TxnOp) -> Res
         )])
         .and_then([op]);
     let mut kv = client.kv_client();
-    let resp = match tokio::time::timeout(s.request_timeout, kv.txn(txn)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(source)) => {
-            return Err(Error::Etcd {
-                endpoints: s.endpoints(),
-                source,
-            });
-        }
-        Err(_) => {
-            return Err(Error::Timeout {
-                endpoints: s.endpoints(),
-                timeout: s.request_timeout,
-            });
-        }
-    };
+    let resp = call(s, kv.txn(txn)).await?;
     if !resp.succeeded() {
         return Err(Error::Fenced {
             key: s.key.clone(),
@@ -494,4 +458,22 @@ async fn fenced_txn(client: &Client, s: &Settings, token: i64, op: TxnOp) -> Res
         });
     }
     Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+/// One request to etcd, given `request_timeout`.
+async fn call<T>(
+    s: &Settings,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(s.request_timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(Error::Etcd {
+            endpoints: s.endpoints(),
+            source,
+        }),
+        Err(_) => Err(Error::Timeout {
+            endpoints: s.endpoints(),
+            timeout: s.request_timeout,
+        }),
+    }
 }

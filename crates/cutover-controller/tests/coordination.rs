@@ -15,8 +15,12 @@ const EAST: usize = 0;
 const WEST: usize = 1;
 const WITNESS: usize = 2;
 
-async fn cluster(test: &str) -> EtcdCluster {
-    EtcdCluster::start(test, &["east", "west", "witness"]).await
+/// The three regions' etcd, and the east and west candidates.
+async fn regions(test: &str) -> (EtcdCluster, Coordinator, Coordinator) {
+    let etcd = EtcdCluster::start(test, &["east", "west", "witness"]).await;
+    let east = candidate(&etcd, EAST, "east").await;
+    let west = candidate(&etcd, WEST, "west").await;
+    (etcd, east, west)
 }
 
 /// A region's candidate, talking to its own region's member only (as in a partition, it
@@ -52,9 +56,7 @@ async fn lost_within(tenure: &mut Tenure, window: Duration) -> bool {
 
 #[tokio::test]
 async fn one_region_holds_the_lease_and_a_cut_off_holder_fences_before_another_takes_over() {
-    let etcd = cluster("partition").await;
-    let east = candidate(&etcd, EAST, "east").await;
-    let west = candidate(&etcd, WEST, "west").await;
+    let (etcd, east, west) = regions("partition").await;
 
     // Both campaign at once; exactly one wins and the other is told who holds it.
     let (a, b) = tokio::join!(east.campaign(), west.campaign());
@@ -140,9 +142,7 @@ async fn one_region_holds_the_lease_and_a_cut_off_holder_fences_before_another_t
 
 #[tokio::test]
 async fn losing_the_witness_moves_nothing() {
-    let mut etcd = cluster("witness").await;
-    let east = candidate(&etcd, EAST, "east").await;
-    let west = candidate(&etcd, WEST, "west").await;
+    let (mut etcd, east, west) = regions("witness").await;
     let (mut holder, _) = take(&east, TTL).await;
 
     // Two of three members remain: the holder keeps the lease and acts.
@@ -163,9 +163,7 @@ async fn losing_the_witness_moves_nothing() {
 
 #[tokio::test]
 async fn a_lost_region_hands_the_lease_over() {
-    let mut etcd = cluster("region").await;
-    let east = candidate(&etcd, EAST, "east").await;
-    let west = candidate(&etcd, WEST, "west").await;
+    let (mut etcd, east, west) = regions("region").await;
     let (holder, _) = take(&east, TTL).await;
 
     // East's member and controller die at once.
@@ -187,9 +185,7 @@ async fn a_lost_region_hands_the_lease_over() {
 
 #[tokio::test]
 async fn without_a_quorum_the_holder_fences_and_nobody_takes_over() {
-    let etcd = cluster("quorum").await;
-    let east = candidate(&etcd, EAST, "east").await;
-    let west = candidate(&etcd, WEST, "west").await;
+    let (etcd, east, west) = regions("quorum").await;
     let (mut holder, _) = take(&east, TTL).await;
 
     // West and the witness are gone from east's view and from each other: no quorum.
@@ -213,9 +209,7 @@ async fn without_a_quorum_the_holder_fences_and_nobody_takes_over() {
 
 #[tokio::test]
 async fn a_flapping_link_moves_nothing() {
-    let etcd = cluster("flap").await;
-    let east = candidate(&etcd, EAST, "east").await;
-    let west = candidate(&etcd, WEST, "west").await;
+    let (etcd, east, west) = regions("flap").await;
     let (mut holder, _) = take(&east, TTL).await;
     let token = holder.token();
     // East's member drops off for 200 ms at a time, ten times: shorter than a renewal

@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::e2e::free_port;
 use cutover_local_cluster::process::{self, Spawned};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -28,13 +29,6 @@ struct Member {
     name: String,
     client_url: String,
     spawned: Option<Spawned>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -105,11 +99,6 @@ impl EtcdCluster {
         self.members[i].client_url.clone()
     }
 
-    /// Every member's client URL.
-    pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| m.client_url.clone()).collect()
-    }
-
     /// Waits until member `i` serves a linearizable read (it is part of a quorum).
     pub async fn wait_serving(&self, i: usize, timeout: Duration) {
         let url = format!("{}/v3/kv/range", self.members[i].client_url);
@@ -176,13 +165,8 @@ impl EtcdCluster {
 
 impl Drop for EtcdCluster {
     fn drop(&mut self) {
+        // SIGKILL ends frozen members too.
         for i in 0..self.members.len() {
-            if let Some(s) = &self.members[i].spawned {
-                // A frozen member only dies once thawed.
-                if let Ok(pid) = i32::try_from(s.record.pid) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-                }
-            }
             self.kill(i);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
