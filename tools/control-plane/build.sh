@@ -5,6 +5,7 @@
 #   tools/control-plane/build.sh            # prints the bin folder as its last line
 #   tools/control-plane/build.sh node       # kubelet and kube-proxy for a real node (own folder)
 #   tools/control-plane/build.sh helm       # helm, for the chart's tests (own folder)
+#   tools/control-plane/build.sh coredns    # CoreDNS, the regions' DNS servers (own folder)
 #
 # Nothing upstream is vendored here: the `go` client fetches the modules from the Go module
 # proxy into a module cache under the same cache root.
@@ -14,6 +15,7 @@ set -euo pipefail
 : "${ETCD_VERSION:=3.6.16}"
 : "${KWOK_VERSION:=0.8.0}"
 : "${HELM_VERSION:=4.3.1}"
+: "${COREDNS_VERSION:=1.15.0}"
 : "${CUTOVER_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/cutover}"
 
 MINOR=${K8S_VERSION#*.}; MINOR=${MINOR%%.*}; PATCH=${K8S_VERSION##*.}
@@ -128,6 +130,19 @@ build_helm() {
     -o "$out/helm" helm.sh/helm/v4/cmd/helm
 }
 
+# CoreDNS from its Go module (github.com/coredns/coredns), with its default plugins (etcd
+# among them), stamped with its version.
+build_coredns() {
+  local d="$CUTOVER_CACHE/src/coredns-$COREDNS_VERSION" out="$1"
+  mkdir -p "$d"; cd "$d"
+  if [[ ! -f go.sum ]]; then
+    printf 'module local.invalid/cutover-coredns-bin\n\ngo 1.26.0\n' > go.mod
+    go mod edit -require="github.com/coredns/coredns@v$COREDNS_VERSION" -tool=github.com/coredns/coredns
+    go mod tidy
+  fi
+  go build -trimpath -ldflags "-s -w" -o "$out/coredns" github.com/coredns/coredns
+}
+
 # Build into cache folder $1 (described as $2) once, by running the rest of the arguments
 # with a temporary folder appended; print the folder.
 cached() {
@@ -149,6 +164,9 @@ cached() {
 case "${1:-}" in
   helm)
     cached "$CUTOVER_CACHE/helm-${HELM_VERSION}_$(uname -m)" "helm v$HELM_VERSION" build_helm
+    exit 0 ;;
+  coredns)
+    cached "$CUTOVER_CACHE/coredns-${COREDNS_VERSION}_$(uname -m)" "CoreDNS v$COREDNS_VERSION" build_coredns
     exit 0 ;;
   node)
     cached "$CUTOVER_CACHE/k8s-node-${K8S_VERSION}_$(uname -m)" \

@@ -25,12 +25,26 @@ use serde::{Deserialize, Serialize};
     status = "FailoverPolicyStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Active","type":"string","jsonPath":".status.activeMember"}"#,
+    printcolumn = r#"{"name":"Holder","type":"string","jsonPath":".status.coordination.holder"}"#,
+    printcolumn = r#"{"name":"Lease","type":"string","jsonPath":".status.coordination.state"}"#,
     printcolumn = r#"{"name":"Last drill","type":"string","jsonPath":".status.lastDrill.verdict"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.spec.members.all(m, self.spec.members.exists_one(o, o.name == m.name))")
         .message("spec.members: member names must be unique")
         .field_path(".spec.members")
         .reason(Reason::FieldValueDuplicate),
+    validation = Rule::new("has(self.spec.coordination) == has(self.spec.entry.dns)")
+        .message("spec.coordination: set together with spec.entry.dns (the regional mode: one policy in every region, a DNS entry served from each)")
+        .field_path(".spec.coordination"),
+    validation = Rule::new("!has(self.spec.coordination) || self.spec.members.all(m, has(m.region) && self.spec.members.exists_one(o, has(o.region) && o.region == m.region))")
+        .message("spec.members[].region: with spec.coordination every member names its region, each a different one")
+        .field_path(".spec.members"),
+    validation = Rule::new("!has(self.spec.entry.dns) || self.spec.members.all(m, has(m.entryAddresses) && m.entryAddresses.size() > 0)")
+        .message("spec.members[].entryAddresses: with spec.entry.dns every member lists the addresses its entry is reached at")
+        .field_path(".spec.members"),
+    validation = Rule::new("!has(self.spec.coordination) || !has(self.spec.failback) || !has(self.spec.failback.mode) || self.spec.failback.mode == 'Manual'")
+        .message("spec.failback.mode: with spec.coordination only Manual (the region failed from must be rebuilt as a standby first)")
+        .field_path(".spec.failback.mode"),
     validation = Rule::new("self.metadata.name.size() <= 40")
         .message("metadata.name: at most 40 characters, so that the per-member Services `<policy>-<member>` stay valid names"),
 )]
@@ -62,6 +76,44 @@ pub struct FailoverPolicySpec {
     /// Scheduled disaster-recovery drills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drills: Option<Drills>,
+    /// The regional mode: the same policy is applied in every region's cluster, each
+    /// region's controller (started with `--region`) acts on its own member only, and an
+    /// etcd lease (one etcd member per region, or two regions and a witness) decides which
+    /// one region is active. Requires `spec.entry.dns`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<Coordination>,
+}
+
+/// The etcd-backed lease that lets one policy run in every region with exactly one acting.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Coordination {
+    /// The etcd cluster.
+    pub etcd: EtcdRef,
+    /// The lease's time to live. The active region stops taking writes (database read-only,
+    /// entry records left to expire) a quarter of it before the lease can expire; a standby
+    /// may take over once it has. Detection of a lost region is this long.
+    #[serde(default = "default_lease_seconds")]
+    #[schemars(range(min = 2, max = 60))]
+    pub lease_seconds: i64,
+    /// The etcd key of the lease (default `/cutover/failover/<namespace>/<name>`); the
+    /// same in every region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/.+"))]
+    pub key: Option<String>,
+}
+
+fn default_lease_seconds() -> i64 {
+    3
+}
+
+/// An etcd cluster reached over plain HTTP (addresses inside the regions' private network).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRef {
+    /// Client URLs of every member, e.g. `http://10.90.1.2:2379`.
+    #[schemars(length(min = 1, max = 9))]
+    pub endpoints: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -94,6 +146,16 @@ pub struct Member {
     /// The member's database, for the data gate, promotion and fencing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<Database>,
+    /// With `spec.coordination`: the region this member runs in, as the region's
+    /// controller is told with `--region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
+    pub region: Option<String>,
+    /// With `spec.entry.dns`: the IP addresses clients reach this member's entry at (its
+    /// load balancer or gateway), published while it is active.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub entry_addresses: Vec<String>,
 }
 
 /// A cluster reached through a kubeconfig in a Secret (in the policy's namespace).
@@ -163,8 +225,8 @@ pub struct PostgresRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.httpRoute)",
-    "message": "spec.entry: set httpRoute (the only provider of this version)"
+    "rule": "has(self.httpRoute) != has(self.dns)",
+    "message": "spec.entry: set exactly one of httpRoute or dns"
 }]))]
 pub struct Entry {
     /// A Gateway API HTTPRoute in the policy's namespace (served by `cutover-router` or any
@@ -173,10 +235,55 @@ pub struct Entry {
     /// member's cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_route: Option<HttpRouteEntry>,
+    /// A DNS name served from every region (with `spec.coordination`): the active region's
+    /// controller writes the active member's `entryAddresses` as A/AAAA records into etcd,
+    /// where each region's CoreDNS (etcd plugin) reads them, and as an ExternalDNS
+    /// `DNSEndpoint` in its own cluster for a cloud DNS provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsEntry>,
     /// A URL that reaches the service through the entry, probed to measure drills (RTO and
     /// failed requests) and reported in status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+/// A DNS entry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.hostname == self.zone || self.hostname.endsWith('.' + self.zone)",
+    "message": "spec.entry.dns.hostname: must be inside spec.entry.dns.zone"
+}]))]
+pub struct DnsEntry {
+    /// The zone every region's DNS server answers for, e.g. `shop.example.com`.
+    #[schemars(
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub zone: String,
+    /// The name clients resolve, in the zone, e.g. `www.shop.example.com`.
+    #[schemars(
+        regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub hostname: String,
+    /// The records' time to live, seconds: how long a client may keep an answer after a
+    /// failover.
+    #[serde(default = "default_dns_ttl")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub ttl: i64,
+    /// The etcd prefix CoreDNS' etcd plugin reads (its `path`).
+    #[serde(default = "default_dns_path")]
+    #[schemars(regex(pattern = r"^/.+"))]
+    pub path: String,
+}
+
+fn default_dns_ttl() -> i64 {
+    1
+}
+
+fn default_dns_path() -> String {
+    "/skydns".into()
 }
 
 /// An HTTPRoute entry.
@@ -366,12 +473,40 @@ pub struct FailoverPolicyStatus {
     /// Requests (annotations) already acted on: annotation → token.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub handled_requests: BTreeMap<String, String>,
+    /// With `spec.coordination`: the lease as this region sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<CoordinationStatus>,
     /// `Ready` (traffic on a healthy member), `DataGateOpen` and `EntryReachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// The coordination lease as one region's controller sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinationStatus {
+    /// The region of the controller writing this status.
+    pub region: String,
+    /// `Active` (this region holds the lease and acts), `Standby` (another region holds
+    /// it), `Vacant` (nobody does: a standby may take over), `Fenced` (this region held it
+    /// and could not renew: its database is read-only) or `Unreachable` (etcd has no
+    /// quorum this region can reach: nothing moves).
+    pub state: String,
+    /// The region holding the lease, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// The holder's fencing token (the lease key's etcd revision); every act carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<i64>,
+    /// Why, in a sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When `state` last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// One member as last observed.

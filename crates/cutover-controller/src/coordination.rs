@@ -21,8 +21,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -63,7 +63,7 @@ pub enum Error {
 }
 
 /// How a [`Coordinator`] is set up.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// etcd client URLs (`http://host:port`), the local region's member first.
     pub endpoints: Vec<String>,
@@ -221,9 +221,47 @@ impl Coordinator {
             &self.client,
             &self.settings,
             token,
-            TxnOp::put(key, value, None),
+            vec![TxnOp::put(key, value, None)],
         )
         .await
+    }
+
+    /// The value at `key`, if any (a linearizable read).
+    pub async fn get(&self, key: &str) -> Result<Option<String>, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = call(&self.settings, kv.get(key, None)).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Every key and value under `prefix`.
+    pub async fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = call(
+            &self.settings,
+            kv.get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Writes `value` at `key` unfenced: for what any region may write of itself (its
+    /// member's health report), never for what only the holder may write.
+    pub async fn put(&self, key: &str, value: &str) -> Result<i64, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = call(&self.settings, kv.put(key, value, None)).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// One try at the key: `Ok(Ok(tenure))` if this candidate now holds it, `Ok(Err(holding))`
@@ -337,23 +375,42 @@ impl Tenure {
     /// and the fence deadline passed). It never comes back: a new [`Coordinator::campaign`]
     /// is needed.
     pub async fn lost(&mut self) {
-        loop {
-            let until = self.standing().act_until;
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => {
-                    if !self.may_act() {
-                        return;
-                    }
-                }
-                changed = self.standing.changed() => {
-                    if changed.is_err() {
-                        // The renewer ended: wait out the standing it left.
-                        tokio::time::sleep_until(self.standing().act_until).await;
-                        return;
-                    }
-                }
-            }
+        self.lost_signal().wait().await;
+    }
+
+    /// The same as a value another task can wait on (to fence the moment the standing
+    /// runs out, whatever the holder's task is doing). Dropping the tenure ends it too.
+    pub fn lost_signal(&self) -> LostSignal {
+        LostSignal {
+            standing: self.standing.clone(),
         }
+    }
+
+    /// Deletes every key under `prefix` and writes `puts`, in one transaction, only while
+    /// the lease key is still held with this token (the entry's records, replaced at once).
+    pub async fn replace_fenced(
+        &self,
+        prefix: &str,
+        puts: &[(String, String)],
+    ) -> Result<i64, Error> {
+        // etcd refuses a transaction whose delete range covers a key it also puts: the
+        // keys under the prefix that are not written again are deleted one by one. Only
+        // the holder writes there, so what was read is what the transaction replaces.
+        self.refuse_unless_standing()?;
+        let mut kv = self.client.kv_client();
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let old = call(&self.settings, kv.get(prefix, Some(options))).await?;
+        let mut ops: Vec<TxnOp> = old
+            .kvs()
+            .iter()
+            .filter(|o| !puts.iter().any(|(k, _)| k.as_bytes() == o.key()))
+            .map(|o| TxnOp::delete(o.key(), None))
+            .collect();
+        ops.extend(
+            puts.iter()
+                .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None)),
+        );
+        self.fenced_ops(ops).await
     }
 
     /// Writes `value` at `key` only while the lease key is still held with this token;
@@ -368,13 +425,24 @@ impl Tenure {
     }
 
     async fn fenced(&self, op: TxnOp) -> Result<i64, Error> {
-        if !self.may_act() {
-            return Err(Error::Fenced {
+        self.fenced_ops(vec![op]).await
+    }
+
+    /// [`Error::Fenced`] once this holder may no longer act, before asking etcd anything.
+    fn refuse_unless_standing(&self) -> Result<(), Error> {
+        if self.may_act() {
+            Ok(())
+        } else {
+            Err(Error::Fenced {
                 key: self.settings.key.clone(),
                 token: self.token,
-            });
+            })
         }
-        fenced_txn(&self.client, &self.settings, self.token, op).await
+    }
+
+    async fn fenced_ops(&self, ops: Vec<TxnOp>) -> Result<i64, Error> {
+        self.refuse_unless_standing()?;
+        fenced_txn(&self.client, &self.settings, self.token, ops).await
     }
 
     /// Gives the key up at once (a graceful hand-over): revokes the lease, which deletes the
@@ -385,6 +453,36 @@ impl Tenure {
         match call(&self.settings, lease.revoke(self.lease_id)).await {
             Ok(_) => info!(key = %self.settings.key, "gave up the coordination lease"),
             Err(e) => warn!(error = %e, "revoking the coordination lease failed"),
+        }
+    }
+}
+
+/// Resolves once a [`Tenure`] may no longer act: see [`Tenure::lost_signal`].
+#[derive(Debug)]
+pub struct LostSignal {
+    standing: watch::Receiver<Standing>,
+}
+
+impl LostSignal {
+    /// Wait for it.
+    pub async fn wait(mut self) {
+        loop {
+            let until = self.standing.borrow().act_until;
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {
+                    if !self.standing.borrow().may_act(Instant::now()) {
+                        return;
+                    }
+                }
+                changed = self.standing.changed() => {
+                    if changed.is_err() {
+                        // The renewer ended: wait out the standing it left.
+                        let until = self.standing.borrow().act_until;
+                        tokio::time::sleep_until(until).await;
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -440,15 +538,20 @@ async fn renew(client: Client, s: Settings, lease_id: i64, tx: watch::Sender<Sta
     }
 }
 
-/// `op`, only while the lease key's `create_revision` is `token`.
-async fn fenced_txn(client: &Client, s: &Settings, token: i64, op: TxnOp) -> Result<i64, Error> {
+/// `ops`, only while the lease key's `create_revision` is `token`.
+async fn fenced_txn(
+    client: &Client,
+    s: &Settings,
+    token: i64,
+    ops: Vec<TxnOp>,
+) -> Result<i64, Error> {
     let txn = Txn::new()
         .when([Compare::create_revision(
             s.key.as_str(),
             CompareOp::Equal,
             token,
         )])
-        .and_then([op]);
+        .and_then(ops);
     let mut kv = client.kv_client();
     let resp = call(s, kv.txn(txn)).await?;
     if !resp.succeeded() {

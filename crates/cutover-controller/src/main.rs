@@ -36,6 +36,15 @@ struct Cli {
     /// Seconds a leader holds the Lease without renewing it.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// The region this controller runs in: FailoverPolicies with `spec.coordination` act
+    /// on their member of this region only.
+    #[arg(long, env = "CUTOVER_REGION")]
+    region: Option<String>,
+    /// Reach the coordination etcd through these client URLs (comma-separated) instead of
+    /// a policy's `spec.coordination.etcd.endpoints`: typically this region's own member,
+    /// so that the controller is cut off from the quorum exactly when its region is.
+    #[arg(long, env = "CUTOVER_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
     /// Log as JSON lines rather than text.
     #[arg(long)]
     log_json: bool,
@@ -83,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         identity: cli.identity.unwrap_or_else(identity),
         lease_duration: Duration::from_secs(cli.lease_duration_seconds),
         api_requests,
+        region: cli.region,
+        etcd_endpoints: cli.etcd_endpoints,
     };
     run::run(client, settings, Shutdown::on_signals()).await
 }

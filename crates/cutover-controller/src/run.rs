@@ -50,6 +50,11 @@ pub struct Settings {
     pub lease_duration: Duration,
     /// Where the clients' API requests are counted (`cutover_api_requests_total`).
     pub api_requests: crate::api_requests::ApiRequests,
+    /// The region this controller runs in (`--region`), for regional FailoverPolicies.
+    pub region: Option<String>,
+    /// The etcd endpoints regional policies use instead of their own (`--etcd-endpoints`;
+    /// empty: the policy's).
+    pub etcd_endpoints: Vec<String>,
 }
 
 /// A signal that fires once: SIGTERM or Ctrl-C.
@@ -434,6 +439,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: Shutdown) -> anyh
         configs: ctx.cache.configs.clone(),
         referenced: ctx.cache.referenced.clone(),
         routes: ctx.routes.clone(),
+        region: settings.region.clone(),
+        etcd_endpoints: settings.etcd_endpoints.clone(),
     });
     let policies: Api<FailoverPolicy> = scoped(&client, ns);
     let failovers = failover::run(failover_ctx, policies, shutdown.clone().wait());

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
+use cutover_api::failover::DnsEntry;
 use cutover_controller::coordination::{Coordinator, Error, Holding, Settings, Tenure};
+use cutover_controller::traffic::dns;
+use cutover_test_support::dns::{CoreDns, StubResolver, a_records, resolver};
 use cutover_test_support::etcd::EtcdCluster;
 use tokio::time::Instant;
 
@@ -138,6 +141,100 @@ async fn one_region_holds_the_lease_and_a_cut_off_holder_fences_before_another_t
         }
         Ok(_) => panic!("the healed region took the lease back"),
     }
+}
+
+fn entry() -> DnsEntry {
+    DnsEntry {
+        zone: "shop.test".into(),
+        hostname: "www.shop.test".into(),
+        ttl: 1,
+        path: "/skydns".into(),
+    }
+}
+
+/// Publishes `addresses` as `member`'s entry records with `tenure`'s token.
+async fn publish(tenure: &Tenure, member: &str, addresses: &[&str]) -> Result<i64, Error> {
+    let addresses: Vec<String> = addresses.iter().map(|a| (*a).to_string()).collect();
+    let (prefix, puts) = dns::records(&entry(), member, &addresses).expect("records");
+    tenure.replace_fenced(&prefix, &puts).await
+}
+
+/// Resolves until the answer is `want`, within `within`; returns the last answer.
+async fn resolves_to(
+    r: &StubResolver,
+    want: &[&str],
+    within: Duration,
+) -> Result<Vec<String>, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = a_records(r, "www.shop.test").await;
+        if got.as_deref().is_ok_and(|g| g == want) || Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_entry_resolves_through_every_region_s_dns_and_a_cut_off_region_s_dns_stops_answering()
+{
+    let (etcd, east, west) = regions("dns").await;
+    let zone = entry();
+    let east_dns = CoreDns::start("dns-east", &zone.zone, &zone.path, &etcd.endpoint(EAST)).await;
+    let west_dns = CoreDns::start("dns-west", &zone.zone, &zone.path, &etcd.endpoint(WEST)).await;
+    let (mut held, _) = take(&east, Duration::from_secs(5)).await;
+    publish(&held, "east", &["10.90.1.10", "10.90.1.11"])
+        .await
+        .expect("the holder publishes");
+
+    // Each region's DNS server answers with the records, and a client asking both in turn.
+    let both = resolver(&[east_dns.addr, west_dns.addr]);
+    let only_east = resolver(&[east_dns.addr]);
+    let only_west = resolver(&[west_dns.addr]);
+    for r in [&both, &only_east, &only_west] {
+        let got = resolves_to(r, &["10.90.1.10", "10.90.1.11"], Duration::from_secs(5)).await;
+        assert_eq!(
+            got.as_deref(),
+            Ok(&["10.90.1.10".to_string(), "10.90.1.11".to_string()][..])
+        );
+    }
+
+    // East is cut off: its DNS server, reading a member without a quorum, stops answering
+    // (no stale records), and the holder fences itself before west can take the lease.
+    etcd.freeze(EAST);
+    assert!(
+        lost_within(&mut held, TTL).await,
+        "east fences itself within one TTL"
+    );
+    let (west_held, _) = take(&west, TTL * 3).await;
+    publish(&west_held, "west", &["10.90.2.10"])
+        .await
+        .expect("the new holder publishes");
+    let stale = publish(&held, "east", &["10.90.1.10"]).await;
+    assert!(matches!(stale, Err(Error::Fenced { .. })), "{stale:?}");
+    let cut_off = a_records(&resolver(&[east_dns.addr]), "www.shop.test").await;
+    assert!(
+        cut_off.is_err(),
+        "east's DNS answered without a quorum: {cut_off:?}"
+    );
+    // A client asking east first gets west's answer from the next server, within the TTL.
+    let fresh = resolver(&[east_dns.addr, west_dns.addr]);
+    let got = resolves_to(&fresh, &["10.90.2.10"], Duration::from_secs(5)).await;
+    assert_eq!(got, Ok(vec!["10.90.2.10".to_string()]));
+    let got = resolves_to(&both, &["10.90.2.10"], Duration::from_secs(5)).await;
+    assert_eq!(
+        got,
+        Ok(vec!["10.90.2.10".to_string()]),
+        "the client honours the 1 s TTL"
+    );
+
+    // Healed: east's DNS serves the new holder's records; the stale holder stays refused.
+    etcd.thaw(EAST);
+    etcd.wait_serving(EAST, Duration::from_secs(10)).await;
+    let got = resolves_to(&only_east, &["10.90.2.10"], Duration::from_secs(5)).await;
+    assert_eq!(got, Ok(vec!["10.90.2.10".to_string()]));
+    let stale = publish(&held, "east", &["10.90.1.10"]).await;
+    assert!(matches!(stale, Err(Error::Fenced { .. })), "{stale:?}");
 }
 
 #[tokio::test]

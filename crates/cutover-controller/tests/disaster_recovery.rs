@@ -15,8 +15,12 @@
 //! 5. `spec.environments`: a BlueGreenDeployment whose green color runs in west. A release
 //!    goes there, takes half the traffic through the gateway, then all of it on promotion;
 //!    deleting the BlueGreenDeployment deletes what it made in west.
+//! 6. The regional mode (one policy in each cluster, an etcd lease, a DNS entry): see
+//!    `disaster_recovery/regions.rs`.
 
 mod common;
+#[path = "disaster_recovery/regions.rs"]
+mod regions;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -51,9 +55,17 @@ impl Drop for West {
     }
 }
 
+/// The tests of this file, one at a time: each brings a second cluster up, and the
+/// machine has two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn west() -> West {
+    west_named("west").await
+}
+
+async fn west_named(suffix: &str) -> West {
     let base = std::env::var("CUTOVER_TEST_CLUSTER").unwrap_or_else(|_| "cutover".into());
-    let name = format!("{base}-west");
+    let name = format!("{base}-{suffix}");
     let state = local_cluster::up(&local_cluster::UpOptions {
         name: name.clone(),
         nodes: 1,
@@ -764,12 +776,23 @@ async fn disaster_recovery_across_two_clusters() {
     if let Some(why) = local_cluster::process_node_unsupported() {
         panic!("this test runs pods as processes: {why}");
     }
+    let _one = ONE_AT_A_TIME.lock().await;
     let west = west().await;
     scenario_primary_failure(&west).await;
     scenario_lagging_standby(&west).await;
     scenario_flapping(&west).await;
     scenario_drill(&west).await;
     scenario_colors_across_clusters(&west).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disaster_recovery_across_regions() {
+    if let Some(why) = local_cluster::process_node_unsupported() {
+        panic!("this test runs pods as processes: {why}");
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let west = west_named("region-west").await;
+    regions::scenario_regions(&west).await;
 }
 
 /// A demo-app BlueGreenDeployment `version` whose pods may run on `nodes` (one per

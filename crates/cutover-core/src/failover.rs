@@ -258,7 +258,8 @@ pub fn data_gate(policy: &Policy, member: &MemberObs) -> Result<(), String> {
     Ok(())
 }
 
-fn count(policy: &Policy, now: Timestamp, old: Counters, obs: &MemberObs) -> Counters {
+/// The counters after one more check of a member.
+pub fn count(policy: &Policy, now: Timestamp, old: Counters, obs: &MemberObs) -> Counters {
     let mut c = old;
     if obs.healthy {
         // Counted up to the threshold only: the status changes only on transitions.

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod color;
 pub mod failover;
+pub mod regional;
 pub mod release;
 
 pub use color::{Color, PerColor};

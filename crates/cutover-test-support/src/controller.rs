@@ -69,6 +69,18 @@ impl ControllerProcess {
         identity: &str,
         lease_seconds: u64,
     ) -> Self {
+        Self::start_with_args(bin, kubeconfig, namespace, identity, lease_seconds, &[])
+    }
+
+    /// The same with more flags (`--region east`, say).
+    pub fn start_with_args(
+        bin: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        lease_seconds: u64,
+        extra: &[&str],
+    ) -> Self {
         let http_port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -95,6 +107,7 @@ impl ControllerProcess {
                 "--lease-duration-seconds",
                 &lease_seconds.to_string(),
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,cutover_controller=debug,kube_client=warn")
             .stdin(Stdio::null())

@@ -28,6 +28,7 @@ pub use cutover_local_cluster as local_cluster;
 pub mod bench;
 pub mod controller;
 pub mod custom_metrics;
+pub mod dns;
 pub mod e2e;
 pub mod etcd;
 pub mod load;

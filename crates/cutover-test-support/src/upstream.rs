@@ -34,6 +34,14 @@ pub const FLAGGER: (&str, &str, &str) = (
     "artifacts/flagger/crd.yaml",
 );
 
+/// ExternalDNS' DNSEndpoint CRD, what a regional FailoverPolicy's DNS entry also writes.
+pub const EXTERNAL_DNS: (&str, &str, &str) = (
+    "sigs.k8s.io/external-dns",
+    // v0.23.0 requires Go 1.27; the machines have 1.26.8.
+    "v0.22.0",
+    "config/crd/standard/dnsendpoints.externaldns.k8s.io.yaml",
+);
+
 /// An `apiextensions.k8s.io/v1beta1` CRD as `v1` (which is all a current apiserver
 /// accepts): the same group, names, served/storage versions, schema and printer columns,
 /// moved to where `v1` keeps them. SMI's module publishes only the `v1beta1` form.

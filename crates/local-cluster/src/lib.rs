@@ -269,6 +269,11 @@ pub fn ensure_helm() -> Result<PathBuf, Error> {
     ensure_binaries_with(&["helm"]).map(|b| b.dir.join("helm"))
 }
 
+/// Build CoreDNS if the cache lacks it (`build.sh coredns`); returns the binary's path.
+pub fn ensure_coredns() -> Result<PathBuf, Error> {
+    ensure_binaries_with(&["coredns"]).map(|b| b.dir.join("coredns"))
+}
+
 pub(crate) fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

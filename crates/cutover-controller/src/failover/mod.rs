@@ -18,6 +18,7 @@ pub mod drill;
 mod error;
 pub mod members;
 pub mod postgres;
+mod regional;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -75,6 +76,10 @@ pub struct Context {
     pub referenced: cache::Referenced,
     /// Route watch caches (the entry HTTPRoutes).
     pub routes: Arc<cache::Routes>,
+    /// The region this controller runs in (`--region`).
+    pub region: Option<String>,
+    /// The etcd endpoints regional policies use instead of theirs (`--etcd-endpoints`).
+    pub etcd_endpoints: Vec<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -137,6 +142,8 @@ pub(crate) struct Local {
     /// The newest resourceVersion of the entry route this task read from the API after
     /// moving it; a cache older than this is behind this task's own move.
     route_seen: Option<u64>,
+    /// The regional mode's lease and memory (`spec.coordination`).
+    regional: Option<regional::Regional>,
 }
 
 /// Who uses the places a policy's members run in.
@@ -296,9 +303,15 @@ impl<'a> Pass<'a> {
             message,
         };
         let settings = settings(p).map_err(|m| (invalid(m), Duration::from_secs(5)))?;
-        let Some(route) = p.spec.entry.http_route.as_ref().map(|r| r.name.clone()) else {
-            let interval = settings.interval;
-            return Err((invalid("spec.entry: set httpRoute".into()), interval));
+        // The regional mode's entry is DNS (no route).
+        let route = match (&p.spec.entry.http_route, &p.spec.entry.dns) {
+            (Some(r), None) => r.name.clone(),
+            (None, Some(_)) if p.spec.coordination.is_some() => String::new(),
+            _ => {
+                let interval = settings.interval;
+                let m = "spec.entry: set httpRoute, or dns together with spec.coordination";
+                return Err((invalid(m.into()), interval));
+            }
         };
         let name = p.name_any();
         let names: Vec<String> = p.spec.members.iter().map(|m| m.name.clone()).collect();
@@ -321,6 +334,9 @@ impl<'a> Pass<'a> {
 /// One pass; returns when the next one is due. Every step reads what it needs afresh, so
 /// a pass that stops early (an error, a refusal) leaves the next one nothing to undo.
 async fn pass(ctx: &Context, p: &FailoverPolicy, local: &mut Local) -> Result<Duration, Error> {
+    if p.spec.coordination.is_some() {
+        return regional::pass(ctx, p, local).await;
+    }
     let pass = match Pass::of(p) {
         Ok(pass) => pass,
         // Nothing was touched; a corrected spec wakes the task at once.

@@ -14,6 +14,7 @@
 //! what the data plane is actually configured to do, not from what was asked.
 
 pub mod adopted;
+pub mod dns;
 pub mod entry;
 pub mod gateway;
 pub mod istio;

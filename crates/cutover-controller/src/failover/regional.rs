@@ -1,0 +1,697 @@
+//! The regional mode of a FailoverPolicy (`spec.coordination`): the same policy is applied
+//! in every region's cluster; each region's controller (started with `--region`) observes
+//! and acts on its own member only, never on another cluster's API. Which region is
+//! active is decided by the etcd lease of [`crate::coordination`]: its holder promotes its
+//! own database, publishes its own entry addresses as the DNS records every region's DNS
+//! server answers with (an etcd transaction carrying its fencing token), and writes a
+//! `DNSEndpoint` in its own cluster. The pure decision is [`cutover_core::regional`].
+//!
+//! What each region writes in etcd, next to the lease key `<key>`:
+//! - `<key>/active`: the member the holder made active (fenced, with the records): a
+//!   vacant lease goes first to that member's region when it comes back;
+//! - `<key>/primary`: the holder's database position, `{"member", "lsn"}` (fenced, every
+//!   pass): a standby measures its replication lag against it for the data gate;
+//! - `<key>/members/<member>`: each region's own health report (unfenced: every region
+//!   writes only its own), shown in every region's status.
+//!
+//! **Self-fencing.** The moment the holder's standing runs out (its renewals were not
+//! acknowledged, a fence margin before the lease can expire), a task of its own fences the
+//! own database, whatever the policy's pass is doing; the entry's records cannot be
+//! rewritten by a stale holder (etcd refuses its token), and its region's DNS server,
+//! cut off from the etcd quorum, stops answering (CoreDNS' etcd reads are linearizable).
+
+use std::time::Duration;
+
+use cutover_api::failover::{
+    CoordinationStatus, FailoverPolicy, FailoverPolicyStatus, MemberStatus,
+};
+use cutover_api::kube::ResourceExt as _;
+use cutover_core::failover::{Counters, DataObs};
+use cutover_core::regional::{self, Action, Lease, State};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{
+    Context, Error, Local, Pass, Refusal, View, observe_member, refuse, user_of, write_status,
+};
+use crate::clock::{now, time};
+use crate::conditions::{Wanted, merge};
+use crate::coordination::{self, Coordinator, Tenure};
+use crate::traffic::dns;
+
+/// What a policy's task keeps for the regional mode (lost on restart, which is safe: a
+/// restarted controller holds no lease, so it fences a writable database of its own and
+/// campaigns afresh).
+#[derive(Default)]
+pub(crate) struct Regional {
+    coordinator: Option<Coordinator>,
+    tenure: Option<Tenure>,
+    /// Fences the own database the moment the tenure's standing runs out.
+    fencer: Option<JoinHandle<()>>,
+    /// When this run first saw the lease vacant (since the last time it was held).
+    vacant_since: Option<Instant>,
+    /// The token the entry was last published with.
+    published: Option<i64>,
+    /// This region lost the lease (and fenced) and nobody has held it since.
+    fenced: bool,
+    /// The own member's health counters.
+    counters: Counters,
+    /// The policy's `DNSEndpoint` in this cluster was deleted (or found absent) since
+    /// this region last stood by.
+    endpoint_cleared: bool,
+}
+
+/// A region's report of its own member, at `<key>/members/<member>`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Report {
+    healthy: bool,
+    down: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// Milliseconds since the epoch, by the reporting region's clock.
+    at: i64,
+}
+
+/// The holder's database position, at `<key>/primary`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct PrimaryReport {
+    member: String,
+    lsn: i64,
+}
+
+/// What etcd held next to the lease key, as read this pass.
+#[derive(Default)]
+struct Seen {
+    /// The member the last holder made active.
+    last_active: Option<usize>,
+    /// The holder's database position.
+    primary: Option<PrimaryReport>,
+    /// Every region's report of its member.
+    reports: Vec<(String, Report)>,
+    /// The holder's fencing token.
+    holder_token: Option<i64>,
+}
+
+/// The lease key: `spec.coordination.key`, or one per policy.
+fn lease_key(p: &FailoverPolicy) -> String {
+    p.spec
+        .coordination
+        .as_ref()
+        .and_then(|c| c.key.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "/cutover/failover/{}/{}",
+                p.namespace().unwrap_or_default(),
+                p.name_any()
+            )
+        })
+}
+
+/// The own member's database as the core sees it: a standby's lag is measured against the
+/// position the holder last reported.
+fn own_data(view: &View, primary: Option<&PrimaryReport>, own: &str) -> Option<DataObs> {
+    let db = view.db.as_ref()?;
+    let (lag_seconds, lag_bytes) = if !db.in_recovery {
+        (Some(0.0), Some(0))
+    } else {
+        match (primary.filter(|r| r.member != own), db.replay_lsn) {
+            (Some(r), Some(replay)) => {
+                let bytes = u64::try_from(r.lsn.saturating_sub(replay)).unwrap_or(0);
+                let seconds = if bytes == 0 {
+                    Some(0.0)
+                } else {
+                    db.replay_age_seconds
+                };
+                (seconds, Some(bytes))
+            }
+            _ => (None, None),
+        }
+    };
+    Some(DataObs {
+        writable: db.writable(),
+        fenced: db.reachable && !db.in_recovery && db.read_only,
+        lag_seconds,
+        lag_bytes,
+        reachable: db.reachable,
+        standby: db.in_recovery,
+        gate_only: false,
+    })
+}
+
+/// One regional pass; returns when the next one is due.
+pub(super) async fn pass(
+    ctx: &Context,
+    p: &FailoverPolicy,
+    local: &mut Local,
+) -> Result<Duration, Error> {
+    let pass = match Pass::of(p) {
+        Ok(pass) => pass,
+        Err((refusal, next)) => {
+            refuse(ctx, p, refusal, local).await?;
+            return Ok(next);
+        }
+    };
+    let interval = pass.settings.interval;
+    let invalid = |message: String| Refusal {
+        reason: "InvalidSpec",
+        message,
+    };
+    let Some(region) = ctx.region.clone() else {
+        let m = "spec.coordination: this controller was started without --region, so it cannot tell which member is its own; nothing was touched".to_string();
+        refuse(ctx, p, invalid(m), local).await?;
+        return Ok(interval);
+    };
+    let Some(own) = p
+        .spec
+        .members
+        .iter()
+        .position(|m| m.region.as_deref() == Some(region.as_str()))
+    else {
+        let m = format!(
+            "spec.members[].region: no member runs in this controller's region {region}; nothing was touched"
+        );
+        refuse(ctx, p, invalid(m), local).await?;
+        return Ok(interval);
+    };
+    let (Some(coord), Some(dns_entry)) = (&p.spec.coordination, &p.spec.entry.dns) else {
+        let m = "spec.coordination needs spec.entry.dns".to_string();
+        refuse(ctx, p, invalid(m), local).await?;
+        return Ok(interval);
+    };
+    let key = lease_key(p);
+    let ttl = Duration::from_secs(u64::try_from(coord.lease_seconds).unwrap_or(3));
+    let endpoints = if ctx.etcd_endpoints.is_empty() {
+        coord.etcd.endpoints.clone()
+    } else {
+        ctx.etcd_endpoints.clone()
+    };
+    let wanted = coordination::Settings::new(endpoints, &key, &region, ttl);
+    let r = local.regional.get_or_insert_with(Regional::default);
+    if r.coordinator
+        .as_ref()
+        .is_some_and(|c| c.settings() != &wanted)
+    {
+        // New endpoints, key or TTL: a tenure under the old ones is given up (its fencer
+        // fences the database once its standing runs out).
+        *r = Regional::default();
+    }
+    if r.coordinator.is_none() {
+        match Coordinator::connect(wanted).await {
+            Ok(c) => r.coordinator = Some(c),
+            Err(coordination::Error::InvalidConfig(m)) => {
+                let m = format!("spec.coordination: {m}");
+                refuse(ctx, p, invalid(m), local).await?;
+                return Ok(interval);
+            }
+            Err(e) => tracing::debug!(error = %e, "connecting to etcd"),
+        }
+    }
+
+    let m = &p.spec.members[own];
+    let member = m.name.clone();
+    let user = user_of(Some(&pass.ns), &pass.name);
+    let view = observe_member(ctx, &pass, m, &user).await;
+    let places: Vec<String> = view.place.iter().cloned().collect();
+    ctx.places.retain(&user, &places);
+
+    let r = local.regional.as_mut().expect("set above");
+    let mut events = Vec::new();
+    let (mut lease, seen) = read_lease(r, &key, &region, p).await;
+    let last_active = seen.last_active;
+    let data = own_data(&view, seen.primary.as_ref(), &member);
+    let ready = view
+        .endpoints
+        .as_ref()
+        .is_some_and(|e| !e.addresses.is_empty());
+    let mut plan;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let published =
+            r.published.is_some() && r.tenure.as_ref().map(Tenure::token) == r.published;
+        plan = regional::decide(&regional::Input {
+            policy: pass.settings.policy.clone(),
+            now: now(),
+            own,
+            counters: r.counters,
+            healthy: view.health.is_ok(),
+            data: data.clone(),
+            lease: lease.clone(),
+            last_active,
+            members: p.spec.members.len(),
+            campaign_step: interval.max(Duration::from_millis(500)),
+            ready,
+            published,
+        });
+        let mut again = false;
+        for a in plan.actions.clone() {
+            let t = Instant::now();
+            let done = act(ctx, p, r, a, &view, &member, dns_entry, &key).await;
+            tracing::info!(policy = %pass.name, action = ?a, ok = done.is_ok(), took_ms = t.elapsed().as_millis() as u64, "regional action");
+            match done {
+                Ok(Some(new_lease)) => {
+                    lease = new_lease;
+                    again = true;
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    events.push(("FailoverStepFailed", e, true));
+                    break;
+                }
+            }
+            if a == Action::Publish {
+                // A move from another region's member, or this region's first start.
+                let moved = last_active.is_some_and(|i| i != own);
+                events.push((
+                    if moved {
+                        "FailedOver"
+                    } else {
+                        "EntryPublished"
+                    },
+                    format!(
+                        "region {region} is active: {} → {} (fencing token {})",
+                        dns_entry.hostname,
+                        m.entry_addresses.join(", "),
+                        r.published.unwrap_or_default()
+                    ),
+                    false,
+                ));
+            }
+        }
+        // Counters count one check per pass, however many rounds.
+        if !again || rounds >= 3 {
+            r.counters = plan.counters;
+            break;
+        }
+        // The next round decides on the same check (the counters are not yet updated).
+    }
+    if lease == Lease::Lost {
+        events.push((
+            "Fenced",
+            "this region could not renew the coordination lease in time: its database is fenced"
+                .to_string(),
+            true,
+        ));
+    }
+    after_actions(r, &lease);
+    report(r, &key, &member, &view, &plan).await;
+    if plan.state != State::Active && !r.endpoint_cleared {
+        match dns::delete_endpoint(&ctx.client, p).await {
+            Ok(()) => r.endpoint_cleared = true,
+            Err(e) => events.push(("FailoverStepFailed", e, true)),
+        }
+    }
+    for (reason, message, warning) in &events {
+        super::publish(ctx, p, reason, message, *warning).await;
+    }
+
+    let status = build_status(p, &pass, &region, own, &view, &plan, &lease, r, &seen);
+    ctx.metrics.set_failover_phase(
+        &pass.ns,
+        &pass.name,
+        status.phase.as_deref().unwrap_or_default(),
+    );
+    write_status(ctx, p, &status, local).await?;
+    Ok(interval)
+}
+
+/// The lease and the holder's records, as etcd has them now; without an answer the lease
+/// is [`Lease::Unreachable`] (or [`Lease::Lost`]/[`Lease::Held`] by this region's own
+/// standing, which needs no answer).
+async fn read_lease(
+    r: &mut Regional,
+    key: &str,
+    region: &str,
+    p: &FailoverPolicy,
+) -> (Lease, Seen) {
+    let member_index = |name: &str| p.spec.members.iter().position(|m| m.name == name);
+    let Some(c) = r.coordinator.as_ref() else {
+        let lease = match &r.tenure {
+            Some(t) if t.may_act() => Lease::Held,
+            Some(_) => Lease::Lost,
+            None => Lease::Unreachable("not connected to etcd".into()),
+        };
+        return (lease, Seen::default());
+    };
+    let read = async {
+        let holding = c.holding().await?;
+        let under = c.get_prefix(&format!("{key}/")).await?;
+        Ok::<_, coordination::Error>((holding, under))
+    };
+    let (holding, under) = match read.await {
+        Ok(v) => v,
+        Err(e) => {
+            let lease = match &r.tenure {
+                Some(t) if t.may_act() => Lease::Held,
+                Some(_) => Lease::Lost,
+                None => Lease::Unreachable(e.to_string()),
+            };
+            return (lease, Seen::default());
+        }
+    };
+    let mut seen = Seen {
+        holder_token: holding.as_ref().map(|h| h.token),
+        ..Seen::default()
+    };
+    for (k, v) in under {
+        let rest = k.strip_prefix(key).unwrap_or_default();
+        if rest == "/active" {
+            seen.last_active = member_index(&v);
+        } else if rest == "/primary" {
+            seen.primary = serde_json::from_str(&v).ok();
+        } else if let Some(name) = rest.strip_prefix("/members/")
+            && let Ok(rep) = serde_json::from_str::<Report>(&v)
+        {
+            seen.reports.push((name.to_string(), rep));
+        }
+    }
+    let lease = match (&r.tenure, holding) {
+        (Some(t), _) if !t.may_act() => Lease::Lost,
+        (Some(t), Some(h)) if h.token == t.token() => Lease::Held,
+        // The key is gone or someone else's: this tenure is over (its fencer fences).
+        (Some(_), other) => {
+            r.tenure = None;
+            match other {
+                Some(h) => Lease::HeldBy(h.holder),
+                None => vacant(r),
+            }
+        }
+        (None, Some(h)) if h.holder == region => Lease::HeldBy(format!(
+            "{region} (a lease this controller no longer has, left by an earlier run: it expires within one lease TTL)"
+        )),
+        (None, Some(h)) => Lease::HeldBy(h.holder),
+        (None, None) => vacant(r),
+    };
+    if !matches!(lease, Lease::Vacant(_)) {
+        r.vacant_since = None;
+    }
+    (lease, seen)
+}
+
+fn vacant(r: &mut Regional) -> Lease {
+    let since = *r.vacant_since.get_or_insert_with(Instant::now);
+    Lease::Vacant(since.elapsed())
+}
+
+/// Carry one action out. `Ok(Some(lease))`: the lease changed (a campaign), decide again.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    ctx: &Context,
+    p: &FailoverPolicy,
+    r: &mut Regional,
+    a: Action,
+    view: &View,
+    member: &str,
+    entry: &cutover_api::failover::DnsEntry,
+    key: &str,
+) -> Result<Option<Lease>, String> {
+    let conn = || {
+        view.conn
+            .clone()
+            .ok_or("no database connection".to_string())
+    };
+    match a {
+        Action::Fence => {
+            super::postgres::fence(&conn()?)
+                .await
+                .map_err(|e| format!("fencing this region's database: {e}"))?;
+            Ok(None)
+        }
+        Action::Campaign => {
+            let c = r.coordinator.as_ref().ok_or("not connected to etcd")?;
+            match c.campaign().await {
+                Ok(Ok(tenure)) => {
+                    r.fencer = Some(spawn_fencer(&tenure, view.conn.clone(), key.to_string()));
+                    r.tenure = Some(tenure);
+                    r.published = None;
+                    r.fenced = false;
+                    r.vacant_since = None;
+                    Ok(Some(Lease::Held))
+                }
+                Ok(Err(h)) => Ok(Some(Lease::HeldBy(h.holder))),
+                Err(e) => Ok(Some(Lease::Unreachable(e.to_string()))),
+            }
+        }
+        Action::Claim => {
+            let t = r.tenure.as_ref().ok_or("the lease ran out")?;
+            t.put_fenced(&format!("{key}/active"), member)
+                .await
+                .map_err(|e| format!("recording this region as the active one: {e}"))?;
+            Ok(None)
+        }
+        Action::Promote => {
+            // Promotion is local to the region: checked against the standing just before.
+            r.tenure
+                .as_ref()
+                .filter(|t| t.may_act())
+                .ok_or("the lease ran out")?;
+            super::postgres::promote(&conn()?)
+                .await
+                .map_err(|e| format!("promoting this region's database: {e}"))?;
+            Ok(None)
+        }
+        Action::Publish => {
+            let t = r.tenure.as_ref().ok_or("the lease ran out")?;
+            let addresses = &p
+                .spec
+                .members
+                .iter()
+                .find(|m| m.name == member)
+                .map(|m| m.entry_addresses.clone())
+                .unwrap_or_default();
+            let (prefix, mut puts) = dns::records(entry, member, addresses)?;
+            puts.push((format!("{key}/active"), member.to_string()));
+            t.replace_fenced(&prefix, &puts)
+                .await
+                .map_err(|e| format!("publishing the DNS records: {e}"))?;
+            r.published = Some(t.token());
+            r.endpoint_cleared = false;
+            // The records every region serves are written; the DNSEndpoint is for an
+            // ExternalDNS, whose CRD may not be installed: that is reported, not fatal.
+            if let Err(e) = dns::apply_endpoint(&ctx.client, p, entry, addresses).await {
+                tracing::info!(error = %e, "DNSEndpoint not written");
+            }
+            Ok(None)
+        }
+        Action::Resign => {
+            if let Some(f) = r.fencer.take() {
+                f.abort();
+            }
+            if let Some(t) = r.tenure.take() {
+                t.resign().await;
+            }
+            r.published = None;
+            Ok(Some(vacant(r)))
+        }
+    }
+}
+
+/// A task that fences the own database (if any) once `tenure` may no longer act.
+fn spawn_fencer(tenure: &Tenure, conn: Option<String>, key: String) -> JoinHandle<()> {
+    let lost = tenure.lost_signal();
+    tokio::spawn(async move {
+        lost.wait().await;
+        tracing::warn!(key = %key, "coordination lease lost: fencing this region's database");
+        if let Some(conn) = conn
+            && let Err(e) = super::postgres::fence(&conn).await
+        {
+            tracing::error!(key = %key, error = %e, "fencing this region's database failed");
+        }
+    })
+}
+
+/// What the pass's outcome leaves in memory.
+fn after_actions(r: &mut Regional, lease: &Lease) {
+    match lease {
+        Lease::Lost => {
+            r.tenure = None;
+            r.published = None;
+            r.fenced = true;
+        }
+        Lease::HeldBy(_) | Lease::Held => r.fenced = false,
+        _ => {}
+    }
+}
+
+/// Write this region's report of its member, and (holding) its database position.
+async fn report(r: &Regional, key: &str, member: &str, view: &View, plan: &regional::Plan) {
+    let Some(c) = r.coordinator.as_ref() else {
+        return;
+    };
+    let rep = Report {
+        healthy: view.health.is_ok(),
+        down: plan.counters.down,
+        role: view.db.as_ref().map(|d| d.role().to_string()),
+        reason: view.health.clone().err(),
+        at: timestamp_now(),
+    };
+    let value = serde_json::to_string(&rep).unwrap_or_default();
+    if let Err(e) = c.put(&format!("{key}/members/{member}"), &value).await {
+        tracing::debug!(error = %e, "writing this region's report");
+    }
+    if let (Some(t), Some(lsn)) = (
+        r.tenure.as_ref(),
+        view.db
+            .as_ref()
+            .filter(|d| d.writable())
+            .and_then(|d| d.current_lsn),
+    ) {
+        let pr = PrimaryReport {
+            member: member.to_string(),
+            lsn,
+        };
+        let value = serde_json::to_string(&pr).unwrap_or_default();
+        if let Err(e) = t.put_fenced(&format!("{key}/primary"), &value).await {
+            tracing::debug!(error = %e, "writing the primary's position");
+        }
+    }
+}
+
+fn timestamp_now() -> i64 {
+    now().0
+}
+
+/// The status this region writes of the policy.
+#[allow(clippy::too_many_arguments)]
+fn build_status(
+    p: &FailoverPolicy,
+    pass: &Pass<'_>,
+    region: &str,
+    own: usize,
+    view: &View,
+    plan: &regional::Plan,
+    lease: &Lease,
+    r: &Regional,
+    seen: &Seen,
+) -> FailoverPolicyStatus {
+    let mut status = p.status.clone().unwrap_or_default();
+    let state = if r.fenced && matches!(lease, Lease::Unreachable(_) | Lease::Vacant(_)) {
+        State::Fenced
+    } else {
+        plan.state
+    };
+    let holder = match lease {
+        Lease::Held => Some(region.to_string()),
+        Lease::HeldBy(h) => Some(h.split(' ').next().unwrap_or_default().to_string()),
+        _ => None,
+    };
+    let token = match lease {
+        Lease::Held => r.tenure.as_ref().map(Tenure::token),
+        _ => None,
+    };
+    let reports = &seen.reports;
+    let old = status.coordination.take();
+    let since = match &old {
+        Some(o) if o.state == state.name() => o.since.clone(),
+        _ => Some(time(now())),
+    };
+    let message = if r.fenced && state == State::Fenced {
+        "this region could not renew the lease in time and fenced its database; nothing else moves until etcd answers".to_string()
+    } else {
+        plan.message.clone()
+    };
+    status.coordination = Some(CoordinationStatus {
+        region: region.to_string(),
+        state: state.name().to_string(),
+        holder: holder.clone(),
+        token: token.or(seen.holder_token),
+        message: Some(message.clone()),
+        since,
+    });
+    let members = &p.spec.members;
+    status.active_member = holder
+        .as_deref()
+        .and_then(|h| members.iter().find(|m| m.region.as_deref() == Some(h)))
+        .map(|m| m.name.clone());
+    status.phase = Some(
+        match state {
+            State::Active | State::Standby => {
+                if status.active_member.as_deref() == members.first().map(|m| m.name.as_str()) {
+                    "Healthy"
+                } else {
+                    "FailedOver"
+                }
+            }
+            State::Vacant => "FailingOver",
+            State::Fenced | State::Unreachable => "Degraded",
+        }
+        .to_string(),
+    );
+    status.message = Some(message.clone());
+    let now_ms = timestamp_now();
+    let stale_after = pass.settings.interval.as_millis() as i64 * 5 + 5_000;
+    status.members = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if i == own {
+                return MemberStatus {
+                    name: m.name.clone(),
+                    healthy: view.health.is_ok(),
+                    down: plan.counters.down,
+                    failures: i32::try_from(plan.counters.failures).unwrap_or(i32::MAX),
+                    successes: i32::try_from(plan.counters.successes).unwrap_or(i32::MAX),
+                    up_since: plan.counters.up_since.map(time),
+                    seen_up: plan.counters.seen_up,
+                    reason: view
+                        .health
+                        .clone()
+                        .err()
+                        .or_else(|| view.db.as_ref().and_then(|d| d.error.clone())),
+                    endpoints: view
+                        .endpoints
+                        .as_ref()
+                        .map_or(0, |e| i32::try_from(e.addresses.len()).unwrap_or(0)),
+                    database_role: view.db.as_ref().map(|d| d.role().to_string()),
+                    ..MemberStatus::default()
+                };
+            }
+            match reports.iter().find(|(n, _)| n == &m.name) {
+                Some((_, rep)) if now_ms - rep.at <= stale_after => MemberStatus {
+                    name: m.name.clone(),
+                    healthy: rep.healthy,
+                    down: rep.down,
+                    reason: rep.reason.clone(),
+                    database_role: rep.role.clone(),
+                    ..MemberStatus::default()
+                },
+                other => MemberStatus {
+                    name: m.name.clone(),
+                    healthy: false,
+                    down: false,
+                    reason: Some(match other {
+                        Some(_) => {
+                            "its region's last report is stale (region down or cut off?)".into()
+                        }
+                        None => "its region has not reported (through etcd)".into(),
+                    }),
+                    ..MemberStatus::default()
+                },
+            }
+        })
+        .collect();
+    let ready = matches!(state, State::Active | State::Standby);
+    status.conditions = merge(
+        &status.conditions,
+        &[Wanted {
+            type_: "Ready",
+            status: ready,
+            reason: match state {
+                State::Active => "Active",
+                State::Standby => "Standby",
+                State::Vacant => "LeaseVacant",
+                State::Fenced => "Fenced",
+                State::Unreachable => "CoordinationUnreachable",
+            },
+            message,
+        }],
+        p.metadata.generation,
+        &time(now()),
+    );
+    status.observed_generation = p.metadata.generation;
+    status
+}

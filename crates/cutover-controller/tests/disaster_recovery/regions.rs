@@ -1,0 +1,517 @@
+//! The regional mode (`spec.coordination`, `spec.entry.dns`): one FailoverPolicy applied
+//! in both clusters, each region's controller started with `--region` and talking to its
+//! own region's etcd member (east, west, and a witness member), each region's CoreDNS
+//! reading its own member, a client resolving through both DNS servers in turn and
+//! writing to the address it gets. A region's entry is a relay on an address of its own
+//! (`127.0.1.1`, `127.0.2.1`) to its demo pod.
+//!
+//! In order, on one world: the start (east holds the lease and its address is served by
+//! both DNS servers, its `DNSEndpoint` written); the witness cut off for a while (nothing
+//! moves); the coordination quorum lost (east fences its own database before its lease can
+//! expire, nobody is promoted, and east takes its lease back after); east lost whole
+//! (controller, etcd member, DNS server, entry, pods, database primary): west takes over,
+//! clients get west's address, and every write acknowledged before the loss is on west's
+//! promoted database.
+
+use std::net::SocketAddr;
+
+use cutover_controller::traffic::dns::dns_endpoint_resource;
+use cutover_test_support::dns::{CoreDns, StubResolver, a_records, resolver};
+use cutover_test_support::etcd::EtcdCluster;
+use cutover_test_support::upstream::EXTERNAL_DNS;
+use kube::api::DynamicObject;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+const EAST: usize = 0;
+const WEST: usize = 1;
+const WITNESS: usize = 2;
+const HOST: &str = "www.shop.test";
+const EAST_ENTRY: &str = "127.0.1.1";
+const WEST_ENTRY: &str = "127.0.2.1";
+
+/// A region's entry: a TCP relay on `listen` to its demo pod; stops (and cuts its
+/// connections) when dropped.
+struct Relay {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| panic!("binding the entry relay on {listen}: {e}"));
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { task }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // Aborting the task drops the JoinSet, which aborts every connection.
+        self.task.abort();
+    }
+}
+
+/// The ready address of Service `shop`'s pod in `ns`.
+async fn pod_of(client: &Client, ns: &str) -> SocketAddr {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let eps = cutover_controller::endpoint_mirror::read(client, ns, "shop", 80, "http").await;
+        if let Ok(eps) = eps
+            && let Some(a) = eps.addresses.first()
+            && eps.target_port > 0
+        {
+            let port = u16::try_from(eps.target_port).expect("a port");
+            return SocketAddr::new(a.parse().expect("a pod IP"), port);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Service shop in {ns} has no ready pod"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The regional world.
+struct Regions {
+    front: TestNamespace,
+    west_ns: String,
+    pair: Pair,
+    etcd: EtcdCluster,
+    dns: Vec<CoreDns>,
+    east_controller: Option<ControllerProcess>,
+    _west_controller: ControllerProcess,
+    east_node: Option<ProcessNode>,
+    _west_node: ProcessNode,
+    east_relay: Option<Relay>,
+    _west_relay: Relay,
+    entry_port: u16,
+    _west_guard: WestNamespace,
+}
+
+fn regional_policy(etcd: &EtcdCluster) -> Value {
+    let endpoints: Vec<String> = (0..3).map(|i| etcd.endpoint(i)).collect();
+    json!({
+        "apiVersion": "cutover.dev/v1alpha1", "kind": "FailoverPolicy",
+        "metadata": { "name": "dr" },
+        "spec": {
+            "members": [
+                { "name": "east", "region": "east", "blueGreenDeployment": "shop",
+                  "entryAddresses": [EAST_ENTRY],
+                  "database": { "postgres": { "secretName": "shop-db" } } },
+                { "name": "west", "region": "west", "blueGreenDeployment": "shop",
+                  "entryAddresses": [WEST_ENTRY],
+                  "database": { "postgres": { "secretName": "shop-db" } } },
+            ],
+            "entry": { "dns": { "zone": "shop.test", "hostname": HOST, "ttl": 1 } },
+            "coordination": { "etcd": { "endpoints": endpoints }, "leaseSeconds": 3 },
+            "healthCheck": { "interval": "200ms", "timeout": "300ms",
+                             "failureThreshold": 3, "successThreshold": 2 },
+        }
+    })
+}
+
+async fn regions(west: &West) -> Regions {
+    let bins = e2e::build(&[
+        "cutover-controller",
+        "cutover-process-node",
+        "cutover-demo-app",
+    ]);
+    let (front, west_ns, west_guard) = namespaces(west, "dr-regions").await;
+    upstream::install_crds(&front.client, EXTERNAL_DNS).await;
+    upstream::install_crds(&west.client, EXTERNAL_DNS).await;
+    let etcd = EtcdCluster::start("dr-regions", &["east", "west", "witness"]).await;
+    let dns = vec![
+        CoreDns::start("dr-east", "shop.test", "/skydns", &etcd.endpoint(EAST)).await,
+        CoreDns::start("dr-west", "shop.test", "/skydns", &etcd.endpoint(WEST)).await,
+    ];
+    let pair = postgres::start_pair("dr-regions", true).await;
+    let east_node = ProcessNode::start(&front, &bins, 91).await;
+    let west_node = ProcessNode::start_in(
+        &west.client,
+        &west.kubeconfig,
+        &format!("{west_ns}-w"),
+        &bins,
+        92,
+    )
+    .await;
+    let shop_east = shop(&east_node, "east", &pair.primary().socket_conn());
+    apply(&front.client, &front.name, &shop_east).await;
+    let shop_west = shop(&west_node, "west", &pair.standby().socket_conn());
+    apply(&west.client, &west_ns, &shop_west).await;
+    apply(
+        &front.client,
+        &front.name,
+        &secret("shop-db", "url", pair.primary().url()),
+    )
+    .await;
+    apply(
+        &west.client,
+        &west_ns,
+        &secret("shop-db", "url", pair.standby().url()),
+    )
+    .await;
+    let exe = bins.join("cutover-controller");
+    let east_kubeconfig = cutover_test_support::kubeconfig().await;
+    let (east_etcd, west_etcd) = (etcd.endpoint(EAST), etcd.endpoint(WEST));
+    let east_controller = ControllerProcess::start_with_args(
+        &exe,
+        &east_kubeconfig,
+        &front.name,
+        "region-east",
+        15,
+        &["--region", "east", "--etcd-endpoints", &east_etcd],
+    );
+    let west_controller = ControllerProcess::start_with_args(
+        &exe,
+        &west.kubeconfig,
+        &west_ns,
+        "region-west",
+        15,
+        &["--region", "west", "--etcd-endpoints", &west_etcd],
+    );
+    let entry_port = e2e::free_port();
+    let east_pod = pod_of(&front.client, &front.name).await;
+    let west_pod = pod_of(&west.client, &west_ns).await;
+    let at = |ip: &str| SocketAddr::new(ip.parse().expect("an IP"), entry_port);
+    let east_relay = Relay::start(at(EAST_ENTRY), east_pod).await;
+    let west_relay = Relay::start(at(WEST_ENTRY), west_pod).await;
+    let policy = regional_policy(&etcd);
+    apply(&front.client, &front.name, &policy).await;
+    apply(&west.client, &west_ns, &policy).await;
+    Regions {
+        front,
+        west_ns,
+        pair,
+        etcd,
+        dns,
+        east_controller: Some(east_controller),
+        _west_controller: west_controller,
+        east_node: Some(east_node),
+        _west_node: west_node,
+        east_relay: Some(east_relay),
+        _west_relay: west_relay,
+        entry_port,
+        _west_guard: west_guard,
+    }
+}
+
+/// `coordination.state` and `.holder` of the policy in `ns` of `client`'s cluster.
+async fn lease_of(client: &Client, ns: &str) -> (Option<String>, Option<String>, Option<i64>) {
+    let api: Api<FailoverPolicy> = Api::namespaced(client.clone(), ns);
+    let p = api.get_opt("dr").await.ok().flatten();
+    let c = p.and_then(|p| p.status).and_then(|s| s.coordination);
+    (
+        c.as_ref().map(|c| c.state.clone()),
+        c.as_ref().and_then(|c| c.holder.clone()),
+        c.and_then(|c| c.token),
+    )
+}
+
+/// Waits until the policy in `ns` reports `state` with `holder`.
+async fn wait_lease(
+    client: &Client,
+    ns: &str,
+    state: &str,
+    holder: Option<&str>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, h, _) = lease_of(client, ns).await;
+        if s.as_deref() == Some(state) && h.as_deref() == holder {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let api: Api<FailoverPolicy> = Api::namespaced(client.clone(), ns);
+            let status = api
+                .get_opt("dr")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|p| p.status);
+            panic!(
+                "the policy in {ns} did not report {state} held by {holder:?} within {within:?} (it reports {s:?} held by {h:?}): {status:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves `HOST` until it gives `want`, within `within`.
+async fn wait_resolves(r: &StubResolver, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = a_records(r, HOST).await;
+        if got.as_deref().is_ok_and(|g| g == [want.to_string()]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{HOST} did not resolve to {want} within {within:?} (last: {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The policy's DNSEndpoint targets in `ns`, if it exists.
+async fn dns_endpoint(client: &Client, ns: &str) -> Option<Value> {
+    let ar = dns_endpoint_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let o = api.get_opt("dr").await.ok().flatten()?;
+    Some(o.data["spec"]["endpoints"][0]["targets"].clone())
+}
+
+/// Writes through DNS: each client resolves `HOST` (through the stub resolver, which keeps
+/// an answer for its TTL) and POSTs `/write/<id>` to the address it got.
+struct DnsWrites {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<(String, Instant, String)>>>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsWrites {
+    fn start(r: &StubResolver, port: u16, clients: usize) -> DnsWrites {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(AtomicU64::new(0));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        let tasks = (0..clients)
+            .map(|c| {
+                let (stop, ack, failed, http, r) = (
+                    stop.clone(),
+                    acknowledged.clone(),
+                    failed.clone(),
+                    http.clone(),
+                    r.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let id = format!("region-{c}-{n}");
+                        let ok = match a_records(&r, HOST).await {
+                            Ok(ips) if !ips.is_empty() => {
+                                let url = format!("http://{}:{port}/write/{id}", ips[0]);
+                                match http.post(&url).send().await {
+                                    Ok(resp) if resp.status().is_success() => {
+                                        let v: Value = resp.json().await.unwrap_or_default();
+                                        let version = v["version"].as_str().unwrap_or_default();
+                                        ack.lock().expect("lock").push((
+                                            id,
+                                            Instant::now(),
+                                            version.to_string(),
+                                        ));
+                                        true
+                                    }
+                                    _ => false,
+                                }
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        DnsWrites {
+            stop,
+            acknowledged,
+            failed,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acknowledged.lock().expect("lock").len()
+    }
+
+    /// Waits until `n` more writes are acknowledged by `version`; returns when the first
+    /// of them was.
+    async fn wait_acked_by(&self, version: &str, n: usize, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        let start = self.acked();
+        loop {
+            let first = {
+                let ack = self.acknowledged.lock().expect("lock");
+                let by: Vec<Instant> = ack[start..]
+                    .iter()
+                    .filter(|(_, _, v)| v == version)
+                    .map(|(_, t, _)| *t)
+                    .collect();
+                (by.len() >= n).then(|| by[0])
+            };
+            if let Some(t) = first {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} writes were not acknowledged by {version} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finish(self) -> (Vec<(String, Instant, String)>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let ack = self.acknowledged.lock().expect("lock").clone();
+        (ack, self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// Whether a real write to `server` is refused as read-only.
+async fn refuses_writes(server: &postgres::Server) -> bool {
+    server
+        .try_execute("CREATE TABLE IF NOT EXISTS fence_probe (id int)")
+        .await
+        .is_err_and(|e| e.to_string().contains("read-only"))
+}
+
+pub(super) async fn scenario_regions(west: &West) {
+    let mut w = regions(west).await;
+    let (east_c, west_c) = (&w.front.client.clone(), &west.client.clone());
+    let (east_ns, west_ns) = (w.front.name.clone(), w.west_ns.clone());
+
+    // The start: the first member's region takes the lease and publishes its entry.
+    wait_lease(east_c, &east_ns, "Active", Some("east"), TIMEOUT).await;
+    wait_lease(west_c, &west_ns, "Standby", Some("east"), TIMEOUT).await;
+    let both = resolver(&[w.dns[EAST].addr, w.dns[WEST].addr]);
+    wait_resolves(&both, EAST_ENTRY, TIMEOUT).await;
+    wait_resolves(&resolver(&[w.dns[WEST].addr]), EAST_ENTRY, TIMEOUT).await;
+    assert_eq!(
+        dns_endpoint(east_c, &east_ns).await,
+        Some(json!([EAST_ENTRY]))
+    );
+    assert_eq!(dns_endpoint(west_c, &west_ns).await, None);
+    let (_, _, first_token) = lease_of(east_c, &east_ns).await;
+    assert!(first_token.is_some_and(|t| t > 0), "{first_token:?}");
+
+    let writes = DnsWrites::start(&both, w.entry_port, 4);
+    writes.wait_acked_by("east", 100, TIMEOUT).await;
+
+    // The witness cut off for three lease TTLs: nothing moves.
+    w.etcd.freeze(WITNESS);
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        let (s, h, t) = lease_of(east_c, &east_ns).await;
+        assert_eq!((s.as_deref(), h.as_deref()), (Some("Active"), Some("east")));
+        assert_eq!(
+            t, first_token,
+            "the lease changed hands while only the witness was cut off"
+        );
+        assert!(w.pair.standby().is_in_recovery().await, "west was promoted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.etcd.thaw(WITNESS);
+    writes.wait_acked_by("east", 50, TIMEOUT).await;
+
+    // The quorum lost (west's and the witness' members cut off): east fences its own
+    // database before its lease could expire, and nobody is promoted.
+    let cut = Instant::now();
+    w.etcd.freeze(WEST);
+    w.etcd.freeze(WITNESS);
+    let deadline = cut + Duration::from_secs(10);
+    while !refuses_writes(w.pair.primary()).await {
+        assert!(Instant::now() < deadline, "east never fenced its database");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fenced_after = cut.elapsed();
+    wait_lease(east_c, &east_ns, "Fenced", None, TIMEOUT).await;
+    let hold = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < hold {
+        assert!(
+            w.pair.standby().is_in_recovery().await,
+            "west was promoted without a quorum"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "quorum lost: east fenced its database {:.2}s after the cut (lease 3s)",
+        fenced_after.as_secs_f64()
+    );
+    assert!(
+        fenced_after < Duration::from_secs(3),
+        "fenced after {fenced_after:?}"
+    );
+    // Healed: east takes its lease back, lifts its own fence and serves again.
+    w.etcd.thaw(WEST);
+    w.etcd.thaw(WITNESS);
+    wait_lease(east_c, &east_ns, "Active", Some("east"), TIMEOUT).await;
+    writes.wait_acked_by("east", 50, TIMEOUT).await;
+    assert!(
+        w.pair.standby().is_in_recovery().await,
+        "west was promoted after the heal"
+    );
+
+    // East lost whole.
+    let lost = Instant::now();
+    drop(w.east_controller.take());
+    w.etcd.kill(EAST);
+    w.dns[EAST].kill();
+    drop(w.east_relay.take());
+    drop(w.east_node.take());
+    w.pair.primary().kill().await;
+    let first_west = writes.wait_acked_by("west", 1, TIMEOUT).await;
+    let rto = first_west.saturating_duration_since(lost);
+    writes.wait_acked_by("west", 50, TIMEOUT).await;
+    let (acknowledged, failed) = writes.finish().await;
+    wait_lease(west_c, &west_ns, "Active", Some("west"), TIMEOUT).await;
+    let (_, _, west_token) = lease_of(west_c, &west_ns).await;
+    assert!(
+        west_token > first_token,
+        "{west_token:?} after {first_token:?}"
+    );
+    assert_eq!(
+        dns_endpoint(west_c, &west_ns).await,
+        Some(json!([WEST_ENTRY]))
+    );
+    assert!(!w.pair.standby().is_in_recovery().await);
+
+    // Every acknowledged write is on west's promoted database.
+    let present: BTreeSet<String> = w
+        .pair
+        .standby()
+        .query_one("SELECT string_agg(id, ',') FROM cutover_demo_writes")
+        .await
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let missing: Vec<&str> = acknowledged
+        .iter()
+        .map(|(id, _, _)| id.as_str())
+        .filter(|id| !present.contains(*id))
+        .collect();
+    println!(
+        "region lost: first write acknowledged by west {:.2}s after; {} writes acknowledged, {} failed, {} missing",
+        rto.as_secs_f64(),
+        acknowledged.len(),
+        failed,
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+}
