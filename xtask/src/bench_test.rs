@@ -2,6 +2,8 @@
 //! against a local test cluster with their figures printed:
 //! - `cargo xtask bench failover`: `failover_benchmark` in `disaster_recovery.rs` (it
 //!   starts a second cluster of its own);
+//! - `cargo xtask bench dr`: `regions_benchmark` in `disaster_recovery.rs` (region losses
+//!   and partitions of the regional mode, a fresh world each);
 //! - `cargo xtask bench environments`: `switch_latency_benchmark` and
 //!   `remote_pod_change_benchmark` in `environments.rs` (the second starts a second
 //!   cluster of its own);
@@ -32,6 +34,13 @@ pub const FAILOVER: TestBench = TestBench {
     target: "disaster_recovery",
     test: "failover_benchmark",
     name: "dr",
+};
+
+/// The regional mode's region losses and partitions.
+pub const DR: TestBench = TestBench {
+    target: "disaster_recovery",
+    test: "regions_benchmark",
+    name: "regions",
 };
 
 /// The benchmarks of colors away from home: the live switch with colors in namespaces of

@@ -73,6 +73,9 @@ enum BenchCommand {
     Router(bench_router::RouterBenchArgs),
     /// Failover: time from the primary's failure to the first answer from the standby.
     Failover(bench_test::TestBenchArgs),
+    /// The regional mode: region losses (RTO, lost acknowledged writes) and twice as many
+    /// partitions (self-fencing before promotion, moves, writes two primaries accepted).
+    Dr(bench_test::TestBenchArgs),
     /// The live switch with colors in namespaces of their own against both at home.
     Environments(bench_test::TestBenchArgs),
     /// Adopting a Deployment (`spec.workloadRef`): its first color ready → the user's
@@ -120,6 +123,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             which: BenchCommand::Failover(args),
         } => bench_test::run(&bench_test::FAILOVER, &args),
+        Command::Bench {
+            which: BenchCommand::Dr(args),
+        } => bench_test::run(&bench_test::DR, &args),
         Command::Bench {
             which: BenchCommand::Environments(args),
         } => bench_test::run(&bench_test::ENVIRONMENTS, &args),

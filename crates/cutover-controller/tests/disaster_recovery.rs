@@ -795,6 +795,17 @@ async fn disaster_recovery_across_regions() {
     regions::scenario_regions(&west).await;
 }
 
+/// `cargo xtask bench dr`: region losses and partitions of the regional mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: cargo xtask bench dr"]
+async fn regions_benchmark() {
+    if let Some(why) = local_cluster::process_node_unsupported() {
+        panic!("this benchmark runs pods as processes: {why}");
+    }
+    let west = west_named("region-west").await;
+    regions::benchmark(&west, cutover_test_support::bench::runs()).await;
+}
+
 /// A demo-app BlueGreenDeployment `version` whose pods may run on `nodes` (one per
 /// cluster), green in `west_ns` of the cluster in Secret `west-kubeconfig`, traffic through
 /// HTTPRoute `shop` in two steps.

@@ -125,28 +125,41 @@ fn regional_policy(etcd: &EtcdCluster) -> Value {
     })
 }
 
-async fn regions(west: &West) -> Regions {
+/// A regional world named `name`, its process nodes on IP `blocks`.
+async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
     let bins = e2e::build(&[
         "cutover-controller",
         "cutover-process-node",
         "cutover-demo-app",
     ]);
-    let (front, west_ns, west_guard) = namespaces(west, "dr-regions").await;
+    let (front, west_ns, west_guard) = namespaces(west, name).await;
     upstream::install_crds(&front.client, EXTERNAL_DNS).await;
     upstream::install_crds(&west.client, EXTERNAL_DNS).await;
-    let etcd = EtcdCluster::start("dr-regions", &["east", "west", "witness"]).await;
+    let etcd = EtcdCluster::start(name, &["east", "west", "witness"]).await;
     let dns = vec![
-        CoreDns::start("dr-east", "shop.test", "/skydns", &etcd.endpoint(EAST)).await,
-        CoreDns::start("dr-west", "shop.test", "/skydns", &etcd.endpoint(WEST)).await,
+        CoreDns::start(
+            &format!("{name}-east"),
+            "shop.test",
+            "/skydns",
+            &etcd.endpoint(EAST),
+        )
+        .await,
+        CoreDns::start(
+            &format!("{name}-west"),
+            "shop.test",
+            "/skydns",
+            &etcd.endpoint(WEST),
+        )
+        .await,
     ];
-    let pair = postgres::start_pair("dr-regions", true).await;
-    let east_node = ProcessNode::start(&front, &bins, 91).await;
+    let pair = postgres::start_pair(name, true).await;
+    let east_node = ProcessNode::start(&front, &bins, blocks.0).await;
     let west_node = ProcessNode::start_in(
         &west.client,
         &west.kubeconfig,
         &format!("{west_ns}-w"),
         &bins,
-        92,
+        blocks.1,
     )
     .await;
     let shop_east = shop(&east_node, "east", &pair.primary().socket_conn());
@@ -392,56 +405,241 @@ async fn refuses_writes(server: &postgres::Server) -> bool {
         .is_err_and(|e| e.to_string().contains("read-only"))
 }
 
-pub(super) async fn scenario_regions(west: &West) {
-    let mut w = regions(west).await;
-    let (east_c, west_c) = (&w.front.client.clone(), &west.client.clone());
-    let (east_ns, west_ns) = (w.front.name.clone(), w.west_ns.clone());
+/// The ids in `server`'s write table.
+async fn ids_in(server: &postgres::Server) -> BTreeSet<String> {
+    server
+        .query_one("SELECT coalesce(string_agg(id, ','), '') FROM cutover_demo_writes")
+        .await
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
-    // The start: the first member's region takes the lease and publishes its entry.
-    wait_lease(east_c, &east_ns, "Active", Some("east"), TIMEOUT).await;
-    wait_lease(west_c, &west_ns, "Standby", Some("east"), TIMEOUT).await;
+/// Records every change of the answer clients get for `HOST` (sampled every 50 ms with a
+/// fresh resolver, so no cache hides one): the moves of traffic.
+struct Moves {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Moves {
+    fn watch(servers: Vec<SocketAddr>) -> Moves {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen: Vec<String> = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(ips) = a_records(&resolver(&servers), HOST).await
+                    && let Some(ip) = ips.first()
+                    && seen.last() != Some(ip)
+                {
+                    seen.push(ip.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        });
+        Moves { stop, task }
+    }
+
+    /// The answers in the order seen; moves are one fewer.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Waits for the start: east holds the lease, both DNS servers give its address.
+async fn started(w: &Regions, west: &West) -> StubResolver {
+    let (east_c, west_c) = (&w.front.client, &west.client);
+    wait_lease(east_c, &w.front.name, "Active", Some("east"), TIMEOUT).await;
+    wait_lease(west_c, &w.west_ns, "Standby", Some("east"), TIMEOUT).await;
     let both = resolver(&[w.dns[EAST].addr, w.dns[WEST].addr]);
     wait_resolves(&both, EAST_ENTRY, TIMEOUT).await;
-    wait_resolves(&resolver(&[w.dns[WEST].addr]), EAST_ENTRY, TIMEOUT).await;
+    both
+}
+
+/// What a region loss measured.
+struct RegionLoss {
+    /// From the loss to the first write acknowledged by west.
+    rto: Duration,
+    acknowledged: usize,
+    failed: u64,
+    /// Acknowledged writes not on west's promoted database.
+    lost: usize,
+}
+
+/// East lost whole under write load through DNS: controller, etcd member, DNS server,
+/// entry, pods and database primary at once.
+async fn lose_east(w: &mut Regions, west: &West) -> RegionLoss {
+    let both = started(w, west).await;
+    let writes = DnsWrites::start(&both, w.entry_port, 4);
+    writes.wait_acked_by("east", 100, TIMEOUT).await;
+    let lost = Instant::now();
+    drop(w.east_controller.take());
+    w.etcd.kill(EAST);
+    w.dns[EAST].kill();
+    drop(w.east_relay.take());
+    drop(w.east_node.take());
+    w.pair.primary().kill().await;
+    let first_west = writes.wait_acked_by("west", 1, TIMEOUT).await;
+    writes.wait_acked_by("west", 50, TIMEOUT).await;
+    let (acknowledged, failed) = writes.finish().await;
+    wait_lease(&west.client, &w.west_ns, "Active", Some("west"), TIMEOUT).await;
+    let present = ids_in(w.pair.standby()).await;
+    let lost_writes = acknowledged
+        .iter()
+        .filter(|(id, _, _)| !present.contains(id))
+        .count();
+    RegionLoss {
+        rto: first_west.saturating_duration_since(lost),
+        acknowledged: acknowledged.len(),
+        failed,
+        lost: lost_writes,
+    }
+}
+
+/// What a partition measured.
+struct Partition {
+    /// From the cut to east's database refusing writes.
+    fenced: Duration,
+    /// From the cut to west's database taking writes.
+    promoted: Duration,
+    /// Traffic moves seen by clients (from the cut through the heal).
+    moves: usize,
+    /// Writes acknowledged by east after west was promoted, or acknowledged and missing
+    /// from west: writes two primaries accepted.
+    split: usize,
+    /// Committed on east's database after the split but never acknowledged (PostgreSQL
+    /// commits locally before it waits for the synchronous standby).
+    unacknowledged_on_east: usize,
+}
+
+/// East cut off from the other regions' etcd members (its member frozen: to its peers, to
+/// its controller and to its DNS server it is a partition) while everything of it keeps
+/// running, under write load; then healed.
+async fn partition_east(w: &mut Regions, west: &West) -> Partition {
+    let both = started(w, west).await;
+    let writes = DnsWrites::start(&both, w.entry_port, 4);
+    writes.wait_acked_by("east", 100, TIMEOUT).await;
+    let moves = Moves::watch(vec![w.dns[EAST].addr, w.dns[WEST].addr]);
+    let cut = Instant::now();
+    w.etcd.freeze(EAST);
+    let (mut fenced, mut promoted) = (None, None);
+    while fenced.is_none() || promoted.is_none() {
+        assert!(
+            cut.elapsed() < TIMEOUT,
+            "no fence ({fenced:?}) or no promotion ({promoted:?})"
+        );
+        if fenced.is_none() && refuses_writes(w.pair.primary()).await {
+            fenced = Some(cut.elapsed());
+        }
+        if promoted.is_none() && !w.pair.standby().is_in_recovery().await {
+            promoted = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (fenced, promoted) = (fenced.unwrap_or_default(), promoted.unwrap_or_default());
+    writes.wait_acked_by("west", 50, TIMEOUT).await;
+    // Healed: nothing moves back (failback Manual).
+    w.etcd.thaw(EAST);
+    w.etcd.wait_serving(EAST, Duration::from_secs(10)).await;
+    wait_lease(
+        &w.front.client,
+        &w.front.name,
+        "Standby",
+        Some("west"),
+        TIMEOUT,
+    )
+    .await;
+    writes.wait_acked_by("west", 50, TIMEOUT).await;
+    let (acknowledged, _) = writes.finish().await;
+    let answers = moves.finish().await;
+    wait_lease(&west.client, &w.west_ns, "Active", Some("west"), TIMEOUT).await;
+    assert!(
+        refuses_writes(w.pair.primary()).await,
+        "east's database was unfenced"
+    );
+    let promoted_at = cut + promoted;
+    let on_west = ids_in(w.pair.standby()).await;
+    let on_east = ids_in(w.pair.primary()).await;
+    let split = acknowledged
+        .iter()
+        .filter(|(id, t, v)| (v == "east" && *t >= promoted_at) || !on_west.contains(id))
+        .count();
+    let acked: BTreeSet<&String> = acknowledged.iter().map(|(id, _, _)| id).collect();
+    let unacknowledged_on_east = on_east
+        .iter()
+        .filter(|id| !on_west.contains(*id) && !acked.contains(id))
+        .count();
+    Partition {
+        fenced,
+        promoted,
+        moves: answers.len().saturating_sub(1),
+        split,
+        unacknowledged_on_east,
+    }
+}
+
+/// The witness cut off, a flapping link of east and the coordination quorum lost: nothing
+/// moves; east fences its own database while it cannot renew, and takes its lease back.
+async fn nothing_moves(w: &mut Regions, west: &West) {
+    let (east_c, east_ns) = (&w.front.client, w.front.name.clone());
+    let both = started(w, west).await;
+    let (_, _, token) = lease_of(east_c, &east_ns).await;
+    assert!(token.is_some_and(|t| t > 0), "{token:?}");
     assert_eq!(
         dns_endpoint(east_c, &east_ns).await,
         Some(json!([EAST_ENTRY]))
     );
-    assert_eq!(dns_endpoint(west_c, &west_ns).await, None);
-    let (_, _, first_token) = lease_of(east_c, &east_ns).await;
-    assert!(first_token.is_some_and(|t| t > 0), "{first_token:?}");
-
+    assert_eq!(dns_endpoint(&west.client, &w.west_ns).await, None);
     let writes = DnsWrites::start(&both, w.entry_port, 4);
     writes.wait_acked_by("east", 100, TIMEOUT).await;
+    let steady = async |why: &str, w: &Regions| {
+        let (s, h, t) = lease_of(east_c, &east_ns).await;
+        assert_eq!(
+            (s.as_deref(), h.as_deref()),
+            (Some("Active"), Some("east")),
+            "{why}"
+        );
+        assert_eq!(t, token, "the lease changed hands: {why}");
+        assert!(
+            w.pair.standby().is_in_recovery().await,
+            "west was promoted: {why}"
+        );
+    };
 
-    // The witness cut off for three lease TTLs: nothing moves.
+    // The witness cut off for three lease TTLs.
     w.etcd.freeze(WITNESS);
     let until = Instant::now() + Duration::from_secs(9);
     while Instant::now() < until {
-        let (s, h, t) = lease_of(east_c, &east_ns).await;
-        assert_eq!((s.as_deref(), h.as_deref()), (Some("Active"), Some("east")));
-        assert_eq!(
-            t, first_token,
-            "the lease changed hands while only the witness was cut off"
-        );
-        assert!(w.pair.standby().is_in_recovery().await, "west was promoted");
+        steady("witness cut off", w).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     w.etcd.thaw(WITNESS);
+    // East's link flapping: 400 ms down, 800 ms up, six times.
+    for _ in 0..6 {
+        w.etcd.freeze(EAST);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        w.etcd.thaw(EAST);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    w.etcd.wait_serving(EAST, Duration::from_secs(10)).await;
+    steady("east's link flapping", w).await;
     writes.wait_acked_by("east", 50, TIMEOUT).await;
 
-    // The quorum lost (west's and the witness' members cut off): east fences its own
-    // database before its lease could expire, and nobody is promoted.
+    // The quorum lost (west's and the witness' members cut off).
     let cut = Instant::now();
     w.etcd.freeze(WEST);
     w.etcd.freeze(WITNESS);
-    let deadline = cut + Duration::from_secs(10);
     while !refuses_writes(w.pair.primary()).await {
-        assert!(Instant::now() < deadline, "east never fenced its database");
+        assert!(cut.elapsed() < TIMEOUT, "east never fenced its database");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fenced_after = cut.elapsed();
     wait_lease(east_c, &east_ns, "Fenced", None, TIMEOUT).await;
+    wait_lease(&west.client, &w.west_ns, "Unreachable", None, TIMEOUT).await;
     let hold = Instant::now() + Duration::from_secs(4);
     while Instant::now() < hold {
         assert!(
@@ -454,64 +652,103 @@ pub(super) async fn scenario_regions(west: &West) {
         "quorum lost: east fenced its database {:.2}s after the cut (lease 3s)",
         fenced_after.as_secs_f64()
     );
-    assert!(
-        fenced_after < Duration::from_secs(3),
-        "fenced after {fenced_after:?}"
-    );
-    // Healed: east takes its lease back, lifts its own fence and serves again.
     w.etcd.thaw(WEST);
     w.etcd.thaw(WITNESS);
     wait_lease(east_c, &east_ns, "Active", Some("east"), TIMEOUT).await;
+    wait_resolves(&both, EAST_ENTRY, TIMEOUT).await;
     writes.wait_acked_by("east", 50, TIMEOUT).await;
     assert!(
         w.pair.standby().is_in_recovery().await,
         "west was promoted after the heal"
     );
+    let _ = writes.finish().await;
+}
 
-    // East lost whole.
-    let lost = Instant::now();
-    drop(w.east_controller.take());
-    w.etcd.kill(EAST);
-    w.dns[EAST].kill();
-    drop(w.east_relay.take());
-    drop(w.east_node.take());
-    w.pair.primary().kill().await;
-    let first_west = writes.wait_acked_by("west", 1, TIMEOUT).await;
-    let rto = first_west.saturating_duration_since(lost);
-    writes.wait_acked_by("west", 50, TIMEOUT).await;
-    let (acknowledged, failed) = writes.finish().await;
-    wait_lease(west_c, &west_ns, "Active", Some("west"), TIMEOUT).await;
-    let (_, _, west_token) = lease_of(west_c, &west_ns).await;
-    assert!(
-        west_token > first_token,
-        "{west_token:?} after {first_token:?}"
+pub(super) async fn scenario_regions(west: &West) {
+    let mut w = regions(west, "dr-regions", (91, 92)).await;
+    nothing_moves(&mut w, west).await;
+    let loss = lose_east(&mut w, west).await;
+    println!(
+        "region lost: first write acknowledged by west {:.2}s after; {} writes acknowledged, {} failed, {} lost",
+        loss.rto.as_secs_f64(),
+        loss.acknowledged,
+        loss.failed,
+        loss.lost
     );
+    assert_eq!(loss.lost, 0, "acknowledged writes lost");
+    let (_, _, west_token) = lease_of(&west.client, &w.west_ns).await;
+    assert!(west_token.is_some_and(|t| t > 0));
     assert_eq!(
-        dns_endpoint(west_c, &west_ns).await,
+        dns_endpoint(&west.client, &w.west_ns).await,
         Some(json!([WEST_ENTRY]))
     );
-    assert!(!w.pair.standby().is_in_recovery().await);
+    drop(w);
 
-    // Every acknowledged write is on west's promoted database.
-    let present: BTreeSet<String> = w
-        .pair
-        .standby()
-        .query_one("SELECT string_agg(id, ',') FROM cutover_demo_writes")
-        .await
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let missing: Vec<&str> = acknowledged
-        .iter()
-        .map(|(id, _, _)| id.as_str())
-        .filter(|id| !present.contains(*id))
-        .collect();
+    let mut w = regions(west, "dr-partition", (93, 94)).await;
+    let cut = partition_east(&mut w, west).await;
     println!(
-        "region lost: first write acknowledged by west {:.2}s after; {} writes acknowledged, {} failed, {} missing",
-        rto.as_secs_f64(),
-        acknowledged.len(),
-        failed,
-        missing.len()
+        "partition: east fenced {:.2}s, west promoted {:.2}s after the cut; {} move(s), {} writes accepted by two primaries, {} committed on east and never acknowledged",
+        cut.fenced.as_secs_f64(),
+        cut.promoted.as_secs_f64(),
+        cut.moves,
+        cut.split,
+        cut.unacknowledged_on_east
     );
-    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    assert!(
+        cut.fenced < cut.promoted,
+        "east fenced after west was promoted"
+    );
+    assert_eq!(cut.moves, 1, "traffic moved more than once (or never)");
+    assert_eq!(cut.split, 0, "writes accepted by two primaries");
+}
+
+/// `cargo xtask bench dr`: region losses and partitions, a fresh world for each trial.
+pub(super) async fn benchmark(west: &West, runs: usize) {
+    let mut rto = Vec::new();
+    let (mut lost, mut acked) = (0, 0);
+    for run in 0..runs {
+        let mut w = regions(west, &format!("bench-loss-{run}"), (91, 92)).await;
+        let l = lose_east(&mut w, west).await;
+        println!(
+            "region loss {}: RTO {:.3}s, {} acknowledged, {} lost",
+            run + 1,
+            l.rto.as_secs_f64(),
+            l.acknowledged,
+            l.lost
+        );
+        rto.push(l.rto.as_secs_f64());
+        lost += l.lost;
+        acked += l.acknowledged;
+    }
+    let (mut fence, mut promote, mut moves, mut split, mut unacked, mut ordered) =
+        (Vec::new(), Vec::new(), 0, 0, 0, 0);
+    for run in 0..runs * 2 {
+        let mut w = regions(west, &format!("bench-cut-{run}"), (93, 94)).await;
+        let p = partition_east(&mut w, west).await;
+        println!(
+            "partition {}: fenced {:.3}s, promoted {:.3}s, {} move(s), {} split, {} unacknowledged on east",
+            run + 1,
+            p.fenced.as_secs_f64(),
+            p.promoted.as_secs_f64(),
+            p.moves,
+            p.split,
+            p.unacknowledged_on_east
+        );
+        fence.push(p.fenced.as_secs_f64());
+        promote.push(p.promoted.as_secs_f64());
+        moves = moves.max(p.moves);
+        split += p.split;
+        unacked += p.unacknowledged_on_east;
+        ordered += usize::from(p.fenced < p.promoted);
+    }
+    let (m, p90, min, max) = cutover_test_support::bench::summary(&rto);
+    println!(
+        "region loss over {runs} trials: RTO median {m:.3}s, p90 {p90:.3}s, min {min:.3}s, max {max:.3}s (goal < 5s); {lost} of {acked} acknowledged writes lost (goal 0)"
+    );
+    let (fm, fp90, _, _) = cutover_test_support::bench::summary(&fence);
+    let (pm, pp90, _, _) = cutover_test_support::bench::summary(&promote);
+    println!(
+        "partitions over {} trials: fence before promotion in {ordered}; cut to self-fencing median {fm:.3}s (p90 {fp90:.3}s), cut to new primary median {pm:.3}s (p90 {pp90:.3}s); most moves in a trial {moves}; {split} writes accepted by two primaries (goal 0); {unacked} committed on the old primary, never acknowledged",
+        runs * 2
+    );
 }
