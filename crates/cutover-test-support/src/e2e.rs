@@ -60,6 +60,17 @@ pub fn build(packages: &[&str]) -> PathBuf {
         .join("debug")
 }
 
+/// `n` different free TCP ports on 127.0.0.1 (all held at once while chosen, so no two
+/// are the same; free when asked, bind them soon).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

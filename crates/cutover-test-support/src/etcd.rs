@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::e2e::free_port;
+use crate::e2e::free_ports;
 use cutover_local_cluster::process::{self, Spawned};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -47,13 +47,15 @@ impl EtcdCluster {
             .join(format!("{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the etcd folder");
+        let ports = free_ports(names.len() * 2);
         let peers: Vec<(String, String, String)> = names
             .iter()
-            .map(|n| {
+            .zip(ports.chunks(2))
+            .map(|(n, p)| {
                 (
                     (*n).to_string(),
-                    format!("http://127.0.0.1:{}", free_port()),
-                    format!("http://127.0.0.1:{}", free_port()),
+                    format!("http://127.0.0.1:{}", p[0]),
+                    format!("http://127.0.0.1:{}", p[1]),
                 )
             })
             .collect();
@@ -121,8 +123,9 @@ impl EtcdCluster {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "etcd member {} did not serve within {timeout:?}:\n{}",
+                "etcd member {} ({}) did not serve within {timeout:?}:\n{}",
                 self.members[i].name,
+                self.members[i].client_url,
                 self.log_tail(i)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;

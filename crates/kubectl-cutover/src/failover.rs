@@ -202,6 +202,83 @@ impl Ctx {
             .await
     }
 
+    /// `get fp NAME [-w]`.
+    pub async fn get_policy(&self, name: &str, watch: bool) -> Result<ExitCode> {
+        if let Some(o) = self.output {
+            crate::commands::print_as(&self.fetch_policy(name).await?, o)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let frame = |p: &FailoverPolicy| {
+            crate::policy_view::render(p, crate::commands::width(), crate::commands::colour())
+        };
+        if !watch {
+            print!("{}", frame(&self.fetch_policy(name).await?));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut last = String::new();
+        loop {
+            let now = frame(&self.fetch_policy(name).await?);
+            if now != last {
+                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    print!("\x1b[H\x1b[2J");
+                } else if !last.is_empty() {
+                    println!();
+                }
+                print!("{now}");
+                last = now;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
+
+    /// `get fp`: the namespace's policies, a line each.
+    pub async fn list_policies(&self) -> Result<ExitCode> {
+        let list = match self.policies().list(&Default::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                return Err(self
+                    .explain_for::<FailoverPolicy>(e, None, NOT_FOUND_HINT)
+                    .await);
+            }
+        };
+        if let Some(o) = self.output {
+            crate::commands::print_as(&list, o)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let width = crate::commands::width();
+        println!(
+            "{}",
+            crate::tree::cut(
+                &format!(
+                    "{:<20} {:<11} {:<10} {:<10} {:<11}",
+                    "NAME", "PHASE", "ACTIVE", "HOLDER", "LEASE"
+                ),
+                width
+            )
+        );
+        for p in &list {
+            let st = p.status.clone().unwrap_or_default();
+            let c = st.coordination.clone().unwrap_or_default();
+            let line = format!(
+                "{:<20} {:<11} {:<10} {:<10} {:<11}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                st.phase.as_deref().unwrap_or("-"),
+                st.active_member.as_deref().unwrap_or("-"),
+                c.holder.as_deref().unwrap_or("-"),
+                if c.state.is_empty() {
+                    "-"
+                } else {
+                    c.state.as_str()
+                },
+            );
+            println!("{}", crate::tree::cut(line.trim_end(), width));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     async fn fetch_policy(&self, name: &str) -> Result<FailoverPolicy> {
         match self.policies().get(name).await {
             Ok(p) => Ok(p),

@@ -12,7 +12,24 @@ mod commands;
 mod failover;
 mod import;
 mod lint;
+mod policy_view;
 mod tree;
+
+/// `get`'s names for FailoverPolicies.
+fn policy_kind(word: &str) -> bool {
+    matches!(
+        word,
+        "fp" | "failoverpolicy" | "failoverpolicies" | "failoverpolicy.cutover.dev"
+    )
+}
+
+/// `get`'s names for BlueGreenDeployments.
+fn bgd_kind(word: &str) -> bool {
+    matches!(
+        word,
+        "bgd" | "bluegreendeployment" | "bluegreendeployments" | "bluegreendeployment.cutover.dev"
+    )
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,9 +77,14 @@ enum Command {
     /// from its leader-election Lease).
     Version,
     /// Show a BlueGreenDeployment as a tree: colors, revisions, images, ready pods, weight,
-    /// step, analysis, recent events.
+    /// step, analysis, recent events. `get fp NAME`: a FailoverPolicy (active member, the
+    /// coordination lease's holder, token and state, each member's region and health);
+    /// `get fp` lists them.
     Get {
+        /// The BlueGreenDeployment, or a kind (`fp`, `failoverpolicy`, `bgd`).
         name: String,
+        /// The object's name, after a kind.
+        object: Option<String>,
         /// Redraw whenever it changes, until Ctrl-C.
         #[arg(short = 'w', long)]
         watch: bool,
@@ -243,7 +265,19 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let ctx = commands::Ctx::connect(&cli.global).await?;
         match cli.command {
-            Command::Get { name, watch } => ctx.get(&name, watch).await,
+            Command::Get {
+                name,
+                object,
+                watch,
+            } => match (policy_kind(&name), object) {
+                (true, Some(object)) => ctx.get_policy(&object, watch).await,
+                (true, None) => ctx.list_policies().await,
+                (false, Some(object)) if bgd_kind(&name) => ctx.get(&object, watch).await,
+                (false, Some(_)) => Err(commands::Failure::new(format!(
+                    "get: unknown kind {name:?} (fp or bgd)"
+                ))),
+                (false, None) => ctx.get(&name, watch).await,
+            },
             Command::List { all_namespaces } => ctx.list(all_namespaces).await,
             Command::Version => ctx.version().await,
             Command::Promote { name, full } => {

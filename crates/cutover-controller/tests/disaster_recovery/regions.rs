@@ -100,6 +100,7 @@ struct Regions {
     east_relay: Option<Relay>,
     _west_relay: Relay,
     entry_port: u16,
+    bins: PathBuf,
     _west_guard: WestNamespace,
 }
 
@@ -131,6 +132,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
         "cutover-controller",
         "cutover-process-node",
         "cutover-demo-app",
+        "kubectl-cutover",
     ]);
     let (front, west_ns, west_guard) = namespaces(west, name).await;
     upstream::install_crds(&front.client, EXTERNAL_DNS).await;
@@ -219,6 +221,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
         east_relay: Some(east_relay),
         _west_relay: west_relay,
         entry_port,
+        bins,
         _west_guard: west_guard,
     }
 }
@@ -594,6 +597,22 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
         Some(json!([EAST_ENTRY]))
     );
     assert_eq!(dns_endpoint(&west.client, &w.west_ns).await, None);
+    // `kubectl cutover get fp` in east: the holder, its token, each region's health.
+    let kubeconfig = cutover_test_support::kubeconfig().await;
+    let (code, out, err) = cli(&kubeconfig, &w.bins, &east_ns, &["get", "fp", "dr"]);
+    assert_eq!(code, 0, "{err}");
+    let token_text = format!("token {}", token.unwrap_or_default());
+    for want in [
+        "lease   Active  holder east",
+        &token_text,
+        "region east",
+        "region west",
+    ] {
+        assert!(out.contains(want), "`get fp dr` lacks {want:?}:\n{out}");
+    }
+    let (code, out, err) = cli(&west.kubeconfig, &w.bins, &w.west_ns, &["get", "fp"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Standby"), "{out}");
     let writes = DnsWrites::start(&both, w.entry_port, 4);
     writes.wait_acked_by("east", 100, TIMEOUT).await;
     let steady = async |why: &str, w: &Regions| {
