@@ -778,6 +778,7 @@ impl Server {
              max_replication_slots = 5\n\
              hot_standby = on\n\
              wal_receiver_status_interval = 1s\n\
+             wal_retrieve_retry_interval = 200ms\n\
              fsync = off\n\
              shared_buffers = 16MB\n\
              max_connections = 40\n\

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use cutover_api::failover::{
-    CoordinationStatus, FailoverPolicy, FailoverPolicyStatus, MemberStatus,
+    CoordinationStatus, FailoverPolicy, FailoverPolicyStatus, MemberStatus, requests,
 };
 use cutover_api::kube::ResourceExt as _;
 use cutover_core::failover::{Counters, DataObs};
@@ -555,6 +555,23 @@ fn timestamp_now() -> i64 {
     now().0
 }
 
+/// Requests (`kubectl cutover failover`, `drill`) are not carried out in the regional mode
+/// yet: each new one is answered (its token in `handledRequests`, which the CLI waits for)
+/// with a refusal the CLI reports.
+fn refuse_requests(p: &FailoverPolicy, status: &mut FailoverPolicyStatus) -> Option<String> {
+    let mut refused = Vec::new();
+    for (key, verb) in [(requests::FAILOVER, "failover"), (requests::DRILL, "drill")] {
+        if let Some(v) = super::new_request(p, key) {
+            let token = v.split_whitespace().next().unwrap_or_default().to_string();
+            status.handled_requests.insert(key.to_string(), token);
+            refused.push(format!(
+                "{verb} refused: not in the regional mode (spec.coordination) yet; the lease moves when the active region fails or is cut off"
+            ));
+        }
+    }
+    (!refused.is_empty()).then(|| refused.join("; "))
+}
+
 /// The status this region writes of the policy.
 #[allow(clippy::too_many_arguments)]
 fn build_status(
@@ -621,7 +638,10 @@ fn build_status(
         }
         .to_string(),
     );
-    status.message = Some(message.clone());
+    status.message = Some(match refuse_requests(p, &mut status) {
+        Some(refused) => format!("{refused}; {message}"),
+        None => message.clone(),
+    });
     let now_ms = timestamp_now();
     let stale_after = pass.settings.interval.as_millis() as i64 * 5 + 5_000;
     status.members = members

@@ -613,6 +613,14 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
     let (code, out, err) = cli(&west.kubeconfig, &w.bins, &w.west_ns, &["get", "fp"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Standby"), "{out}");
+    // A failover request is answered with a refusal that says why (not carried out in
+    // this mode yet), and moves nothing.
+    let (code, out, err) = cli(&kubeconfig, &w.bins, &east_ns, &["failover", "dr"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("regional mode"),
+        "{out}{err}"
+    );
     let writes = DnsWrites::start(&both, w.entry_port, 4);
     writes.wait_acked_by("east", 100, TIMEOUT).await;
     let steady = async |why: &str, w: &Regions| {
