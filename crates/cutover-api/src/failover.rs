@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,9 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("!has(self.spec.coordination) || !has(self.spec.failback) || !has(self.spec.failback.mode) || self.spec.failback.mode == 'Manual'")
         .message("spec.failback.mode: with spec.coordination only Manual (the region failed from must be rebuilt as a standby first)")
         .field_path(".spec.failback.mode"),
+    validation = Rule::new("!has(self.spec.pilotLight) || has(self.spec.coordination)")
+        .message("spec.pilotLight: only in the regional mode (spec.coordination) for now, where each region sizes its own member")
+        .field_path(".spec.pilotLight"),
     validation = Rule::new("self.metadata.name.size() <= 40")
         .message("metadata.name: at most 40 characters, so that the per-member Services `<policy>-<member>` stay valid names"),
 )]
@@ -82,6 +86,34 @@ pub struct FailoverPolicySpec {
     /// one region is active. Requires `spec.entry.dns`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordination: Option<Coordination>,
+    /// Pilot-light standbys: a member that is not active is kept at a reduced size, and
+    /// scaled back to its full size (its BlueGreenDeployment's `spec.replicas`) when it
+    /// takes over; the entry moves to it once enough of it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pilot_light: Option<PilotLight>,
+}
+
+/// How small a standby member is kept, and how much of it must be ready before it serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "string(self.replicas).matches('^([0-9]+|(100|[0-9]{1,2})%)$')",
+    "message": "spec.pilotLight.replicas: a count (0 or more) or a percentage from 0% to 100%",
+    "fieldPath": ".replicas",
+}, {
+    "rule": "!has(self.readyToServe) || string(self.readyToServe).matches('^([0-9]+|(100|[0-9]{1,2})%)$')",
+    "message": "spec.pilotLight.readyToServe: a count (0 or more) or a percentage from 0% to 100%",
+    "fieldPath": ".readyToServe",
+}]))]
+pub struct PilotLight {
+    /// A standby's size: a count (`1`) or a percentage of its full size (`"25%"`, rounded
+    /// up). Never less than 1, never more than the full size.
+    pub replicas: IntOrString,
+    /// How many ready pods a member that takes over needs before the entry points at it:
+    /// a count or a percentage of its full size (rounded up; default `"100%"`: it serves
+    /// at full size only). Lower trades capacity right after a failover for a shorter RTO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_to_serve: Option<IntOrString>,
 }
 
 /// The etcd-backed lease that lets one policy run in every region with exactly one acting.

@@ -32,6 +32,10 @@ pub const COLOR_LABEL: &str = "cutover.dev/color";
 pub const TEMPLATE_HASH_ANNOTATION: &str = "cutover.dev/template-hash";
 /// Annotation on a color's Deployment: revision number it runs.
 pub const REVISION_ANNOTATION: &str = "cutover.dev/revision";
+/// Annotation on a BlueGreenDeployment, written by a regional FailoverPolicy whose member it
+/// is while that member stands by with `spec.pilotLight`: the size its live color runs at
+/// instead of `spec.replicas` (the smaller of the two).
+pub const PILOT_LIGHT_ANNOTATION: &str = "cutover.dev/pilot-light-replicas";
 /// Annotation on the leader-election Lease: the version of the controller that holds it
 /// (what `kubectl cutover version` reports).
 pub const CONTROLLER_VERSION_ANNOTATION: &str = "cutover.dev/controller-version";

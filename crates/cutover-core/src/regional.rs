@@ -33,6 +33,9 @@ pub enum Lease {
     Lost,
     /// Another region holds it.
     HeldBy(String),
+    /// This region's own lease from an earlier run, which this controller no longer has:
+    /// it expires within one lease TTL (nobody acts on it meanwhile).
+    Expiring,
     /// Nobody holds it, for this long as far as this region has seen.
     Vacant(Duration),
     /// etcd did not answer (no quorum this region can reach).
@@ -67,6 +70,61 @@ pub struct Input {
     pub ready: bool,
     /// The entry already points at the own member (as this region last published it).
     pub published: bool,
+    /// The policy keeps standbys at a pilot-light size.
+    pub pilot_light: bool,
+    /// The region ahead of this one for a vacant lease (the last active one) is gone: its
+    /// report through etcd is older than a lease TTL, or says its member is down. Nobody
+    /// is then waited for.
+    pub preferred_gone: bool,
+}
+
+/// A size given as a count or as a percentage of the full size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// This many.
+    Count(i32),
+    /// This percentage of the full size, rounded up.
+    Percent(i32),
+}
+
+impl Size {
+    /// Parse a Kubernetes int-or-string: `3` or `"25%"`.
+    pub fn parse(int: Option<i32>, string: Option<&str>) -> Result<Size, String> {
+        match (int, string) {
+            (Some(n), _) if n >= 0 => Ok(Size::Count(n)),
+            (Some(n), _) => Err(format!("{n} is negative")),
+            (None, Some(s)) => s
+                .strip_suffix('%')
+                .and_then(|p| p.parse::<i32>().ok())
+                .filter(|p| (0..=100).contains(p))
+                .map(Size::Percent)
+                .ok_or_else(|| {
+                    format!("{s:?} is neither a count nor a percentage from 0% to 100%")
+                }),
+            (None, None) => Err("empty".into()),
+        }
+    }
+
+    /// The size out of `full`, at least 1 and at most `full` (0 when `full` is 0).
+    pub fn of(self, full: i32) -> i32 {
+        let full = full.max(0);
+        let n = match self {
+            Size::Count(n) => n,
+            Size::Percent(p) => {
+                i32::try_from((i64::from(full) * i64::from(p) + 99) / 100).unwrap_or(full)
+            }
+        };
+        n.clamp(full.min(1), full)
+    }
+}
+
+/// The size the own member should run at after the pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Its full size (`spec.replicas`): it is active.
+    Full,
+    /// The pilot-light size: another region is active.
+    PilotLight,
 }
 
 /// What to do, in this order.
@@ -128,6 +186,8 @@ pub struct Plan {
     pub state: State,
     /// Why, in a sentence.
     pub message: String,
+    /// The size to run the own member at (`None`: leave it as it is).
+    pub scale: Option<Scale>,
 }
 
 /// How long a region of rank `rank` waits for a vacant lease: the preferred region (rank
@@ -168,11 +228,19 @@ pub fn decide(input: &Input) -> Plan {
         None => input.own == 0,
     };
     let own_data_newest = fenced_own_primary && claim_is_ours;
+    // A pilot-light member is scaled up the moment its region holds the lease, and down
+    // only while another region serves: with nobody active, or etcd silent, sizes stay.
+    let scale = |state: State| match state {
+        State::Active if input.pilot_light => Some(Scale::Full),
+        State::Standby if input.pilot_light => Some(Scale::PilotLight),
+        _ => None,
+    };
     let plan = |actions: Vec<Action>, state: State, message: String| Plan {
         actions,
         counters,
         state,
         message,
+        scale: scale(state),
     };
     match &input.lease {
         Lease::Held if counters.down && input.policy.automatic => plan(
@@ -188,10 +256,10 @@ pub fn decide(input: &Input) -> Plan {
             if standby_db || fenced_own_primary {
                 actions.push(Action::Promote);
             }
-            let message = if input.ready {
-                if !input.published {
-                    actions.push(Action::Publish);
-                }
+            let message = if input.published {
+                "this region holds the lease and serves".to_string()
+            } else if input.ready {
+                actions.push(Action::Publish);
                 "this region holds the lease and serves".to_string()
             } else {
                 "this region holds the lease; waiting for enough of its member to be ready before it publishes the entry".to_string()
@@ -208,6 +276,11 @@ pub fn decide(input: &Input) -> Plan {
             State::Standby,
             format!("region {holder} holds the lease"),
         ),
+        Lease::Expiring => plan(
+            stand_by(writable),
+            State::Vacant,
+            "this region's lease from an earlier run (this controller no longer has it) expires within one lease TTL; then it is campaigned for again".into(),
+        ),
         Lease::Unreachable(why) => plan(
             // A primary here without the lease is fenced already (or never was one): a
             // region that cannot reach etcd changes nothing else.
@@ -217,6 +290,14 @@ pub fn decide(input: &Input) -> Plan {
         ),
         Lease::Vacant(for_) => {
             let rank = rank(input.own, input.last_active, input.members);
+            // The wait lets the last active region, back from a restart, take its lease
+            // again; with that region gone there is nobody to wait for. (Two standbys with
+            // three members still take turns: the rank is counted past the gone one.)
+            let rank = if input.preferred_gone {
+                rank.saturating_sub(1)
+            } else {
+                rank
+            };
             let wait = campaign_delay(rank, input.campaign_step);
             let gate = if own_data_newest {
                 Ok(())
@@ -307,6 +388,8 @@ mod tests {
             campaign_step: Duration::from_secs(1),
             ready: true,
             published: false,
+            pilot_light: false,
+            preferred_gone: false,
         }
     }
 
@@ -337,6 +420,14 @@ mod tests {
         assert!(early.message.contains("waiting"), "{}", early.message);
         let due = decide(&input(Lease::Vacant(Duration::from_secs(1))));
         assert_eq!(due.actions, vec![Action::Campaign]);
+        // The last active region gone: the next one does not wait for it.
+        let mut gone = input(Lease::Vacant(Duration::ZERO));
+        gone.preferred_gone = true;
+        assert_eq!(decide(&gone).actions, vec![Action::Campaign]);
+        gone.members = 3;
+        gone.own = 2;
+        let p = decide(&gone);
+        assert!(p.message.contains("rank 1"), "{}", p.message);
     }
 
     #[test]
@@ -442,5 +533,47 @@ mod tests {
         assert!(!decide(&i).actions.contains(&Action::Campaign));
         i.last_active = Some(1);
         assert_eq!(decide(&i).actions, vec![Action::Campaign]);
+    }
+
+    #[test]
+    fn sizes_are_counts_or_percentages_rounded_up_within_one_and_the_full_size() {
+        assert_eq!(Size::parse(Some(2), None), Ok(Size::Count(2)));
+        assert_eq!(Size::parse(None, Some("25%")), Ok(Size::Percent(25)));
+        assert!(Size::parse(None, Some("25")).is_err());
+        assert!(Size::parse(None, Some("150%")).is_err());
+        assert!(Size::parse(Some(-1), None).is_err());
+        assert_eq!(Size::Percent(25).of(10), 3);
+        assert_eq!(Size::Percent(0).of(10), 1);
+        assert_eq!(Size::Percent(100).of(10), 10);
+        assert_eq!(Size::Count(0).of(4), 1);
+        assert_eq!(Size::Count(9).of(4), 4);
+        assert_eq!(Size::Count(1).of(0), 0);
+    }
+
+    #[test]
+    fn a_pilot_light_member_runs_full_while_active_small_while_another_serves() {
+        let mut i = input(Lease::HeldBy("east".into()));
+        assert_eq!(decide(&i).scale, None);
+        i.pilot_light = true;
+        assert_eq!(decide(&i).scale, Some(Scale::PilotLight));
+        i.lease = Lease::Held;
+        i.ready = false;
+        let p = decide(&i);
+        assert_eq!(p.scale, Some(Scale::Full));
+        assert!(!p.actions.contains(&Action::Publish), "{p:?}");
+        // Nobody active, or etcd silent: the size stays where it is.
+        i.lease = Lease::Vacant(Duration::ZERO);
+        assert_eq!(decide(&i).scale, None);
+        i.lease = Lease::Unreachable("timeout".into());
+        assert_eq!(decide(&i).scale, None);
+        // Its own lease of an earlier run, expiring: not a standby, the size stays.
+        i.lease = Lease::Expiring;
+        assert_eq!(decide(&i).scale, None);
+        // Once serving, a pod fewer does not unpublish.
+        i.lease = Lease::Held;
+        i.last_active = Some(1);
+        i.published = true;
+        let p = decide(&i);
+        assert!(p.message.contains("serves"), "{}", p.message);
     }
 }

@@ -605,6 +605,20 @@ fn color_observation(d: Option<&Deployment>) -> ColorObservation {
     }
 }
 
+/// The size the live color runs at: `spec.replicas`, or less while a regional
+/// FailoverPolicy keeps this member at its pilot-light size.
+fn serving_replicas(bgd: &BlueGreenDeployment) -> i32 {
+    let pilot = bgd
+        .annotations()
+        .get(cutover_api::PILOT_LIGHT_ANNOTATION)
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|n| *n >= 0);
+    match pilot {
+        Some(n) => n.min(bgd.spec.replicas),
+        None => bgd.spec.replicas,
+    }
+}
+
 fn desired(bgd: &BlueGreenDeployment, template_hash: String) -> Desired {
     let s = &bgd.spec.strategy;
     let auto = s.auto_promotion.clone().unwrap_or_default();
@@ -612,7 +626,7 @@ fn desired(bgd: &BlueGreenDeployment, template_hash: String) -> Desired {
     let secs = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
     Desired {
         template_hash,
-        replicas: bgd.spec.replicas,
+        replicas: serving_replicas(bgd),
         auto_promotion: auto.enabled.then(|| secs(auto.after_seconds)),
         standby: match standby.mode {
             cutover_api::blue_green::StandbyMode::Warm => StandbyPolicy::Warm,
@@ -883,7 +897,7 @@ async fn scale_workload(
     let live_ready = serving.map(|c| observed_color(snap, c).available_replicas);
     let settled = plan.memory.active.is_some()
         && plan.phase == release::Phase::Healthy
-        && live_ready.is_some_and(|r| r >= bgd.spec.replicas);
+        && live_ready.is_some_and(|r| r >= serving_replicas(bgd));
     let before = workload::replicas_before(&d);
     let Some(replicas) = workload::wanted_replicas(wref.scale_down, before, live_ready, settled)
     else {

@@ -97,31 +97,43 @@ pub async fn place(
 /// the watch cache of its place holds them. When that cache's watches report an error, the
 /// API is asked instead (within `timeout`, at least 3 s): a watch resumed after an error says
 /// nothing until something changes, so only a read tells whether the API answers now.
+///
+/// `require_available`: a live color without all its pods ready counts as down (see
+/// [`live_available`]). A pilot-light policy passes false: its member scaling up from its
+/// pilot-light size is short of pods by design, and serves with those it has.
 pub async fn endpoints(
     cache: &PlaceCache,
     client: &Client,
     ns: &str,
     member: &Member,
     timeout: Duration,
+    require_available: bool,
 ) -> Result<Endpoints, String> {
     if cache.synced().await.is_ok() {
         let bgd_name = &member.blue_green_deployment;
         let bgd = crate::cache::lookup(&cache.bgds, ns, bgd_name)
             .ok_or_else(|| format!("BlueGreenDeployment {ns}/{bgd_name} does not exist"))?;
-        live_available(&bgd)?;
+        if require_available {
+            live_available(&bgd)?;
+        }
         let port_name = bgd.spec.service.name.as_deref().unwrap_or("http");
         return Ok(cache.endpoints(ns, bgd_name, bgd.spec.service.port, port_name));
     }
     tokio::time::timeout(
         timeout.max(Duration::from_secs(3)),
-        read(client, ns, member),
+        read(client, ns, member, require_available),
     )
     .await
     .unwrap_or_else(|_| Err("its API did not answer in time".into()))
 }
 
 /// Read the live endpoints of `member`'s BlueGreenDeployment from its API.
-async fn read(client: &Client, ns: &str, member: &Member) -> Result<Endpoints, String> {
+async fn read(
+    client: &Client,
+    ns: &str,
+    member: &Member,
+    require_available: bool,
+) -> Result<Endpoints, String> {
     let bgds: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), ns);
     let bgd_name = &member.blue_green_deployment;
     let bgd = bgds
@@ -129,7 +141,9 @@ async fn read(client: &Client, ns: &str, member: &Member) -> Result<Endpoints, S
         .await
         .map_err(|e| format!("its API did not answer: {e}"))?
         .ok_or_else(|| format!("BlueGreenDeployment {ns}/{bgd_name} does not exist"))?;
-    live_available(&bgd)?;
+    if require_available {
+        live_available(&bgd)?;
+    }
     let port_name = bgd.spec.service.name.as_deref().unwrap_or("http");
     crate::endpoint_mirror::read(client, ns, bgd_name, bgd.spec.service.port, port_name)
         .await

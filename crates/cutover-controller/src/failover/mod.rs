@@ -394,6 +394,17 @@ struct View {
     lag: Option<QueriedLag>,
     /// The key of the place (cluster and namespace) the member runs in, once known.
     place: Option<String>,
+    /// The member's BlueGreenDeployment's size, as its place's cache holds it.
+    size: Option<MemberSize>,
+}
+
+/// A member's size: its full size and the pilot-light size a regional policy set on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemberSize {
+    /// `spec.replicas`.
+    full: i32,
+    /// The pilot-light annotation's value.
+    pilot: Option<i32>,
 }
 
 /// What a pass observed before deciding.
@@ -486,18 +497,38 @@ async fn observe_member(ctx: &Context, pass: &Pass<'_>, m: &Member, user: &User)
         let place = members::place(&ctx.places, &ctx.clusters, &ctx.client, ns, m, user);
         let place = match place.await {
             Ok(p) => p,
-            Err(e) => return (Err(e), None, None),
+            Err(e) => return (Err(e), None, None, None),
         };
-        let eps = members::endpoints(&place.cache, &place.client, &place.namespace, m, timeout);
+        let size = crate::cache::lookup(
+            &place.cache.bgds,
+            &place.namespace,
+            &m.blue_green_deployment,
+        )
+        .map(|b| MemberSize {
+            full: b.spec.replicas,
+            pilot: b
+                .annotations()
+                .get(cutover_api::PILOT_LIGHT_ANNOTATION)
+                .and_then(|v| v.parse().ok()),
+        });
+        let require_available = pass.policy.spec.pilot_light.is_none();
+        let eps = members::endpoints(
+            &place.cache,
+            &place.client,
+            &place.namespace,
+            m,
+            timeout,
+            require_available,
+        );
         let eps = match eps.await {
             Ok(eps) => eps,
-            Err(e) => return (Err(e), None, Some(place.key)),
+            Err(e) => return (Err(e), None, Some(place.key), size),
         };
         let path = &pass.policy.spec.health_check.path;
         let probe = members::probe_member(&ctx.http, m, &eps, path, timeout).await;
-        (probe, Some(eps), Some(place.key))
+        (probe, Some(eps), Some(place.key), size)
     };
-    let ((conn, db), (health, endpoints, place), lag) = futures::join!(db, health, lag);
+    let ((conn, db), (health, endpoints, place, size), lag) = futures::join!(db, health, lag);
     View {
         health,
         endpoints,
@@ -505,6 +536,7 @@ async fn observe_member(ctx: &Context, pass: &Pass<'_>, m: &Member, user: &User)
         db,
         lag,
         place,
+        size,
     }
 }
 
@@ -1304,6 +1336,7 @@ mod tests {
             db: Some(db),
             lag: None,
             place: None,
+            size: None,
         }
     }
 

@@ -27,7 +27,7 @@ use cutover_api::failover::{
 };
 use cutover_api::kube::ResourceExt as _;
 use cutover_core::failover::{Counters, DataObs};
-use cutover_core::regional::{self, Action, Lease, State};
+use cutover_core::regional::{self, Action, Lease, Scale, Size, State};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -60,6 +60,11 @@ pub(crate) struct Regional {
     /// The policy's `DNSEndpoint` in this cluster was deleted (or found absent) since
     /// this region last stood by.
     endpoint_cleared: bool,
+    /// The last active member's report as last read (member, its time), and since when
+    /// this region has read it unchanged.
+    preferred_report: Option<((String, i64), Instant)>,
+    /// This tenure claimed the entry from another region's member.
+    took_over: bool,
 }
 
 /// A region's report of its own member, at `<key>/members/<member>`.
@@ -93,6 +98,8 @@ struct Seen {
     reports: Vec<(String, Report)>,
     /// The holder's fencing token.
     holder_token: Option<i64>,
+    /// etcd answered (without an answer the rest is empty).
+    answered: bool,
 }
 
 /// The lease key: `spec.coordination.key`, or one per policy.
@@ -181,6 +188,13 @@ pub(super) async fn pass(
         refuse(ctx, p, invalid(m), local).await?;
         return Ok(interval);
     };
+    let pilot = match p.spec.pilot_light.as_ref().map(pilot_sizes).transpose() {
+        Ok(sizes) => sizes,
+        Err(m) => {
+            refuse(ctx, p, invalid(m), local).await?;
+            return Ok(interval);
+        }
+    };
     let key = lease_key(p);
     let ttl = Duration::from_secs(u64::try_from(coord.lease_seconds).unwrap_or(3));
     let endpoints = if ctx.etcd_endpoints.is_empty() {
@@ -220,18 +234,22 @@ pub(super) async fn pass(
     let r = local.regional.as_mut().expect("set above");
     let mut events = Vec::new();
     let (mut lease, seen) = read_lease(r, &key, &region, p).await;
+    let preferred_gone = preferred_gone(r, p, own, &seen, ttl);
     let last_active = seen.last_active;
     let data = own_data(&view, seen.primary.as_ref(), &member);
-    let ready = view
-        .endpoints
-        .as_ref()
-        .is_some_and(|e| !e.addresses.is_empty());
+    let ready_pods = view.endpoints.as_ref().map_or(0, |e| e.addresses.len());
+    // With a pilot light: enough of the full size (without its size known, not ready).
+    let needed = match (&pilot, view.size) {
+        (Some((_, to_serve)), Some(size)) => usize::try_from(to_serve.of(size.full)).unwrap_or(0),
+        (Some(_), None) => usize::MAX,
+        (None, _) => 1,
+    };
+    let ready = ready_pods >= needed.max(1);
     let mut plan;
     let mut rounds = 0;
     loop {
         rounds += 1;
-        let published =
-            r.published.is_some() && r.tenure.as_ref().map(Tenure::token) == r.published;
+        let published = published_now(r);
         plan = regional::decide(&regional::Input {
             policy: pass.settings.policy.clone(),
             now: now(),
@@ -245,6 +263,8 @@ pub(super) async fn pass(
             campaign_step: interval.max(Duration::from_millis(500)),
             ready,
             published,
+            pilot_light: pilot.is_some(),
+            preferred_gone,
         });
         let mut again = false;
         for a in plan.actions.clone() {
@@ -263,9 +283,13 @@ pub(super) async fn pass(
                     break;
                 }
             }
+            if a == Action::Claim {
+                r.took_over = last_active.is_some_and(|i| i != own);
+            }
             if a == Action::Publish {
-                // A move from another region's member, or this region's first start.
-                let moved = last_active.is_some_and(|i| i != own);
+                // A move from another region's member (claimed by this tenure, maybe some
+                // passes ago while its member got ready), or this region's first start.
+                let moved = r.took_over || last_active.is_some_and(|i| i != own);
                 events.push((
                     if moved {
                         "FailedOver"
@@ -273,10 +297,11 @@ pub(super) async fn pass(
                         "EntryPublished"
                     },
                     format!(
-                        "region {region} is active: {} → {} (fencing token {})",
+                        "region {region} is active: {} → {} (fencing token {}; {ready_pods} of {} replicas ready)",
                         dns_entry.hostname,
                         m.entry_addresses.join(", "),
-                        r.published.unwrap_or_default()
+                        r.published.unwrap_or_default(),
+                        view.size.map_or_else(|| "?".to_string(), |s| s.full.to_string()),
                     ),
                     false,
                 ));
@@ -296,6 +321,25 @@ pub(super) async fn pass(
                 .to_string(),
             true,
         ));
+    }
+    if let Some(size) = view.size {
+        let scaled = resize(ctx, &pass, m, size, pilot, plan.scale).await;
+        match scaled {
+            Ok(Some(message)) => events.push(("PilotLightResized", message, false)),
+            Ok(None) => {}
+            Err(e) => events.push(("FailoverStepFailed", e, true)),
+        }
+    }
+    if plan.state == State::Active && !ready && !published_now(r) {
+        plan.message = format!(
+            "{} ({ready_pods} of the {} needed ready)",
+            plan.message,
+            if needed == usize::MAX {
+                "?".to_string()
+            } else {
+                needed.to_string()
+            }
+        );
     }
     after_actions(r, &lease);
     report(r, &key, &member, &view, &plan).await;
@@ -318,6 +362,125 @@ pub(super) async fn pass(
     write_status(ctx, p, &status, local).await?;
     Ok(interval)
 }
+
+/// Whether the region ahead of this one for a vacant lease (the last active member's) is
+/// gone: its report says its member is down, or this region has read etcd pass after pass
+/// for a lease TTL and that report has not changed once (no clock is compared: after the
+/// quorum is lost every report is old, and the watch starts afresh when etcd answers
+/// again). No report at all is not taken for gone.
+fn preferred_gone(
+    r: &mut Regional,
+    p: &FailoverPolicy,
+    own: usize,
+    seen: &Seen,
+    ttl: Duration,
+) -> bool {
+    let preferred = seen
+        .last_active
+        .filter(|&i| i != own && seen.answered)
+        .map(|i| p.spec.members[i].name.clone());
+    let Some(name) = preferred else {
+        r.preferred_report = None;
+        return false;
+    };
+    let Some((_, rep)) = seen.reports.iter().find(|(n, _)| *n == name) else {
+        r.preferred_report = None;
+        return false;
+    };
+    let key = (name, rep.at);
+    let since = match &r.preferred_report {
+        Some((k, since)) if *k == key => *since,
+        _ => {
+            r.preferred_report = Some((key, Instant::now()));
+            Instant::now()
+        }
+    };
+    rep.down || since.elapsed() > ttl
+}
+
+fn published_now(r: &Regional) -> bool {
+    r.published.is_some() && r.tenure.as_ref().map(Tenure::token) == r.published
+}
+
+/// `spec.pilotLight` as sizes: the standby's, and the ready pods a member needs to serve.
+fn pilot_sizes(pl: &cutover_api::failover::PilotLight) -> Result<(Size, Size), String> {
+    use cutover_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let parse = |v: &IntOrString, field: &str| {
+        match v {
+            IntOrString::Int(n) => Size::parse(Some(*n), None),
+            IntOrString::String(s) => Size::parse(None, Some(s)),
+        }
+        .map_err(|e| format!("spec.pilotLight.{field}: {e}"))
+    };
+    let standby = parse(&pl.replicas, "replicas")?;
+    let to_serve = match &pl.ready_to_serve {
+        Some(v) => parse(v, "readyToServe")?,
+        None => Size::Percent(100),
+    };
+    Ok((standby, to_serve))
+}
+
+/// Size the own member as the plan says: its pilot-light size while another region
+/// serves, its full size once this one holds the lease (and its full size when the policy
+/// no longer asks for a pilot light). Only the annotation this controller owns is written
+/// (server-side apply under a field manager of its own), so `spec.replicas` stays the
+/// user's. Returns what changed, for an Event.
+async fn resize(
+    ctx: &Context,
+    pass: &Pass<'_>,
+    m: &cutover_api::failover::Member,
+    size: super::MemberSize,
+    pilot: Option<(Size, Size)>,
+    scale: Option<Scale>,
+) -> Result<Option<String>, String> {
+    let want = match (pilot, scale) {
+        (Some((standby, _)), Some(Scale::PilotLight)) => Some(standby.of(size.full)),
+        (Some(_), Some(Scale::Full)) | (None, _) => None,
+        (Some(_), None) => return Ok(None),
+    };
+    if size.pilot == want {
+        return Ok(None);
+    }
+    let client = super::members::client(&ctx.clusters, &ctx.client, &pass.ns, m).await?;
+    let ns = m.namespace.clone().unwrap_or_else(|| pass.ns.clone());
+    let api: cutover_api::kube::Api<cutover_api::BlueGreenDeployment> =
+        cutover_api::kube::Api::namespaced(client, &ns);
+    let annotations = match want {
+        Some(n) => serde_json::json!({ cutover_api::PILOT_LIGHT_ANNOTATION: n.to_string() }),
+        None => serde_json::json!({}),
+    };
+    let patch = serde_json::json!({
+        "apiVersion": "cutover.dev/v1alpha1",
+        "kind": "BlueGreenDeployment",
+        "metadata": { "name": m.blue_green_deployment, "annotations": annotations },
+    });
+    let pp = cutover_api::kube::api::PatchParams::apply(PILOT_LIGHT_MANAGER).force();
+    api.patch(
+        &m.blue_green_deployment,
+        &pp,
+        &cutover_api::kube::api::Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "sizing BlueGreenDeployment {ns}/{}: {e}",
+            m.blue_green_deployment
+        )
+    })?;
+    Ok(Some(match want {
+        Some(n) => format!(
+            "member {} kept at its pilot-light size: {n} of {} replicas while another region serves",
+            m.name, size.full
+        ),
+        None => format!(
+            "member {} scaled to its full size of {} replicas",
+            m.name, size.full
+        ),
+    }))
+}
+
+/// The field manager of the pilot-light annotation.
+const PILOT_LIGHT_MANAGER: &str = "cutover-pilot-light";
 
 /// The lease and the holder's records, as etcd has them now; without an answer the lease
 /// is [`Lease::Unreachable`] (or [`Lease::Lost`]/[`Lease::Held`] by this region's own
@@ -355,6 +518,7 @@ async fn read_lease(
     };
     let mut seen = Seen {
         holder_token: holding.as_ref().map(|h| h.token),
+        answered: true,
         ..Seen::default()
     };
     for (k, v) in under {
@@ -380,9 +544,7 @@ async fn read_lease(
                 None => vacant(r),
             }
         }
-        (None, Some(h)) if h.holder == region => Lease::HeldBy(format!(
-            "{region} (a lease this controller no longer has, left by an earlier run: it expires within one lease TTL)"
-        )),
+        (None, Some(h)) if h.holder == region => Lease::Expiring,
         (None, Some(h)) => Lease::HeldBy(h.holder),
         (None, None) => vacant(r),
     };
@@ -430,6 +592,7 @@ async fn act(
                     r.published = None;
                     r.fenced = false;
                     r.vacant_since = None;
+                    r.took_over = false;
                     Ok(Some(Lease::Held))
                 }
                 Ok(Err(h)) => Ok(Some(Lease::HeldBy(h.holder))),
@@ -586,14 +749,18 @@ fn build_status(
     seen: &Seen,
 ) -> FailoverPolicyStatus {
     let mut status = p.status.clone().unwrap_or_default();
-    let state = if r.fenced && matches!(lease, Lease::Unreachable(_) | Lease::Vacant(_)) {
+    let state = if r.fenced
+        && matches!(
+            lease,
+            Lease::Unreachable(_) | Lease::Vacant(_) | Lease::Expiring
+        ) {
         State::Fenced
     } else {
         plan.state
     };
     let holder = match lease {
         Lease::Held => Some(region.to_string()),
-        Lease::HeldBy(h) => Some(h.split(' ').next().unwrap_or_default().to_string()),
+        Lease::HeldBy(h) => Some(h.clone()),
         _ => None,
     };
     let token = match lease {

@@ -31,22 +31,40 @@ const HOST: &str = "www.shop.test";
 const EAST_ENTRY: &str = "127.0.1.1";
 const WEST_ENTRY: &str = "127.0.2.1";
 
-/// A region's entry: a TCP relay on `listen` to its demo pod; stops (and cuts its
+/// A region's entry: a TCP relay on `listen` to the ready pods of Service `shop` (read
+/// again every 100 ms, so pods that come and go are followed); stops (and cuts its
 /// connections) when dropped.
 struct Relay {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Relay {
-    async fn start(listen: SocketAddr, target: SocketAddr) -> Relay {
+    async fn start(listen: SocketAddr, client: &Client, ns: &str) -> Relay {
+        let targets = Arc::new(Mutex::new(pods_of(client, ns).await));
         let listener = TcpListener::bind(listen)
             .await
             .unwrap_or_else(|e| panic!("binding the entry relay on {listen}: {e}"));
-        let task = tokio::spawn(async move {
+        let (client, ns, shared) = (client.clone(), ns.to_string(), targets.clone());
+        let refresh = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = ready_pods(&client, &ns).await;
+                if !now.is_empty() {
+                    *shared.lock().expect("lock") = now;
+                }
+            }
+        });
+        let relay = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
+            let mut n = 0usize;
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
+                };
+                n += 1;
+                let target = {
+                    let t = targets.lock().expect("lock");
+                    t[n % t.len()]
                 };
                 conns.spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(target).await {
@@ -55,32 +73,65 @@ impl Relay {
                 });
             }
         });
-        Relay { task }
+        Relay {
+            tasks: vec![refresh, relay],
+        }
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        // Aborting the task drops the JoinSet, which aborts every connection.
-        self.task.abort();
+        // Aborting the relay drops its JoinSet, which aborts every connection.
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
-/// The ready address of Service `shop`'s pod in `ns`.
-async fn pod_of(client: &Client, ns: &str) -> SocketAddr {
+/// The ready addresses of Service `shop`'s pods in `ns` (empty when it has none or the
+/// API does not answer).
+async fn ready_pods(client: &Client, ns: &str) -> Vec<SocketAddr> {
+    let eps = cutover_controller::endpoint_mirror::read(client, ns, "shop", 80, "http").await;
+    match eps {
+        Ok(eps) if eps.target_port > 0 => {
+            let port = u16::try_from(eps.target_port).expect("a port");
+            eps.addresses
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Waits until Service `shop` in `ns` has a ready pod; their addresses.
+async fn pods_of(client: &Client, ns: &str) -> Vec<SocketAddr> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let eps = cutover_controller::endpoint_mirror::read(client, ns, "shop", 80, "http").await;
-        if let Ok(eps) = eps
-            && let Some(a) = eps.addresses.first()
-            && eps.target_port > 0
-        {
-            let port = u16::try_from(eps.target_port).expect("a port");
-            return SocketAddr::new(a.parse().expect("a pod IP"), port);
+        let pods = ready_pods(client, ns).await;
+        if !pods.is_empty() {
+            return pods;
         }
         assert!(
             Instant::now() < deadline,
             "Service shop in {ns} has no ready pod"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until Service `shop` in `ns` has exactly `n` ready pods.
+async fn wait_ready_pods(client: &Client, ns: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = ready_pods(client, ns).await.len();
+        if got == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Service shop in {ns} has {got} ready pods, not {n}, after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -102,11 +153,28 @@ struct Regions {
     entry_port: u16,
     bins: PathBuf,
     _west_guard: WestNamespace,
+    standby: Standby,
 }
 
-fn regional_policy(etcd: &EtcdCluster) -> Value {
+/// The size of each region's member: full (`spec.replicas` 1), or a pilot light
+/// (`spec.replicas` 2, a standby kept at 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standby {
+    FullSize,
+    PilotLight,
+}
+
+/// The full size of each member.
+fn full_size(standby: Standby) -> usize {
+    match standby {
+        Standby::FullSize => 1,
+        Standby::PilotLight => 2,
+    }
+}
+
+fn regional_policy(etcd: &EtcdCluster, standby: Standby) -> Value {
     let endpoints: Vec<String> = (0..3).map(|i| etcd.endpoint(i)).collect();
-    json!({
+    let mut p = json!({
         "apiVersion": "cutover.dev/v1alpha1", "kind": "FailoverPolicy",
         "metadata": { "name": "dr" },
         "spec": {
@@ -123,11 +191,15 @@ fn regional_policy(etcd: &EtcdCluster) -> Value {
             "healthCheck": { "interval": "200ms", "timeout": "300ms",
                              "failureThreshold": 3, "successThreshold": 2 },
         }
-    })
+    });
+    if standby == Standby::PilotLight {
+        p["spec"]["pilotLight"] = json!({ "replicas": 1 });
+    }
+    p
 }
 
 /// A regional world named `name`, its process nodes on IP `blocks`.
-async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
+async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) -> Regions {
     let bins = e2e::build(&[
         "cutover-controller",
         "cutover-process-node",
@@ -164,9 +236,12 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
         blocks.1,
     )
     .await;
-    let shop_east = shop(&east_node, "east", &pair.primary().socket_conn());
+    let replicas = json!(full_size(standby));
+    let mut shop_east = shop(&east_node, "east", &pair.primary().socket_conn());
+    shop_east["spec"]["replicas"] = replicas.clone();
     apply(&front.client, &front.name, &shop_east).await;
-    let shop_west = shop(&west_node, "west", &pair.standby().socket_conn());
+    let mut shop_west = shop(&west_node, "west", &pair.standby().socket_conn());
+    shop_west["spec"]["replicas"] = replicas;
     apply(&west.client, &west_ns, &shop_west).await;
     apply(
         &front.client,
@@ -200,12 +275,10 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
         &["--region", "west", "--etcd-endpoints", &west_etcd],
     );
     let entry_port = e2e::free_port();
-    let east_pod = pod_of(&front.client, &front.name).await;
-    let west_pod = pod_of(&west.client, &west_ns).await;
     let at = |ip: &str| SocketAddr::new(ip.parse().expect("an IP"), entry_port);
-    let east_relay = Relay::start(at(EAST_ENTRY), east_pod).await;
-    let west_relay = Relay::start(at(WEST_ENTRY), west_pod).await;
-    let policy = regional_policy(&etcd);
+    let east_relay = Relay::start(at(EAST_ENTRY), &front.client, &front.name).await;
+    let west_relay = Relay::start(at(WEST_ENTRY), &west.client, &west_ns).await;
+    let policy = regional_policy(&etcd, standby);
     apply(&front.client, &front.name, &policy).await;
     apply(&west.client, &west_ns, &policy).await;
     Regions {
@@ -223,6 +296,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8)) -> Regions {
         entry_port,
         bins,
         _west_guard: west_guard,
+        standby,
     }
 }
 
@@ -460,6 +534,14 @@ async fn started(w: &Regions, west: &West) -> StubResolver {
     wait_lease(west_c, &w.west_ns, "Standby", Some("east"), TIMEOUT).await;
     let both = resolver(&[w.dns[EAST].addr, w.dns[WEST].addr]);
     wait_resolves(&both, EAST_ENTRY, TIMEOUT).await;
+    // East at its full size; west too, or at its pilot-light size of 1.
+    let full = full_size(w.standby);
+    wait_ready_pods(east_c, &w.front.name, full, TIMEOUT).await;
+    let west_size = match w.standby {
+        Standby::FullSize => full,
+        Standby::PilotLight => 1,
+    };
+    wait_ready_pods(west_c, &w.west_ns, west_size, TIMEOUT).await;
     both
 }
 
@@ -487,7 +569,23 @@ async fn lose_east(w: &mut Regions, west: &West) -> RegionLoss {
     drop(w.east_node.take());
     w.pair.primary().kill().await;
     let first_west = writes.wait_acked_by("west", 1, TIMEOUT).await;
+    // West serves at its full size: it published its entry only with all of it ready.
+    let full = full_size(w.standby);
+    let all_ready = format!("{full} of {full} replicas ready");
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let moved = events(&west.client, &w.west_ns, "FailedOver").await;
+        if moved.iter().any(|n| n.contains(&all_ready)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "west's FailedOver Event does not say {all_ready:?}: {moved:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     writes.wait_acked_by("west", 50, TIMEOUT).await;
+    wait_ready_pods(&west.client, &w.west_ns, full, TIMEOUT).await;
     let (acknowledged, failed) = writes.finish().await;
     wait_lease(&west.client, &w.west_ns, "Active", Some("west"), TIMEOUT).await;
     let present = ids_in(w.pair.standby()).await;
@@ -692,7 +790,7 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
 }
 
 pub(super) async fn scenario_regions(west: &West) {
-    let mut w = regions(west, "dr-regions", (91, 92)).await;
+    let mut w = regions(west, "dr-regions", (91, 92), Standby::PilotLight).await;
     nothing_moves(&mut w, west).await;
     let loss = lose_east(&mut w, west).await;
     println!(
@@ -711,7 +809,7 @@ pub(super) async fn scenario_regions(west: &West) {
     );
     drop(w);
 
-    let mut w = regions(west, "dr-partition", (93, 94)).await;
+    let mut w = regions(west, "dr-partition", (93, 94), Standby::FullSize).await;
     let cut = partition_east(&mut w, west).await;
     println!(
         "partition: east fenced {:.2}s, west promoted {:.2}s after the cut; {} move(s), {} writes accepted by two primaries, {} committed on east and never acknowledged",
@@ -731,26 +829,36 @@ pub(super) async fn scenario_regions(west: &West) {
 
 /// `cargo xtask bench dr`: region losses and partitions, a fresh world for each trial.
 pub(super) async fn benchmark(west: &West, runs: usize) {
-    let mut rto = Vec::new();
-    let (mut lost, mut acked) = (0, 0);
-    for run in 0..runs {
-        let mut w = regions(west, &format!("bench-loss-{run}"), (91, 92)).await;
-        let l = lose_east(&mut w, west).await;
-        println!(
-            "region loss {}: RTO {:.3}s, {} acknowledged, {} lost",
-            run + 1,
-            l.rto.as_secs_f64(),
-            l.acknowledged,
-            l.lost
-        );
-        rto.push(l.rto.as_secs_f64());
-        lost += l.lost;
-        acked += l.acknowledged;
+    let mut losses = Vec::new();
+    for standby in [Standby::FullSize, Standby::PilotLight] {
+        let (mut rto, mut lost, mut acked) = (Vec::new(), 0, 0);
+        for run in 0..runs {
+            let name = format!("bench-loss-{}-{run}", full_size(standby));
+            let mut w = regions(west, &name, (91, 92), standby).await;
+            let l = lose_east(&mut w, west).await;
+            println!(
+                "region loss {} ({standby:?} standby): RTO {:.3}s, {} acknowledged, {} lost",
+                run + 1,
+                l.rto.as_secs_f64(),
+                l.acknowledged,
+                l.lost
+            );
+            rto.push(l.rto.as_secs_f64());
+            lost += l.lost;
+            acked += l.acknowledged;
+        }
+        losses.push((standby, rto, lost, acked));
     }
     let (mut fence, mut promote, mut moves, mut split, mut unacked, mut ordered) =
         (Vec::new(), Vec::new(), 0, 0, 0, 0);
     for run in 0..runs * 2 {
-        let mut w = regions(west, &format!("bench-cut-{run}"), (93, 94)).await;
+        let mut w = regions(
+            west,
+            &format!("bench-cut-{run}"),
+            (93, 94),
+            Standby::FullSize,
+        )
+        .await;
         let p = partition_east(&mut w, west).await;
         println!(
             "partition {}: fenced {:.3}s, promoted {:.3}s, {} move(s), {} split, {} unacknowledged on east",
@@ -768,10 +876,19 @@ pub(super) async fn benchmark(west: &West, runs: usize) {
         unacked += p.unacknowledged_on_east;
         ordered += usize::from(p.fenced < p.promoted);
     }
-    let (m, p90, min, max) = cutover_test_support::bench::summary(&rto);
-    println!(
-        "region loss over {runs} trials: RTO median {m:.3}s, p90 {p90:.3}s, min {min:.3}s, max {max:.3}s (goal < 5s); {lost} of {acked} acknowledged writes lost (goal 0)"
-    );
+    for (standby, rto, lost, acked) in losses {
+        let (m, p90, min, max) = cutover_test_support::bench::summary(&rto);
+        let size = match standby {
+            Standby::FullSize => "full-size standby (1 of 1 replica)".to_string(),
+            Standby::PilotLight => format!(
+                "pilot-light standby (1 of {} replicas, serving at full size)",
+                full_size(standby)
+            ),
+        };
+        println!(
+            "region loss over {runs} trials, {size}: RTO median {m:.3}s, p90 {p90:.3}s, min {min:.3}s, max {max:.3}s (goal < 5s); {lost} of {acked} acknowledged writes lost (goal 0)"
+        );
+    }
     let (fm, fp90, _, _) = cutover_test_support::bench::summary(&fence);
     let (pm, pp90, _, _) = cutover_test_support::bench::summary(&promote);
     println!(
