@@ -118,6 +118,10 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// A person asked for a drill.
     pub requested: bool,
+    /// Per member, the URL a prober asks to see that member answer once traffic is on it
+    /// (the front mode: `spec.entry.url` for every member; the regional mode: that URL at
+    /// the member's own entry address). `None`: no prober; the RTO ends at the switch.
+    pub probe_urls: &'a [Option<String>],
 }
 
 /// What a drill wants this pass.
@@ -231,11 +235,10 @@ pub(crate) fn step(i: &Inputs<'_>, status: &mut FailoverPolicyStatus, local: &mu
             ),
         );
         local.prober = i
-            .policy
-            .spec
-            .entry
-            .url
-            .clone()
+            .probe_urls
+            .get(to)
+            .cloned()
+            .flatten()
             .and_then(|url| super::http_client().ok().map(|h| Prober::start(h, url)));
         wants.events.push(Event {
             reason: "DrillStarted",
@@ -257,7 +260,7 @@ pub(crate) fn step(i: &Inputs<'_>, status: &mut FailoverPolicyStatus, local: &mu
     let to = idx(&d.report.to);
     if local.prober.is_none()
         && d.stage != DONE
-        && let Some(url) = i.policy.spec.entry.url.clone()
+        && let Some(url) = to.and_then(|t| i.probe_urls.get(t).cloned().flatten())
     {
         // Restarted mid-drill: count from here on.
         local.prober = super::http_client().ok().map(|h| Prober::start(h, url));

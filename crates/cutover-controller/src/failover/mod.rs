@@ -677,6 +677,7 @@ async fn decide_and_act(
                     routed_to,
                     now: started,
                     requested: taken.drill,
+                    probe_urls: &vec![p.spec.entry.url.clone(); pass.names.len()],
                 },
                 status,
                 local,

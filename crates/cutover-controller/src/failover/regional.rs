@@ -20,6 +20,8 @@
 //! rewritten by a stale holder (etcd refuses its token), and its region's DNS server,
 //! cut off from the etcd quorum, stops answering (CoreDNS' etcd reads are linearizable).
 
+mod drill;
+
 use std::time::Duration;
 
 use cutover_api::failover::{
@@ -65,6 +67,11 @@ pub(crate) struct Regional {
     preferred_report: Option<((String, i64), Instant)>,
     /// This tenure claimed the entry from another region's member.
     took_over: bool,
+    /// The member the records point at, as this tenure last wrote them (a drill points
+    /// them at a standby for a while).
+    routed: Option<usize>,
+    /// The drill record as this region last wrote it.
+    drill_written: Option<drill::Record>,
 }
 
 /// A region's report of its own member, at `<key>/members/<member>`.
@@ -78,6 +85,11 @@ struct Report {
     reason: Option<String>,
     /// Milliseconds since the epoch, by the reporting region's clock.
     at: i64,
+    /// A standby database's replication lag behind the holder's last reported position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lag_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lag_bytes: Option<u64>,
 }
 
 /// The holder's database position, at `<key>/primary`.
@@ -100,6 +112,10 @@ struct Seen {
     holder_token: Option<i64>,
     /// etcd answered (without an answer the rest is empty).
     answered: bool,
+    /// The last drill request forwarded by any region (its token).
+    drill_request: Option<String>,
+    /// The holder's drill record.
+    drill: Option<drill::Record>,
 }
 
 /// The lease key: `spec.coordination.key`, or one per policy.
@@ -342,7 +358,7 @@ pub(super) async fn pass(
         );
     }
     after_actions(r, &lease);
-    report(r, &key, &member, &view, &plan).await;
+    report(r, &key, &member, &view, data.as_ref(), &plan).await;
     if plan.state != State::Active && !r.endpoint_cleared {
         match dns::delete_endpoint(&ctx.client, p).await {
             Ok(()) => r.endpoint_cleared = true,
@@ -353,7 +369,30 @@ pub(super) async fn pass(
         super::publish(ctx, p, reason, message, *warning).await;
     }
 
-    let status = build_status(p, &pass, &region, own, &view, &plan, &lease, r, &seen);
+    let mut status = build_status(p, &pass, &region, own, &view, &plan, &lease, r, &seen);
+    if let Some(token) = drill::forward_request(p, r, &key).await {
+        status
+            .handled_requests
+            .insert(requests::DRILL.to_string(), token);
+    }
+    let holder = plan.state == State::Active && published_now(r);
+    let drilled = if holder {
+        let d = drill::Holder {
+            pass: &pass,
+            own,
+            view: &view,
+            data: data.as_ref(),
+            seen: &seen,
+            entry: dns_entry,
+            key: &key,
+        };
+        d.step(ctx, local, &mut status).await
+    } else {
+        drill::mirror(ctx, &pass, &seen, &mut status).await
+    };
+    if let Err(e) = drilled {
+        super::publish(ctx, p, "FailoverStepFailed", &e, true).await;
+    }
     ctx.metrics.set_failover_phase(
         &pass.ns,
         &pass.name,
@@ -527,6 +566,10 @@ async fn read_lease(
             seen.last_active = member_index(&v);
         } else if rest == "/primary" {
             seen.primary = serde_json::from_str(&v).ok();
+        } else if rest == drill::REQUEST {
+            seen.drill_request = Some(v);
+        } else if rest == drill::RECORD {
+            seen.drill = serde_json::from_str(&v).ok();
         } else if let Some(name) = rest.strip_prefix("/members/")
             && let Ok(rep) = serde_json::from_str::<Report>(&v)
         {
@@ -593,6 +636,7 @@ async fn act(
                     r.fenced = false;
                     r.vacant_since = None;
                     r.took_over = false;
+                    r.routed = None;
                     Ok(Some(Lease::Held))
                 }
                 Ok(Err(h)) => Ok(Some(Lease::HeldBy(h.holder))),
@@ -632,6 +676,7 @@ async fn act(
                 .await
                 .map_err(|e| format!("publishing the DNS records: {e}"))?;
             r.published = Some(t.token());
+            r.routed = p.spec.members.iter().position(|m| m.name == member);
             r.endpoint_cleared = false;
             // The records every region serves are written; the DNSEndpoint is for an
             // ExternalDNS, whose CRD may not be installed: that is reported, not fatal.
@@ -681,7 +726,14 @@ fn after_actions(r: &mut Regional, lease: &Lease) {
 }
 
 /// Write this region's report of its member, and (holding) its database position.
-async fn report(r: &Regional, key: &str, member: &str, view: &View, plan: &regional::Plan) {
+async fn report(
+    r: &Regional,
+    key: &str,
+    member: &str,
+    view: &View,
+    data: Option<&DataObs>,
+    plan: &regional::Plan,
+) {
     let Some(c) = r.coordinator.as_ref() else {
         return;
     };
@@ -691,6 +743,8 @@ async fn report(r: &Regional, key: &str, member: &str, view: &View, plan: &regio
         role: view.db.as_ref().map(|d| d.role().to_string()),
         reason: view.health.clone().err(),
         at: timestamp_now(),
+        lag_seconds: data.and_then(|d| d.lag_seconds),
+        lag_bytes: data.and_then(|d| d.lag_bytes),
     };
     let value = serde_json::to_string(&rep).unwrap_or_default();
     if let Err(e) = c.put(&format!("{key}/members/{member}"), &value).await {
@@ -718,12 +772,12 @@ fn timestamp_now() -> i64 {
     now().0
 }
 
-/// Requests (`kubectl cutover failover`, `drill`) are not carried out in the regional mode
-/// yet: each new one is answered (its token in `handledRequests`, which the CLI waits for)
-/// with a refusal the CLI reports.
+/// Failover requests (`kubectl cutover failover`) are not carried out in the regional
+/// mode yet: each new one is answered (its token in `handledRequests`, which the CLI waits
+/// for) with a refusal the CLI reports. (Drill requests go to the holder: [`drill`].)
 fn refuse_requests(p: &FailoverPolicy, status: &mut FailoverPolicyStatus) -> Option<String> {
     let mut refused = Vec::new();
-    for (key, verb) in [(requests::FAILOVER, "failover"), (requests::DRILL, "drill")] {
+    for (key, verb) in [(requests::FAILOVER, "failover")] {
         if let Some(v) = super::new_request(p, key) {
             let token = v.split_whitespace().next().unwrap_or_default().to_string();
             status.handled_requests.insert(key.to_string(), token);

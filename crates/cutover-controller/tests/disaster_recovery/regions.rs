@@ -172,7 +172,7 @@ fn full_size(standby: Standby) -> usize {
     }
 }
 
-fn regional_policy(etcd: &EtcdCluster, standby: Standby) -> Value {
+fn regional_policy(etcd: &EtcdCluster, standby: Standby, entry_port: u16) -> Value {
     let endpoints: Vec<String> = (0..3).map(|i| etcd.endpoint(i)).collect();
     let mut p = json!({
         "apiVersion": "cutover.dev/v1alpha1", "kind": "FailoverPolicy",
@@ -186,7 +186,9 @@ fn regional_policy(etcd: &EtcdCluster, standby: Standby) -> Value {
                   "entryAddresses": [WEST_ENTRY],
                   "database": { "postgres": { "secretName": "shop-db" } } },
             ],
-            "entry": { "dns": { "zone": "shop.test", "hostname": HOST, "ttl": 1 } },
+            "entry": { "dns": { "zone": "shop.test", "hostname": HOST, "ttl": 1 },
+                       "url": format!("http://{HOST}:{entry_port}/healthz") },
+            "drills": { "verifySeconds": 2 },
             "coordination": { "etcd": { "endpoints": endpoints }, "leaseSeconds": 3 },
             "healthCheck": { "interval": "200ms", "timeout": "300ms",
                              "failureThreshold": 3, "successThreshold": 2 },
@@ -278,7 +280,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
     let at = |ip: &str| SocketAddr::new(ip.parse().expect("an IP"), entry_port);
     let east_relay = Relay::start(at(EAST_ENTRY), &front.client, &front.name).await;
     let west_relay = Relay::start(at(WEST_ENTRY), &west.client, &west_ns).await;
-    let policy = regional_policy(&etcd, standby);
+    let policy = regional_policy(&etcd, standby, entry_port);
     apply(&front.client, &front.name, &policy).await;
     apply(&west.client, &west_ns, &policy).await;
     Regions {
@@ -718,6 +720,53 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
     assert!(
         format!("{out}{err}").contains("regional mode"),
         "{out}{err}"
+    );
+    // A drill asked for in west's cluster: east, the holder, points the records at west
+    // for verifySeconds and back; the lease and the databases stay; both clusters get
+    // the report.
+    let answers = Moves::watch(vec![w.dns[EAST].addr, w.dns[WEST].addr]);
+    let (code, out, err) = cli(
+        &west.kubeconfig,
+        &w.bins,
+        &w.west_ns,
+        &["drill", "dr", "--timeout", "2m"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Passed"), "{out}");
+    let answers = answers.finish().await;
+    assert_eq!(
+        answers,
+        [EAST_ENTRY, WEST_ENTRY, EAST_ENTRY],
+        "the drill's moves"
+    );
+    for (client, ns) in [(east_c, &east_ns), (&west.client, &w.west_ns)] {
+        let api: Api<FailoverPolicy> = Api::namespaced(client.clone(), ns);
+        let deadline = Instant::now() + TIMEOUT;
+        let report = loop {
+            let st = api.get("dr").await.expect("the policy").status;
+            if let Some(r) = st
+                .and_then(|s| s.last_drill)
+                .filter(|r| r.config_map.is_some())
+            {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "no drill report in {ns}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(report.verdict.as_deref(), Some("Passed"), "{report:?}");
+        assert_eq!((report.from.as_str(), report.to.as_str()), ("east", "west"));
+        assert!(report.rto_seconds.is_some_and(|s| s > 0.0), "{report:?}");
+        assert_eq!(report.rpo_seconds, Some(0.0), "{report:?}");
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let name = report.config_map.clone().unwrap_or_default();
+        assert!(
+            cms.get_opt(&name).await.expect("read").is_some(),
+            "{name} in {ns}"
+        );
+    }
+    assert!(
+        w.pair.standby().is_in_recovery().await,
+        "the drill promoted west"
     );
     let writes = DnsWrites::start(&both, w.entry_port, 4);
     writes.wait_acked_by("east", 100, TIMEOUT).await;
