@@ -19,6 +19,19 @@ fn prefix(block: u8) -> String {
 pub struct Network {
     block: u8,
     free: BTreeSet<u8>,
+    /// The last address index handed out: the next pod gets the next free one after it
+    /// (round robin, as the host-local IPAM of CNI does), so that an address just freed
+    /// is not reused at once while the host's neighbour cache still maps it to the old
+    /// pod's interface.
+    last: u8,
+}
+
+/// The next free index after `last`, wrapping around.
+fn next_free(free: &BTreeSet<u8>, last: u8) -> Option<u8> {
+    free.range(last.saturating_add(1)..)
+        .next()
+        .or_else(|| free.iter().next())
+        .copied()
 }
 
 /// One pod's namespace and address.
@@ -61,6 +74,7 @@ impl Network {
         let net = Network {
             block,
             free: (2..=254).collect(),
+            last: 1,
         };
         net.teardown();
         let bridge = net.bridge();
@@ -78,9 +92,11 @@ impl Network {
 
     /// A namespace and address for a new pod.
     pub fn add_pod(&mut self) -> anyhow::Result<PodNet> {
-        let index = self.free.pop_first().ok_or_else(|| {
+        let index = next_free(&self.free, self.last).ok_or_else(|| {
             anyhow::anyhow!("no free pod address left in 10.244.{}.0/24", self.block)
         })?;
+        self.free.remove(&index);
+        self.last = index;
         let netns = format!("{}{index}", prefix(self.block));
         let host_if = format!("cv{}-{index}", self.block);
         let addr = format!("10.244.{}.{index}", self.block);
@@ -129,6 +145,9 @@ impl Network {
         kill_members(&pod.netns);
         let _ = ip(&["netns", "del", &pod.netns]);
         let _ = ip(&["link", "del", &format!("cv{}-{}", self.block, pod.index)]);
+        // The host's neighbour entry for the address names the deleted interface's MAC: a
+        // pod given the address later would be unreachable until it went stale.
+        let _ = ip(&["neigh", "flush", "to", &pod.ip]);
         self.free.insert(pod.index);
     }
 
@@ -166,4 +185,23 @@ pub fn exec_in(netns: &str, program: &std::path::Path) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns]).arg(program);
     cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_handed_out_round_robin_so_a_freed_one_is_not_reused_at_once() {
+        let mut free: BTreeSet<u8> = (2..=5).collect();
+        assert_eq!(next_free(&free, 1), Some(2));
+        free.remove(&2);
+        assert_eq!(next_free(&free, 2), Some(3));
+        free.remove(&3);
+        // 2 freed again: 4 comes first, 2 only after the end.
+        free.insert(2);
+        assert_eq!(next_free(&free, 3), Some(4));
+        assert_eq!(next_free(&free, 5), Some(2));
+        assert_eq!(next_free(&BTreeSet::new(), 5), None);
+    }
 }

@@ -172,6 +172,21 @@ impl Holder<'_> {
             .iter()
             .map(|m| p.spec.entry.url.as_deref().and_then(|u| probe_url(u, m)))
             .collect();
+        // A drill another region ran (shown here while this region stood by) is not this
+        // one's to finish: the lease moved during it.
+        if let Some(d) = status.drill.take_if(|d| d.report.from != names[self.own]) {
+            let mut report = d.report;
+            report.verdict = Some("Failed".into());
+            report.message = Some(format!(
+                "abandoned: the lease moved to {} during the drill",
+                names[self.own]
+            ));
+            report.finished = Some(crate::clock::time(now()));
+            drill::write_report(ctx, p, &report, status)
+                .await
+                .map_err(|e| format!("writing the drill report: {e}"))?;
+            publish(ctx, p, "DrillFailed", &drill::summary(&report), true).await;
+        }
         let idle = status.drill.is_none();
         let wants = drill::step(
             &drill::Inputs {
