@@ -580,6 +580,20 @@ pub struct BlueGreenDeploymentStatus {
     pub handled_requests: BTreeMap<String, String>,
 }
 
+impl BlueGreenDeployment {
+    /// The pilot-light size a regional FailoverPolicy set on this member
+    /// ([`crate::PILOT_LIGHT_ANNOTATION`]), if any.
+    pub fn pilot_light_replicas(&self) -> Option<i32> {
+        self.metadata
+            .annotations
+            .as_ref()?
+            .get(crate::PILOT_LIGHT_ANNOTATION)?
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 0)
+    }
+}
+
 impl BlueGreenDeploymentStatus {
     /// The observed Deployment of `color`.
     pub fn color(&self, color: Color) -> Option<&ColorStatus> {

@@ -608,12 +608,7 @@ fn color_observation(d: Option<&Deployment>) -> ColorObservation {
 /// The size the live color runs at: `spec.replicas`, or less while a regional
 /// FailoverPolicy keeps this member at its pilot-light size.
 fn serving_replicas(bgd: &BlueGreenDeployment) -> i32 {
-    let pilot = bgd
-        .annotations()
-        .get(cutover_api::PILOT_LIGHT_ANNOTATION)
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|n| *n >= 0);
-    match pilot {
+    match bgd.pilot_light_replicas() {
         Some(n) => n.min(bgd.spec.replicas),
         None => bgd.spec.replicas,
     }

@@ -506,10 +506,7 @@ async fn observe_member(ctx: &Context, pass: &Pass<'_>, m: &Member, user: &User)
         )
         .map(|b| MemberSize {
             full: b.spec.replicas,
-            pilot: b
-                .annotations()
-                .get(cutover_api::PILOT_LIGHT_ANNOTATION)
-                .and_then(|v| v.parse().ok()),
+            pilot: b.pilot_light_replicas(),
         });
         let require_available = pass.policy.spec.pilot_light.is_none();
         let eps = members::endpoints(

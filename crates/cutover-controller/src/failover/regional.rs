@@ -92,6 +92,15 @@ struct Report {
     lag_bytes: Option<u64>,
 }
 
+impl Report {
+    /// Recent enough to go by: written within five health-check intervals and 5 s (by the
+    /// reporting region's clock against this one's).
+    fn fresh(&self, interval: Duration) -> bool {
+        let stale_after = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX) * 5 + 5_000;
+        timestamp_now() - self.at <= stale_after
+    }
+}
+
 /// The holder's database position, at `<key>/primary`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct PrimaryReport {
@@ -776,17 +785,12 @@ fn timestamp_now() -> i64 {
 /// mode yet: each new one is answered (its token in `handledRequests`, which the CLI waits
 /// for) with a refusal the CLI reports. (Drill requests go to the holder: [`drill`].)
 fn refuse_requests(p: &FailoverPolicy, status: &mut FailoverPolicyStatus) -> Option<String> {
-    let mut refused = Vec::new();
-    for (key, verb) in [(requests::FAILOVER, "failover")] {
-        if let Some(v) = super::new_request(p, key) {
-            let token = v.split_whitespace().next().unwrap_or_default().to_string();
-            status.handled_requests.insert(key.to_string(), token);
-            refused.push(format!(
-                "{verb} refused: not in the regional mode (spec.coordination) yet; the lease moves when the active region fails or is cut off"
-            ));
-        }
-    }
-    (!refused.is_empty()).then(|| refused.join("; "))
+    let v = super::new_request(p, requests::FAILOVER)?;
+    let token = v.split_whitespace().next().unwrap_or_default().to_string();
+    status
+        .handled_requests
+        .insert(requests::FAILOVER.to_string(), token);
+    Some("failover refused: not in the regional mode (spec.coordination) yet; the lease moves when the active region fails or is cut off".into())
 }
 
 /// The status this region writes of the policy.
@@ -863,8 +867,6 @@ fn build_status(
         Some(refused) => format!("{refused}; {message}"),
         None => message.clone(),
     });
-    let now_ms = timestamp_now();
-    let stale_after = pass.settings.interval.as_millis() as i64 * 5 + 5_000;
     status.members = members
         .iter()
         .enumerate()
@@ -892,7 +894,7 @@ fn build_status(
                 };
             }
             match reports.iter().find(|(n, _)| n == &m.name) {
-                Some((_, rep)) if now_ms - rep.at <= stale_after => MemberStatus {
+                Some((_, rep)) if rep.fresh(pass.settings.interval) => MemberStatus {
                     name: m.name.clone(),
                     healthy: rep.healthy,
                     down: rep.down,

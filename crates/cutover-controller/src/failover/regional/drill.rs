@@ -82,9 +82,9 @@ pub(super) struct Holder<'a> {
 impl Holder<'_> {
     /// The other members as their regions last reported them (a stale report is not
     /// healthy), this one as observed.
-    fn members(&self, stale_after_ms: i64) -> (Vec<MemberObs>, Vec<Counters>) {
+    fn members(&self) -> (Vec<MemberObs>, Vec<Counters>) {
         let members = &self.pass.policy.spec.members;
-        let now_ms = now().0;
+        let interval = self.pass.settings.interval;
         members
             .iter()
             .enumerate()
@@ -104,7 +104,7 @@ impl Holder<'_> {
                     .iter()
                     .find(|(n, _)| n == &m.name)
                     .map(|(_, r)| r);
-                let fresh = rep.filter(|r| now_ms - r.at <= stale_after_ms);
+                let fresh = rep.filter(|r| r.fresh(interval));
                 let obs = MemberObs {
                     name: m.name.clone(),
                     healthy: fresh.is_some_and(|r| r.healthy && !r.down),
@@ -152,8 +152,7 @@ impl Holder<'_> {
     ) -> Result<(), String> {
         let p = self.pass.policy;
         let names: Vec<String> = p.spec.members.iter().map(|m| m.name.clone()).collect();
-        let stale_after = self.pass.settings.interval.as_millis() as i64 * 5 + 5_000;
-        let (obs, counters) = self.members(stale_after);
+        let (obs, counters) = self.members();
         // The member the records point at stands for the active one: a drill moves them
         // away and back, as the front mode moves its route.
         let memory = Memory {
@@ -216,10 +215,11 @@ impl Holder<'_> {
             .await
             .map_err(|e| format!("writing the drill report: {e}"))?;
         let written = Record {
-            request: if idle && requested && status.drill.is_some() {
-                self.seen.drill_request.clone()
-            } else if idle && requested && status.last_drill != record.last {
-                // Refused at once: taken up too.
+            // Taken up: a drill started, or was refused at once (a new report).
+            request: if idle
+                && requested
+                && (status.drill.is_some() || status.last_drill != record.last)
+            {
                 self.seen.drill_request.clone()
             } else {
                 record.request.clone()
