@@ -493,15 +493,17 @@ impl Drop for Tenure {
     }
 }
 
-/// Keeps the lease alive every third of the TTL and publishes each acknowledged renewal.
-/// Ends when etcd says the lease is gone (TTL 0) or the standing has run out.
+/// Keeps the lease alive every third of the TTL and publishes each acknowledged renewal;
+/// a renewal that is not acknowledged within the request timeout is retried at once (after
+/// [`RETRY_PAUSE`]) on a new stream, not a third of the TTL later, so that one lost
+/// keep-alive on a flapping link does not use up the standing. Ends when etcd says the
+/// lease is gone (TTL 0) or the standing has run out.
 async fn renew(client: Client, s: Settings, lease_id: i64, tx: watch::Sender<Standing>) {
     let every = s.ttl / 3;
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     let mut next = Instant::now() + every;
     loop {
         tokio::time::sleep_until(next).await;
-        next += every;
         if !tx.borrow().may_act(Instant::now()) {
             debug!(key = %s.key, "standing ran out; renewals stop");
             return;
@@ -521,6 +523,7 @@ async fn renew(client: Client, s: Settings, lease_id: i64, tx: watch::Sender<Sta
             Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
                 let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
                 tx.send_modify(|st| *st = st.renewed(sent, granted, s.fence_margin));
+                next = sent + every;
             }
             Ok(Ok(Some(_))) => {
                 warn!(key = %s.key, "etcd says the coordination lease has expired");
@@ -530,13 +533,19 @@ async fn renew(client: Client, s: Settings, lease_id: i64, tx: watch::Sender<Sta
                 return;
             }
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                // The stream broke or the member is unreachable: open a new one next time.
-                debug!(key = %s.key, "keep-alive not acknowledged");
+                // The stream broke or the member is unreachable: a new one, at once.
+                debug!(key = %s.key, "keep-alive not acknowledged; retrying");
                 stream = None;
+                next = (sent + RETRY_PAUSE).max(Instant::now());
+                continue;
             }
         }
     }
 }
+
+/// The pause between a renewal that failed and the next attempt (a member that refuses
+/// at once is not asked in a tight loop).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// `ops`, only while the lease key's `create_revision` is `token`.
 async fn fenced_txn(

@@ -11,6 +11,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::conditions;
 
+use crate::netns::Region;
 use crate::{kubeconfig, wait_for};
 
 /// Install (server-side apply) every Cutover CRD and wait until each is Established.
@@ -81,6 +82,48 @@ impl ControllerProcess {
         lease_seconds: u64,
         extra: &[&str],
     ) -> Self {
+        Self::spawn(
+            bin,
+            kubeconfig,
+            namespace,
+            identity,
+            lease_seconds,
+            extra,
+            None,
+        )
+    }
+
+    /// [`Self::start_with_args`] in `region`'s network namespace (its `/metrics` on the
+    /// region's loopback; `kubeconfig` must reach the API server from there, see
+    /// [`crate::netns::kubeconfig_for_regions`]).
+    pub fn start_in(
+        region: &Region,
+        bin: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(
+            bin,
+            kubeconfig,
+            namespace,
+            identity,
+            15,
+            extra,
+            Some(region),
+        )
+    }
+
+    fn spawn(
+        bin: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        lease_seconds: u64,
+        extra: &[&str],
+        region: Option<&Region>,
+    ) -> Self {
         let http_port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -96,25 +139,28 @@ impl ControllerProcess {
             .open(&log)
             .expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(bin)
-            .args([
-                "--namespace",
-                namespace,
-                "--http-addr",
-                &format!("127.0.0.1:{http_port}"),
-                "--identity",
-                identity,
-                "--lease-duration-seconds",
-                &lease_seconds.to_string(),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,cutover_controller=debug,kube_client=warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start cutover-controller");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--namespace",
+            namespace,
+            "--http-addr",
+            &format!("127.0.0.1:{http_port}"),
+            "--identity",
+            identity,
+            "--lease-duration-seconds",
+            &lease_seconds.to_string(),
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "info,cutover_controller=debug,kube_client=warn")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+        let child = match region {
+            Some(region) => region.spawn(&mut cmd),
+            None => cmd.spawn(),
+        }
+        .expect("start cutover-controller");
         Self {
             child,
             identity: identity.to_string(),

@@ -3,7 +3,8 @@
 //! etcd member (its etcd plugin), and a stub resolver that asks several such servers in
 //! turn and honours the records' TTLs.
 //!
-//! Each server listens on `127.0.0.1` (UDP and TCP, one free port) and knows only its
+//! Each server listens on `127.0.0.1` (UDP and TCP, one free port), or on its region's
+//! address inside the region's network namespace ([`CoreDns::start_in`]), and knows only its
 //! zone: it forwards nothing, so no query for a made-up name leaves the machine. Its log is
 //! in `<workspace>/target/test-dns/<name>-<pid>/`.
 
@@ -17,6 +18,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use crate::e2e::free_port;
+use crate::netns::Region;
 
 /// A running CoreDNS.
 #[derive(Debug)]
@@ -32,6 +34,17 @@ impl CoreDns {
     /// member at `etcd` (read with linearizable reads: without a quorum it answers
     /// SERVFAIL), and wait until it answers.
     pub async fn start(name: &str, zone: &str, path: &str, etcd: &str) -> Self {
+        Self::start_in(name, zone, path, etcd, None).await
+    }
+
+    /// [`Self::start`] in `region` (on its address), or on the host's loopback (`None`).
+    pub async fn start_in(
+        name: &str,
+        zone: &str,
+        path: &str,
+        etcd: &str,
+        region: Option<&Region>,
+    ) -> Self {
         let exe = cutover_local_cluster::ensure_coredns().expect("CoreDNS is built");
         let dir = cutover_local_cluster::workspace_root()
             .join("target/test-dns")
@@ -39,17 +52,22 @@ impl CoreDns {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the DNS folder");
         let port = free_port();
+        let ip = region.map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), Region::ip);
         let corefile = format!(
-            "{zone}:{port} {{\n  bind 127.0.0.1\n  etcd {{\n    path {path}\n    endpoint {etcd}\n  }}\n  errors\n}}\n"
+            "{zone}:{port} {{\n  bind {ip}\n  etcd {{\n    path {path}\n    endpoint {etcd}\n  }}\n  errors\n}}\n"
         );
         let file = dir.join("Corefile");
         std::fs::write(&file, corefile).expect("writing the Corefile");
         let args = vec!["-conf".to_string(), file.display().to_string()];
         let log = dir.join("coredns.log");
-        let spawned = process::spawn(&format!("coredns-{name}"), &exe, &args, &[], &log)
-            .expect("starting CoreDNS");
+        let spawn = || process::spawn(&format!("coredns-{name}"), &exe, &args, &[], &log);
+        let spawned = match region {
+            Some(r) => r.enter(spawn),
+            None => spawn(),
+        }
+        .expect("starting CoreDNS");
         let dns = Self {
-            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            addr: SocketAddr::new(ip, port),
             dir,
             spawned: Some(spawned),
         };

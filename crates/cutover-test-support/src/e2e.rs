@@ -143,6 +143,43 @@ impl ProcessNode {
         bin_dir: &Path,
         block: u8,
     ) -> ProcessNode {
+        Self::spawn(client, kubeconfig, kubeconfig, suffix, bin_dir, block, None).await
+    }
+
+    /// [`Self::start_in`] with the agent in `region`'s network namespace: its bridge and
+    /// its pods' veths are in the region, so its pods are reached from the region only.
+    /// The agent uses `region_kubeconfig` (see [`crate::netns::kubeconfig_for_regions`]);
+    /// `kubeconfig` (from the host) deletes its Node at the end.
+    pub async fn start_in_region(
+        region: &crate::netns::Region,
+        client: &kube::Client,
+        region_kubeconfig: &Path,
+        kubeconfig: &Path,
+        suffix: &str,
+        bin_dir: &Path,
+        block: u8,
+    ) -> ProcessNode {
+        Self::spawn(
+            client,
+            region_kubeconfig,
+            kubeconfig,
+            suffix,
+            bin_dir,
+            block,
+            Some(region),
+        )
+        .await
+    }
+
+    async fn spawn(
+        client: &kube::Client,
+        agent_kubeconfig: &Path,
+        kubeconfig: &Path,
+        suffix: &str,
+        bin_dir: &Path,
+        block: u8,
+        region: Option<&crate::netns::Region>,
+    ) -> ProcessNode {
         let name = format!("proc-{suffix}");
         let (_, out) = log_file(&name);
         let err = out.try_clone().expect("log file");
@@ -150,18 +187,21 @@ impl ProcessNode {
             .join("target")
             .join("test-logs")
             .join(&name);
-        let child = Command::new(bin_dir.join("cutover-process-node"))
-            .args(["--node-name", &name, "--ip-block", &block.to_string()])
+        let mut cmd = Command::new(bin_dir.join("cutover-process-node"));
+        cmd.args(["--node-name", &name, "--ip-block", &block.to_string()])
             .arg("--bin-dir")
             .arg(bin_dir)
             .arg("--log-dir")
             .arg(&pod_logs)
-            .env("KUBECONFIG", kubeconfig)
+            .env("KUBECONFIG", agent_kubeconfig)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start cutover-process-node");
+            .stderr(err);
+        let child = match region {
+            Some(r) => r.spawn(&mut cmd),
+            None => cmd.spawn(),
+        }
+        .expect("start cutover-process-node");
         let node = ProcessNode {
             child,
             name,

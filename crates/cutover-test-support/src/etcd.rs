@@ -4,7 +4,8 @@
 //!
 //! The binary is the one the local control plane builds and caches
 //! ([`cutover_local_cluster::ensure_binaries`]). Members listen on `127.0.0.1`, free ports
-//! each; their data and logs live in `<workspace>/target/test-etcd/<name>-<pid>/`, removed
+//! each ([`EtcdCluster::start`]), or each in its region's network namespace on the region's
+//! address ([`EtcdCluster::start_in`]); their data and logs live in `<workspace>/target/test-etcd/<name>-<pid>/`, removed
 //! when the [`EtcdCluster`] is dropped (every member killed first, also on a panic).
 //! Heartbeats every 50 ms and an election timeout of 500 ms: a leader lost is replaced
 //! within about a second.
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::e2e::free_ports;
+use crate::netns::Region;
 use cutover_local_cluster::process::{self, Spawned};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -40,6 +42,21 @@ impl EtcdCluster {
     /// Starts `names.len()` members (named after the regions) and waits until the cluster
     /// has a leader and answers a linearizable read through every member.
     pub async fn start(test: &str, names: &[&str]) -> Self {
+        let places: Vec<(&str, Option<&Region>)> = names.iter().map(|n| (*n, None)).collect();
+        Self::start_on(test, &places).await
+    }
+
+    /// [`Self::start`] with one member in each of `regions`, named after it, listening on
+    /// its address.
+    pub async fn start_in(test: &str, regions: &[&Region]) -> Self {
+        let places: Vec<(&str, Option<&Region>)> = regions
+            .iter()
+            .map(|r| (r.name.as_str(), Some(*r)))
+            .collect();
+        Self::start_on(test, &places).await
+    }
+
+    async fn start_on(test: &str, places: &[(&str, Option<&Region>)]) -> Self {
         let bins = cutover_local_cluster::ensure_binaries().expect("the etcd binary is built");
         let exe = bins.get("etcd");
         let dir = cutover_local_cluster::workspace_root()
@@ -47,22 +64,23 @@ impl EtcdCluster {
             .join(format!("{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the etcd folder");
-        let ports = free_ports(names.len() * 2);
-        let peers: Vec<(String, String, String)> = names
+        let ports = free_ports(places.len() * 2);
+        let peers: Vec<(String, String, String)> = places
             .iter()
             .zip(ports.chunks(2))
-            .map(|(n, p)| {
+            .map(|((n, region), p)| {
+                let ip = region.map_or_else(|| "127.0.0.1".to_string(), |r| r.addr.to_string());
                 (
                     (*n).to_string(),
-                    format!("http://127.0.0.1:{}", p[0]),
-                    format!("http://127.0.0.1:{}", p[1]),
+                    format!("http://{ip}:{}", p[0]),
+                    format!("http://{ip}:{}", p[1]),
                 )
             })
             .collect();
         let initial: Vec<String> = peers.iter().map(|(n, p, _)| format!("{n}={p}")).collect();
         let initial = initial.join(",");
         let mut members = Vec::new();
-        for (name, peer, client) in &peers {
+        for ((name, peer, client), (_, region)) in peers.iter().zip(places) {
             let args = vec![
                 format!("--name={name}"),
                 format!("--data-dir={}", dir.join(name).display()),
@@ -81,8 +99,12 @@ impl EtcdCluster {
                 format!("--initial-cluster-token={test}"),
             ];
             let log = dir.join(format!("{name}.log"));
-            let spawned = process::spawn(&format!("etcd-{name}"), &exe, &args, &[], &log)
-                .expect("starting etcd");
+            let spawn = || process::spawn(&format!("etcd-{name}"), &exe, &args, &[], &log);
+            let spawned = match region {
+                Some(r) => r.enter(spawn),
+                None => spawn(),
+            }
+            .expect("starting etcd");
             members.push(Member {
                 name: name.clone(),
                 client_url: client.clone(),

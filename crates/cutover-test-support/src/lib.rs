@@ -32,6 +32,7 @@ pub mod dns;
 pub mod e2e;
 pub mod etcd;
 pub mod load;
+pub mod netns;
 pub mod postgres;
 pub mod prometheus;
 pub mod release;

@@ -12,7 +12,10 @@
 //!
 //! - Servers listen on `127.0.0.1` only (a free port each) and on a unix socket directory
 //!   inside the pair's folder; they trust every local connection (a test fixture), so
-//!   [`Server::url`] is `postgresql://postgres@127.0.0.1:PORT/postgres`.
+//!   [`Server::url`] is `postgresql://postgres@127.0.0.1:PORT/postgres`. With
+//!   [`start_pair_in`] each server runs in a region's network namespace instead and
+//!   listens on the region's address (the standby streams from the primary's), so a cut
+//!   between the regions cuts the replication too.
 //! - Everything lives in `<workspace>/target/test-pg/<name>-<pid>-<n>/` (`primary/`,
 //!   `standby/`, their logs and sockets). Dropping the [`Pair`] stops both servers
 //!   (immediate mode) and removes the folder, also when the test panics; set
@@ -43,6 +46,8 @@ use std::time::{Duration, Instant};
 
 use cutover_local_cluster::process;
 use tokio::process::Command;
+
+use crate::netns::Region;
 
 /// The standby's `application_name` (in `pg_stat_replication` and
 /// `synchronous_standby_names`) and the name of its replication slot on the primary.
@@ -119,6 +124,21 @@ pub async fn start_pair(name: &str, synchronous: bool) -> Pair {
 /// standby (copied before) does not inherit them: promoted, it does not wait for a
 /// standby of its own.
 pub async fn start_pair_with(name: &str, mode: SyncMode) -> Pair {
+    start_pair_on(name, mode, [None, None]).await
+}
+
+/// [`start_pair`] with the primary in `regions[0]` and the standby in `regions[1]`: each
+/// runs in its region's network namespace and listens on its address.
+pub async fn start_pair_in(name: &str, synchronous: bool, regions: [&Region; 2]) -> Pair {
+    let mode = if synchronous {
+        SyncMode::RemoteApply
+    } else {
+        SyncMode::Async
+    };
+    start_pair_on(name, mode, regions.map(Some)).await
+}
+
+async fn start_pair_on(name: &str, mode: SyncMode, regions: [Option<&Region>; 2]) -> Pair {
     let began = Instant::now();
     let env = env();
     reap_stale(env);
@@ -128,11 +148,11 @@ pub async fn start_pair_with(name: &str, mode: SyncMode) -> Pair {
         env,
     };
 
-    let mut primary = Server::new(env, &root, "primary");
+    let mut primary = Server::new(env, &root, "primary", regions[0]);
     primary.init().await;
     primary.start_on_free_port().await;
 
-    let mut standby = Server::new(env, &root, "standby");
+    let mut standby = Server::new(env, &root, "standby", regions[1]);
     standby.base_backup_from(&primary).await;
     standby.start_on_free_port().await;
 
@@ -252,6 +272,10 @@ pub struct Server {
     log: PathBuf,
     port: u16,
     url: String,
+    /// Where it listens: `127.0.0.1`, or its region's address.
+    host: String,
+    /// The region whose network namespace it runs in, if any.
+    region: Option<Region>,
 }
 
 /// The error of a SQL statement: what `psql` printed on stderr (`ERROR:  ...`).
@@ -317,7 +341,7 @@ pub struct StandbyStatus {
 }
 
 impl Server {
-    fn new(env: &'static Env, root: &Path, role: &'static str) -> Self {
+    fn new(env: &'static Env, root: &Path, role: &'static str, region: Option<&Region>) -> Self {
         let socket_dir = root.join(format!("{role}.sock"));
         Self {
             role,
@@ -327,6 +351,8 @@ impl Server {
             log: root.join(format!("{role}.log")),
             port: 0,
             url: String::new(),
+            host: region.map_or_else(|| "127.0.0.1".to_string(), |r| r.addr.to_string()),
+            region: region.cloned(),
         }
     }
 
@@ -339,7 +365,8 @@ impl Server {
         self.port
     }
 
-    /// `postgresql://postgres@127.0.0.1:PORT/postgres` (trust authentication).
+    /// `postgresql://postgres@HOST:PORT/postgres` (trust authentication; HOST is
+    /// `127.0.0.1` or the region's address).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -769,9 +796,10 @@ impl Server {
             );
         }
         let socket_dir = self.socket_dir_setting();
+        let host = &self.host;
         self.append_config(&format!(
             "\n# cutover test fixture\n\
-             listen_addresses = '127.0.0.1'\n\
+             listen_addresses = '{host}'\n\
              unix_socket_directories = '{socket_dir}'\n\
              wal_level = replica\n\
              max_wal_senders = 5\n\
@@ -784,12 +812,23 @@ impl Server {
              max_connections = 40\n\
              log_line_prefix = '%m [%p] %q%a '\n"
         ));
+        if self.region.is_some() {
+            // In a region: the other regions and the host are on the region's subnet
+            // (`samenet`); the standby copies this file with the data.
+            let hba = self.data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", hba.display()));
+            text.push_str(
+                "\n# cutover test fixture: regions\nhost all all samenet trust\nhost replication all samenet trust\n",
+            );
+            std::fs::write(&hba, text).unwrap_or_else(|e| panic!("writing {}: {e}", hba.display()));
+        }
     }
 
     async fn base_backup_from(&self, primary: &Server) {
         let conninfo = format!(
-            "host=127.0.0.1 port={} user=postgres application_name={STANDBY_NAME}",
-            primary.port
+            "host={} port={} user=postgres application_name={STANDBY_NAME}",
+            primary.host, primary.port
         );
         let out = self
             .env
@@ -820,10 +859,11 @@ impl Server {
                 primary.log_context()
             );
         }
-        // The copied postgresql.conf names the primary's socket folder.
+        // The copied postgresql.conf names the primary's socket folder and address.
         let socket_dir = self.socket_dir_setting();
+        let host = &self.host;
         self.append_config(&format!(
-            "\n# cutover test fixture: standby\nunix_socket_directories = '{socket_dir}'\n"
+            "\n# cutover test fixture: standby\nunix_socket_directories = '{socket_dir}'\nlisten_addresses = '{host}'\n"
         ));
     }
 
@@ -833,7 +873,7 @@ impl Server {
         for attempt in 1..=3 {
             let port = free_port();
             self.port = port;
-            self.url = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+            self.url = format!("postgresql://postgres@{}:{port}/postgres", self.host);
             self.append_config(&format!("port = {port}\n"));
             match self.pg_ctl_start().await {
                 Ok(()) => return,
@@ -845,8 +885,11 @@ impl Server {
 
     async fn pg_ctl_start(&self) -> Result<(), String> {
         let timeout = START_TIMEOUT.as_secs().to_string();
-        let out = self
-            .pg_ctl(&[
+        // The server (forked by pg_ctl) runs in the region's network namespace, if any.
+        let out = run_output(
+            self.env.command_as_postgres("pg_ctl"),
+            self.region.as_ref(),
+            &[
                 "start",
                 "-D",
                 &self.data.to_string_lossy(),
@@ -855,8 +898,11 @@ impl Server {
                 "-w",
                 "-t",
                 &timeout,
-            ])
-            .await;
+            ],
+            "pg_ctl",
+            &self.env.bin,
+        )
+        .await;
         if out.status.success() {
             Ok(())
         } else {
@@ -951,6 +997,32 @@ async fn wait_until(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Runs `cmd` with `args` to its end (in `region`'s network namespace, if any); its
+/// output.
+async fn run_output(
+    cmd: std::process::Command,
+    region: Option<&Region>,
+    args: &[&str],
+    tool: &str,
+    bin: &Path,
+) -> Output {
+    let mut cmd = Command::from(cmd);
+    cmd.args(args)
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = match region {
+        Some(r) => r.spawn_tokio(&mut cmd),
+        None => cmd.spawn(),
+    };
+    let fail = |e: std::io::Error| format!("running {tool} from {}: {e}", bin.display());
+    child
+        .unwrap_or_else(|e| panic!("{}", fail(e)))
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("{}", fail(e)))
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
@@ -1178,11 +1250,7 @@ impl Env {
     }
 
     async fn run_as_postgres(&self, tool: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::from(self.command_as_postgres(tool));
-        cmd.args(args).kill_on_drop(true);
-        cmd.output()
-            .await
-            .unwrap_or_else(|e| panic!("running {tool} from {}: {e}", self.bin.display()))
+        run_output(self.command_as_postgres(tool), None, args, tool, &self.bin).await
     }
 
     /// Make `path` the server user's (when we run as root).

@@ -2,8 +2,15 @@
 //! in both clusters, each region's controller started with `--region` and talking to its
 //! own region's etcd member (east, west, and a witness member), each region's CoreDNS
 //! reading its own member, a client resolving through both DNS servers in turn and
-//! writing to the address it gets. A region's entry is a relay on an address of its own
-//! (`127.0.1.1`, `127.0.2.1`) to its demo pod.
+//! writing to the address it gets.
+//!
+//! Each region is a network namespace of its own on a bridge ([`netns::Fabric`]): its
+//! etcd member, CoreDNS, PostgreSQL server (the standby streams from the primary across
+//! the bridge), controller and entry (a relay on the region's address to its demo pods)
+//! run in it, so a partition is a netfilter drop between region addresses and a flapping
+//! link is a bridge port taken down and up. The Kubernetes API servers and the process
+//! nodes (pods) stay on the host: east's control plane is the shared test cluster, reached
+//! from the region through a relay on the host's bridge address.
 //!
 //! In order, on one world: the start (east holds the lease and its address is served by
 //! both DNS servers, its `DNSEndpoint` written); the witness cut off for a while (nothing
@@ -18,6 +25,7 @@ use std::net::SocketAddr;
 use cutover_controller::traffic::dns::dns_endpoint_resource;
 use cutover_test_support::dns::{CoreDns, StubResolver, a_records, resolver};
 use cutover_test_support::etcd::EtcdCluster;
+use cutover_test_support::netns::{self, Fabric, Region};
 use cutover_test_support::upstream::EXTERNAL_DNS;
 use kube::api::DynamicObject;
 use tokio::net::{TcpListener, TcpStream};
@@ -28,22 +36,32 @@ const EAST: usize = 0;
 const WEST: usize = 1;
 const WITNESS: usize = 2;
 const HOST: &str = "www.shop.test";
-const EAST_ENTRY: &str = "127.0.1.1";
-const WEST_ENTRY: &str = "127.0.2.1";
 
-/// A region's entry: a TCP relay on `listen` to the ready pods of Service `shop` (read
-/// again every 100 ms, so pods that come and go are followed); stops (and cuts its
-/// connections) when dropped.
+/// A region's entry: a TCP relay from `listener` (made in the region) to the ready pods of
+/// Service `shop` (read again every 100 ms, so pods that come and go are followed), its
+/// connections to them made in the region too (the pods are on the region's process
+/// node); stops (and cuts its connections) when dropped.
 struct Relay {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// A TCP connection to `to` made in `region`.
+async fn connect_in(region: &Region, to: SocketAddr) -> Option<TcpStream> {
+    let region = region.clone();
+    let stream = tokio::task::spawn_blocking(move || {
+        region.enter(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1)))
+    })
+    .await
+    .ok()?
+    .ok()?;
+    stream.set_nonblocking(true).ok()?;
+    TcpStream::from_std(stream).ok()
+}
+
 impl Relay {
-    async fn start(listen: SocketAddr, client: &Client, ns: &str) -> Relay {
+    async fn start(listener: TcpListener, region: &Region, client: &Client, ns: &str) -> Relay {
+        let region = region.clone();
         let targets = Arc::new(Mutex::new(pods_of(client, ns).await));
-        let listener = TcpListener::bind(listen)
-            .await
-            .unwrap_or_else(|e| panic!("binding the entry relay on {listen}: {e}"));
         let (client, ns, shared) = (client.clone(), ns.to_string(), targets.clone());
         let refresh = tokio::spawn(async move {
             loop {
@@ -66,8 +84,9 @@ impl Relay {
                     let t = targets.lock().expect("lock");
                     t[n % t.len()]
                 };
+                let region = region.clone();
                 conns.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    if let Some(mut outbound) = connect_in(&region, target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
@@ -151,9 +170,15 @@ struct Regions {
     east_relay: Option<Relay>,
     _west_relay: Relay,
     entry_port: u16,
+    /// East's and west's entry addresses (their regions' addresses).
+    entries: [String; 2],
     bins: PathBuf,
     _west_guard: WestNamespace,
     standby: Standby,
+    /// The API server relays of the controllers in the regions.
+    _api_relays: [netns::Task; 2],
+    /// Dropped last: every process of the regions has stopped by then.
+    fabric: Fabric,
 }
 
 /// The size of each region's member: full (`spec.replicas` 1), or a pilot light
@@ -172,7 +197,12 @@ fn full_size(standby: Standby) -> usize {
     }
 }
 
-fn regional_policy(etcd: &EtcdCluster, standby: Standby, entry_port: u16) -> Value {
+fn regional_policy(
+    etcd: &EtcdCluster,
+    standby: Standby,
+    entries: &[String; 2],
+    entry_port: u16,
+) -> Value {
     let endpoints: Vec<String> = (0..3).map(|i| etcd.endpoint(i)).collect();
     let mut p = json!({
         "apiVersion": "cutover.dev/v1alpha1", "kind": "FailoverPolicy",
@@ -180,10 +210,10 @@ fn regional_policy(etcd: &EtcdCluster, standby: Standby, entry_port: u16) -> Val
         "spec": {
             "members": [
                 { "name": "east", "region": "east", "blueGreenDeployment": "shop",
-                  "entryAddresses": [EAST_ENTRY],
+                  "entryAddresses": [entries[EAST]],
                   "database": { "postgres": { "secretName": "shop-db" } } },
                 { "name": "west", "region": "west", "blueGreenDeployment": "shop",
-                  "entryAddresses": [WEST_ENTRY],
+                  "entryAddresses": [entries[WEST]],
                   "database": { "postgres": { "secretName": "shop-db" } } },
             ],
             "entry": { "dns": { "zone": "shop.test", "hostname": HOST, "ttl": 1 },
@@ -200,7 +230,8 @@ fn regional_policy(etcd: &EtcdCluster, standby: Standby, entry_port: u16) -> Val
     p
 }
 
-/// A regional world named `name`, its process nodes on IP `blocks`.
+/// A regional world named `name`, its process nodes on IP `blocks` (and its regions on
+/// `10.252.<blocks.0>.0/24`).
 async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) -> Regions {
     let bins = e2e::build(&[
         "cutover-controller",
@@ -211,27 +242,38 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
     let (front, west_ns, west_guard) = namespaces(west, name).await;
     upstream::install_crds(&front.client, EXTERNAL_DNS).await;
     upstream::install_crds(&west.client, EXTERNAL_DNS).await;
-    let etcd = EtcdCluster::start(name, &["east", "west", "witness"]).await;
-    let dns = vec![
-        CoreDns::start(
-            &format!("{name}-east"),
-            "shop.test",
-            "/skydns",
-            &etcd.endpoint(EAST),
-        )
-        .await,
-        CoreDns::start(
-            &format!("{name}-west"),
-            "shop.test",
-            "/skydns",
-            &etcd.endpoint(WEST),
-        )
-        .await,
-    ];
-    let pair = postgres::start_pair(name, true).await;
-    let east_node = ProcessNode::start(&front, &bins, blocks.0).await;
-    let west_node = ProcessNode::start_in(
+    let fabric = Fabric::create(blocks.0, &["east", "west", "witness"]);
+    let region = |i| fabric.region(i);
+    let etcd = EtcdCluster::start_in(name, &[region(EAST), region(WEST), region(WITNESS)]).await;
+    let mut dns = Vec::new();
+    for (i, r) in [(EAST, "east"), (WEST, "west")] {
+        let at = Some(region(i));
+        let server = format!("{name}-{r}");
+        dns.push(CoreDns::start_in(&server, "shop.test", "/skydns", &etcd.endpoint(i), at).await);
+    }
+    let pair = postgres::start_pair_in(name, true, [region(EAST), region(WEST)]).await;
+    // The fence probe's table, made while both servers stream: the probe then writes
+    // nothing on a primary that takes writes, and is refused on a fenced one.
+    pair.primary()
+        .execute("CREATE TABLE IF NOT EXISTS fence_probe (id int)")
+        .await;
+    let east_kubeconfig = cutover_test_support::kubeconfig().await;
+    let (east_kc, east_api) = netns::kubeconfig_for_regions(&fabric, &east_kubeconfig, "east");
+    let (west_kc, west_api) = netns::kubeconfig_for_regions(&fabric, &west.kubeconfig, "west");
+    let east_node = ProcessNode::start_in_region(
+        region(EAST),
+        &front.client,
+        &east_kc,
+        &east_kubeconfig,
+        &front.name,
+        &bins,
+        blocks.0,
+    )
+    .await;
+    let west_node = ProcessNode::start_in_region(
+        region(WEST),
         &west.client,
+        &west_kc,
         &west.kubeconfig,
         &format!("{west_ns}-w"),
         &bins,
@@ -258,29 +300,29 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
     )
     .await;
     let exe = bins.join("cutover-controller");
-    let east_kubeconfig = cutover_test_support::kubeconfig().await;
     let (east_etcd, west_etcd) = (etcd.endpoint(EAST), etcd.endpoint(WEST));
-    let east_controller = ControllerProcess::start_with_args(
+    let east_controller = ControllerProcess::start_in(
+        region(EAST),
         &exe,
-        &east_kubeconfig,
+        &east_kc,
         &front.name,
         "region-east",
-        15,
         &["--region", "east", "--etcd-endpoints", &east_etcd],
     );
-    let west_controller = ControllerProcess::start_with_args(
+    let west_controller = ControllerProcess::start_in(
+        region(WEST),
         &exe,
-        &west.kubeconfig,
+        &west_kc,
         &west_ns,
         "region-west",
-        15,
         &["--region", "west", "--etcd-endpoints", &west_etcd],
     );
     let entry_port = e2e::free_port();
-    let at = |ip: &str| SocketAddr::new(ip.parse().expect("an IP"), entry_port);
-    let east_relay = Relay::start(at(EAST_ENTRY), &front.client, &front.name).await;
-    let west_relay = Relay::start(at(WEST_ENTRY), &west.client, &west_ns).await;
-    let policy = regional_policy(&etcd, standby, entry_port);
+    let entry = |i: usize| netns::listen(Some(region(i)), region(i).at(entry_port));
+    let east_relay = Relay::start(entry(EAST), region(EAST), &front.client, &front.name).await;
+    let west_relay = Relay::start(entry(WEST), region(WEST), &west.client, &west_ns).await;
+    let entries = [region(EAST).addr.to_string(), region(WEST).addr.to_string()];
+    let policy = regional_policy(&etcd, standby, &entries, entry_port);
     apply(&front.client, &front.name, &policy).await;
     apply(&west.client, &west_ns, &policy).await;
     Regions {
@@ -296,9 +338,12 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
         east_relay: Some(east_relay),
         _west_relay: west_relay,
         entry_port,
+        entries,
         bins,
         _west_guard: west_guard,
         standby,
+        _api_relays: [east_api, west_api],
+        fabric,
     }
 }
 
@@ -535,7 +580,7 @@ async fn started(w: &Regions, west: &West) -> StubResolver {
     wait_lease(east_c, &w.front.name, "Active", Some("east"), TIMEOUT).await;
     wait_lease(west_c, &w.west_ns, "Standby", Some("east"), TIMEOUT).await;
     let both = resolver(&[w.dns[EAST].addr, w.dns[WEST].addr]);
-    wait_resolves(&both, EAST_ENTRY, TIMEOUT).await;
+    wait_resolves(&both, &w.entries[EAST], TIMEOUT).await;
     // East at its full size; west too, or at its pilot-light size of 1.
     let full = full_size(w.standby);
     wait_ready_pods(east_c, &w.front.name, full, TIMEOUT).await;
@@ -619,16 +664,17 @@ struct Partition {
     unacknowledged_on_east: usize,
 }
 
-/// East cut off from the other regions' etcd members (its member frozen: to its peers, to
-/// its controller and to its DNS server it is a partition) while everything of it keeps
-/// running, under write load; then healed.
+/// East cut off from the other regions (every frame between its address and theirs
+/// dropped: etcd's peers, the database's replication, the controllers) while everything
+/// of it keeps running and clients still reach it, under write load; then healed.
 async fn partition_east(w: &mut Regions, west: &West) -> Partition {
     let both = started(w, west).await;
     let writes = DnsWrites::start(&both, w.entry_port, 4);
     writes.wait_acked_by("east", 100, TIMEOUT).await;
     let moves = Moves::watch(vec![w.dns[EAST].addr, w.dns[WEST].addr]);
     let cut = Instant::now();
-    w.etcd.freeze(EAST);
+    w.fabric.cut(EAST, WEST);
+    w.fabric.cut(EAST, WITNESS);
     let (mut fenced, mut promoted) = (None, None);
     while fenced.is_none() || promoted.is_none() {
         assert!(
@@ -646,7 +692,7 @@ async fn partition_east(w: &mut Regions, west: &West) -> Partition {
     let (fenced, promoted) = (fenced.unwrap_or_default(), promoted.unwrap_or_default());
     writes.wait_acked_by("west", 50, TIMEOUT).await;
     // Healed: nothing moves back (failback Manual).
-    w.etcd.thaw(EAST);
+    w.fabric.heal();
     w.etcd.wait_serving(EAST, Duration::from_secs(10)).await;
     wait_lease(
         &w.front.client,
@@ -694,7 +740,7 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
     assert!(token.is_some_and(|t| t > 0), "{token:?}");
     assert_eq!(
         dns_endpoint(east_c, &east_ns).await,
-        Some(json!([EAST_ENTRY]))
+        Some(json!([w.entries[EAST]]))
     );
     assert_eq!(dns_endpoint(&west.client, &w.west_ns).await, None);
     // `kubectl cutover get fp` in east: the holder, its token, each region's health.
@@ -734,9 +780,14 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Passed"), "{out}");
     let answers = answers.finish().await;
+    let (east_entry, west_entry) = (&w.entries[EAST], &w.entries[WEST]);
     assert_eq!(
         answers,
-        [EAST_ENTRY, WEST_ENTRY, EAST_ENTRY],
+        [
+            east_entry.as_str(),
+            west_entry.as_str(),
+            east_entry.as_str()
+        ],
         "the drill's moves"
     );
     for (client, ns) in [(east_c, &east_ns), (&west.client, &w.west_ns)] {
@@ -784,29 +835,59 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
         );
     };
 
-    // The witness cut off for three lease TTLs.
-    w.etcd.freeze(WITNESS);
+    // The witness region's link down for three lease TTLs.
+    w.fabric.set_link(WITNESS, false);
     let until = Instant::now() + Duration::from_secs(9);
     while Instant::now() < until {
         steady("witness cut off", w).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    w.etcd.thaw(WITNESS);
-    // East's link flapping: 400 ms down, 800 ms up, six times.
+    w.fabric.set_link(WITNESS, true);
+    // East's link flapping: 400 ms down, 800 ms up, six times. Nothing moves: clients are
+    // never sent to west, west is never promoted, and east holds the lease after. (With
+    // real packet loss TCP's retransmission backoff stretches each outage, and etcd's
+    // elections can keep east's member from serving through the whole flapping: east may
+    // then fence itself meanwhile and take the lease again after, under a new token.)
+    let answers = Moves::watch(vec![w.dns[EAST].addr, w.dns[WEST].addr]);
     for _ in 0..6 {
-        w.etcd.freeze(EAST);
+        w.fabric.set_link(EAST, false);
         tokio::time::sleep(Duration::from_millis(400)).await;
-        w.etcd.thaw(EAST);
+        w.fabric.set_link(EAST, true);
         tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(
+            w.pair.standby().is_in_recovery().await,
+            "west was promoted: east's link flapping"
+        );
     }
     w.etcd.wait_serving(EAST, Duration::from_secs(10)).await;
-    steady("east's link flapping", w).await;
+    wait_lease(east_c, &east_ns, "Active", Some("east"), TIMEOUT).await;
     writes.wait_acked_by("east", 50, TIMEOUT).await;
+    assert!(
+        w.pair.standby().is_in_recovery().await,
+        "west was promoted after east's link flapped"
+    );
+    let answers = answers.finish().await;
+    assert!(
+        answers.iter().all(|a| *a == w.entries[EAST]),
+        "clients were sent elsewhere while east's link flapped: {answers:?}"
+    );
+    let (_, _, after) = lease_of(east_c, &east_ns).await;
+    println!(
+        "flapping link: nothing moved; east's lease token {} → {} ({})",
+        token.unwrap_or_default(),
+        after.unwrap_or_default(),
+        if after == token {
+            "held throughout"
+        } else {
+            "east fenced itself meanwhile and took the lease again"
+        }
+    );
 
-    // The quorum lost (west's and the witness' members cut off).
+    // The quorum lost: every region cut off from every other one.
     let cut = Instant::now();
-    w.etcd.freeze(WEST);
-    w.etcd.freeze(WITNESS);
+    w.fabric.cut(EAST, WEST);
+    w.fabric.cut(EAST, WITNESS);
+    w.fabric.cut(WEST, WITNESS);
     while !refuses_writes(w.pair.primary()).await {
         assert!(cut.elapsed() < TIMEOUT, "east never fenced its database");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -826,10 +907,9 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
         "quorum lost: east fenced its database {:.2}s after the cut (lease 3s)",
         fenced_after.as_secs_f64()
     );
-    w.etcd.thaw(WEST);
-    w.etcd.thaw(WITNESS);
+    w.fabric.heal();
     wait_lease(east_c, &east_ns, "Active", Some("east"), TIMEOUT).await;
-    wait_resolves(&both, EAST_ENTRY, TIMEOUT).await;
+    wait_resolves(&both, &w.entries[EAST], TIMEOUT).await;
     writes.wait_acked_by("east", 50, TIMEOUT).await;
     assert!(
         w.pair.standby().is_in_recovery().await,
@@ -854,7 +934,7 @@ pub(super) async fn scenario_regions(west: &West) {
     assert!(west_token.is_some_and(|t| t > 0));
     assert_eq!(
         dns_endpoint(&west.client, &w.west_ns).await,
-        Some(json!([WEST_ENTRY]))
+        Some(json!([w.entries[WEST]]))
     );
     drop(w);
 
