@@ -11,7 +11,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::conditions;
 
-use crate::netns::Region;
+use crate::netns::{self, Region};
 use crate::{kubeconfig, wait_for};
 
 /// Install (server-side apply) every Cutover CRD and wait until each is Established.
@@ -102,6 +102,7 @@ impl ControllerProcess {
         kubeconfig: &Path,
         namespace: &str,
         identity: &str,
+        lease_seconds: u64,
         extra: &[&str],
     ) -> Self {
         Self::spawn(
@@ -109,7 +110,7 @@ impl ControllerProcess {
             kubeconfig,
             namespace,
             identity,
-            15,
+            lease_seconds,
             extra,
             Some(region),
         )
@@ -156,11 +157,7 @@ impl ControllerProcess {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-        let child = match region {
-            Some(region) => region.spawn(&mut cmd),
-            None => cmd.spawn(),
-        }
-        .expect("start cutover-controller");
+        let child = netns::within(region, || cmd.spawn()).expect("start cutover-controller");
         Self {
             child,
             identity: identity.to_string(),

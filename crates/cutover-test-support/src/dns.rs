@@ -18,7 +18,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver, TokioResolver};
 
 use crate::e2e::free_port;
-use crate::netns::Region;
+use crate::netns::{self, Region};
 
 /// A running CoreDNS.
 #[derive(Debug)]
@@ -61,11 +61,7 @@ impl CoreDns {
         let args = vec!["-conf".to_string(), file.display().to_string()];
         let log = dir.join("coredns.log");
         let spawn = || process::spawn(&format!("coredns-{name}"), &exe, &args, &[], &log);
-        let spawned = match region {
-            Some(r) => r.enter(spawn),
-            None => spawn(),
-        }
-        .expect("starting CoreDNS");
+        let spawned = netns::within(region, spawn).expect("starting CoreDNS");
         let dns = Self {
             addr: SocketAddr::new(ip, port),
             dir,

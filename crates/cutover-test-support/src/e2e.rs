@@ -13,7 +13,7 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
-use crate::{TestNamespace, cleanup, kubeconfig, wait_for};
+use crate::{TestNamespace, cleanup, kubeconfig, netns, wait_for};
 
 /// The GatewayClass every test's Gateway uses.
 pub const GATEWAY_CLASS: &str = "cutover-router";
@@ -151,7 +151,7 @@ impl ProcessNode {
     /// The agent uses `region_kubeconfig` (see [`crate::netns::kubeconfig_for_regions`]);
     /// `kubeconfig` (from the host) deletes its Node at the end.
     pub async fn start_in_region(
-        region: &crate::netns::Region,
+        region: &netns::Region,
         client: &kube::Client,
         region_kubeconfig: &Path,
         kubeconfig: &Path,
@@ -178,7 +178,7 @@ impl ProcessNode {
         suffix: &str,
         bin_dir: &Path,
         block: u8,
-        region: Option<&crate::netns::Region>,
+        region: Option<&netns::Region>,
     ) -> ProcessNode {
         let name = format!("proc-{suffix}");
         let (_, out) = log_file(&name);
@@ -197,11 +197,7 @@ impl ProcessNode {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let child = match region {
-            Some(r) => r.spawn(&mut cmd),
-            None => cmd.spawn(),
-        }
-        .expect("start cutover-process-node");
+        let child = netns::within(region, || cmd.spawn()).expect("start cutover-process-node");
         let node = ProcessNode {
             child,
             name,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::e2e::free_ports;
-use crate::netns::Region;
+use crate::netns::{self, Region};
 use cutover_local_cluster::process::{self, Spawned};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -100,11 +100,7 @@ impl EtcdCluster {
             ];
             let log = dir.join(format!("{name}.log"));
             let spawn = || process::spawn(&format!("etcd-{name}"), &exe, &args, &[], &log);
-            let spawned = match region {
-                Some(r) => r.enter(spawn),
-                None => spawn(),
-            }
-            .expect("starting etcd");
+            let spawned = netns::within(*region, spawn).expect("starting etcd");
             members.push(Member {
                 name: name.clone(),
                 client_url: client.clone(),

@@ -79,22 +79,14 @@ impl Region {
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
+}
 
-    /// Spawns `cmd` in the region.
-    pub fn spawn(&self, cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
-        self.enter(|| cmd.spawn())
-    }
-
-    /// Spawns the tokio `cmd` in the region (from within a tokio runtime).
-    pub fn spawn_tokio(
-        &self,
-        cmd: &mut tokio::process::Command,
-    ) -> std::io::Result<tokio::process::Child> {
-        let runtime = tokio::runtime::Handle::current();
-        self.enter(|| {
-            let _entered = runtime.enter();
-            cmd.spawn()
-        })
+/// Runs `f` in `region`'s network namespace (see [`Region::enter`]), or right here on the
+/// host without one. A process spawned in `f` stays in the namespace it was spawned in.
+pub fn within<T: Send>(region: Option<&Region>, f: impl FnOnce() -> T + Send) -> T {
+    match region {
+        Some(r) => r.enter(f),
+        None => f(),
     }
 }
 
@@ -298,11 +290,7 @@ pub fn listen(region: Option<&Region>, addr: SocketAddr) -> tokio::net::TcpListe
         l.set_nonblocking(true).expect("a non-blocking listener");
         l
     };
-    let l = match region {
-        Some(r) => r.enter(bind),
-        None => bind(),
-    };
-    tokio::net::TcpListener::from_std(l).expect("a tokio listener")
+    tokio::net::TcpListener::from_std(within(region, bind)).expect("a tokio listener")
 }
 
 /// A copy of the kubeconfig at `kubeconfig` (written as `name` in the fabric's folder,

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use cutover_local_cluster::process;
 use tokio::process::Command;
 
-use crate::netns::Region;
+use crate::netns::{self, Region};
 
 /// The standby's `application_name` (in `pg_stat_replication` and
 /// `synchronous_standby_names`) and the name of its replication slot on the primary.
@@ -1013,10 +1013,11 @@ async fn run_output(
         .kill_on_drop(true)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = match region {
-        Some(r) => r.spawn_tokio(&mut cmd),
-        None => cmd.spawn(),
-    };
+    let runtime = tokio::runtime::Handle::current();
+    let child = netns::within(region, || {
+        let _entered = runtime.enter();
+        cmd.spawn()
+    });
     let fail = |e: std::io::Error| format!("running {tool} from {}: {e}", bin.display());
     child
         .unwrap_or_else(|e| panic!("{}", fail(e)))

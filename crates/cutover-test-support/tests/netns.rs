@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use cutover_test_support::netns::{Fabric, Region};
+use cutover_test_support::netns::{self, Fabric, Region};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -16,10 +16,7 @@ const B: usize = 1;
 /// host when `None`).
 fn connects(from: Option<&Region>, to: SocketAddr) -> bool {
     let connect = || TcpStream::connect_timeout(&to, Duration::from_millis(500)).is_ok();
-    match from {
-        Some(r) => r.enter(connect),
-        None => connect(),
-    }
+    netns::within(from, connect)
 }
 
 #[test]
@@ -56,11 +53,12 @@ fn regions_reach_each_other_until_cut_and_a_link_down_cuts_a_region_off() {
 
     // A process spawned in b has b's address and no route off the region's subnet.
     let out = b
-        .spawn(
+        .enter(|| {
             Command::new("ip")
                 .args(["-4", "-o", "addr"])
-                .stdout(std::process::Stdio::piped()),
-        )
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
         .expect("ip in b")
         .wait_with_output()
         .expect("ip's output");

@@ -307,6 +307,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
         &east_kc,
         &front.name,
         "region-east",
+        15,
         &["--region", "east", "--etcd-endpoints", &east_etcd],
     );
     let west_controller = ControllerProcess::start_in(
@@ -315,6 +316,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
         &west_kc,
         &west_ns,
         "region-west",
+        15,
         &["--region", "west", "--etcd-endpoints", &west_etcd],
     );
     let entry_port = e2e::free_port();
