@@ -174,6 +174,9 @@ impl Standing {
 /// A candidate for the key, connected to etcd.
 pub struct Coordinator {
     client: Client,
+    /// A client of the own region's member alone (the first endpoint), for what concerns
+    /// that member: whether it leads the etcd cluster.
+    own: Client,
     settings: Settings,
 }
 
@@ -193,13 +196,63 @@ impl Coordinator {
             .with_connect_timeout(settings.request_timeout)
             .with_timeout(settings.request_timeout)
             .with_keep_alive(settings.request_timeout, settings.request_timeout);
-        let client = Client::connect(&settings.endpoints, Some(options))
+        let failed = |source| Error::Etcd {
+            endpoints: settings.endpoints(),
+            source,
+        };
+        let client = Client::connect(&settings.endpoints, Some(options.clone()))
             .await
-            .map_err(|source| Error::Etcd {
-                endpoints: settings.endpoints(),
-                source,
-            })?;
-        Ok(Self { client, settings })
+            .map_err(failed)?;
+        let own = if settings.endpoints.len() == 1 {
+            client.clone()
+        } else {
+            Client::connect(&settings.endpoints[..1], Some(options))
+                .await
+                .map_err(failed)?
+        };
+        Ok(Self {
+            client,
+            own,
+            settings,
+        })
+    }
+
+    /// Whether the own region's member (the first endpoint) leads the etcd cluster now.
+    pub async fn leads(&self) -> Result<bool, Error> {
+        let mut own = self.own.clone();
+        let status = call(&self.settings, own.status()).await?;
+        let me = status.header().map_or(0, |h| h.member_id());
+        Ok(me != 0 && status.leader() == me)
+    }
+
+    /// Hands the etcd cluster's leadership to another member if the own region's member
+    /// has it; returns the new leader's name. The holder calls it: were the active region
+    /// lost with the etcd leader in it, the survivors would first elect a leader, and a
+    /// new leader starts every lease's TTL afresh (plus an election timeout: without lease
+    /// checkpoints etcd does not know how much of a TTL was left), so the lost holder's
+    /// lease would run out an election and a whole TTL after the loss instead of at most
+    /// a TTL after its last renewal. A learner or a member not started is not chosen; of
+    /// the others the first by name.
+    pub async fn lead_elsewhere(&self) -> Result<Option<String>, Error> {
+        let s = &self.settings;
+        let mut own = self.own.clone();
+        let status = call(s, own.status()).await?;
+        let me = status.header().map_or(0, |h| h.member_id());
+        if me == 0 || status.leader() != me {
+            return Ok(None);
+        }
+        let list = call(s, own.member_list()).await?;
+        let Some(to) = list
+            .members()
+            .iter()
+            .filter(|m| m.id() != me && !m.is_learner() && !m.client_urls().is_empty())
+            .min_by(|a, b| a.name().cmp(b.name()))
+        else {
+            return Ok(None);
+        };
+        call(s, own.move_leader(to.id())).await?;
+        info!(to = %to.name(), "moved the etcd leadership off this region's member");
+        Ok(Some(to.name().to_string()))
     }
 
     /// The settings it runs with.

@@ -4,8 +4,10 @@
 //!
 //! The rules, in order:
 //! - **Holding the lease and may act:** the own database is made primary (promoted if it
-//!   is a standby), and the entry is published once the member has ready endpoints. An automatic policy whose own member is down fences the
-//!   own database and gives the lease up, so that a healthy standby takes over.
+//!   is a standby), and the entry is published once the member has ready endpoints and
+//!   its database (if any) was seen taking writes or is promoted in the same pass. An
+//!   automatic policy whose own member is down fences the own database and gives the
+//!   lease up, so that a healthy standby takes over.
 //! - **Held the lease and can no longer renew it** (a partition, or the coordination
 //!   quorum lost): the own database is fenced at once. This happens a fence margin before
 //!   the lease can expire, hence before any other region can take over.
@@ -253,11 +255,20 @@ pub fn decide(input: &Input) -> Plan {
             if input.last_active != Some(input.own) {
                 actions.push(Action::Claim);
             }
-            if standby_db || fenced_own_primary {
+            let promoting = standby_db || fenced_own_primary;
+            if promoting {
                 actions.push(Action::Promote);
             }
+            // The entry goes to a database known to take writes (or made to this pass):
+            // one whose role this pass could not see is not published to.
+            let data_seen = input
+                .data
+                .as_ref()
+                .is_none_or(|d| d.gate_only || d.writable || promoting);
             let message = if input.published {
                 "this region holds the lease and serves".to_string()
+            } else if !data_seen {
+                "this region holds the lease; waiting to see its database take writes before it publishes the entry".to_string()
             } else if input.ready {
                 actions.push(Action::Publish);
                 "this region holds the lease and serves".to_string()
@@ -457,6 +468,27 @@ mod tests {
         i.ready = true;
         assert_eq!(decide(&i).actions, vec![Action::Publish]);
         i.published = true;
+        assert!(decide(&i).actions.is_empty());
+    }
+
+    #[test]
+    fn a_holder_whose_database_was_not_seen_does_not_publish() {
+        let mut i = input(Lease::Held);
+        i.last_active = Some(1);
+        i.data = Some(DataObs::default());
+        let p = decide(&i);
+        assert!(p.actions.is_empty(), "{p:?}");
+        assert!(p.message.contains("database"), "{}", p.message);
+        // Seen again as the standby it was: promoted and published in the same pass.
+        i.data = Some(DataObs {
+            reachable: true,
+            standby: true,
+            ..DataObs::default()
+        });
+        assert_eq!(decide(&i).actions, vec![Action::Promote, Action::Publish]);
+        // Published already: an unseen database changes nothing (traffic stays).
+        i.published = true;
+        i.data = Some(DataObs::default());
         assert!(decide(&i).actions.is_empty());
     }
 

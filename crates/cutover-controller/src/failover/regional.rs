@@ -72,6 +72,11 @@ pub(crate) struct Regional {
     routed: Option<usize>,
     /// The drill record as this region last wrote it.
     drill_written: Option<drill::Record>,
+    /// When this region, holding the lease, last made sure the etcd leader is not its own
+    /// member.
+    leader_checked: Option<Instant>,
+    /// The member the last holder made active, as etcd last answered.
+    known_active: Option<usize>,
 }
 
 /// A region's report of its own member, at `<key>/members/<member>`.
@@ -260,7 +265,12 @@ pub(super) async fn pass(
     let mut events = Vec::new();
     let (mut lease, seen) = read_lease(r, &key, &region, p).await;
     let preferred_gone = preferred_gone(r, p, own, &seen, ttl);
-    let last_active = seen.last_active;
+    // Without an answer from etcd this pass, the last active member is as last read (not
+    // "none": the holder would claim again what is already its own).
+    if seen.answered {
+        r.known_active = seen.last_active;
+    }
+    let last_active = r.known_active;
     let data = own_data(&view, seen.primary.as_ref(), &member);
     let ready_pods = view.endpoints.as_ref().map_or(0, |e| e.addresses.len());
     // With a pilot light: enough of the full size (without its size known, not ready).
@@ -368,6 +378,9 @@ pub(super) async fn pass(
     }
     after_actions(r, &lease);
     report(r, &key, &member, &view, data.as_ref(), &plan).await;
+    if plan.state == State::Active && published_now(r) {
+        lead_elsewhere(r, ttl).await;
+    }
     if plan.state != State::Active && !r.endpoint_cleared {
         match dns::delete_endpoint(&ctx.client, p).await {
             Ok(()) => r.endpoint_cleared = true,
@@ -385,7 +398,12 @@ pub(super) async fn pass(
             .insert(requests::DRILL.to_string(), token);
     }
     let holder = plan.state == State::Active && published_now(r);
-    let drilled = if holder {
+    // A drill goes by the request and the record in etcd: in a pass without its answer
+    // nothing is known of either, so the drill neither advances nor is written (a record
+    // written from nothing would forget the request it took up, and the drill run again).
+    let drilled = if !seen.answered {
+        Ok(())
+    } else if holder {
         let d = drill::Holder {
             pass: &pass,
             own,
@@ -409,6 +427,21 @@ pub(super) async fn pass(
     );
     write_status(ctx, p, &status, local).await?;
     Ok(interval)
+}
+
+/// The holder keeps the etcd leadership out of its own region (checked once a lease TTL):
+/// losing the region then costs no etcd election, which would start its lease's TTL afresh.
+async fn lead_elsewhere(r: &mut Regional, ttl: Duration) {
+    if r.leader_checked.is_some_and(|t| t.elapsed() < ttl) {
+        return;
+    }
+    let Some(c) = r.coordinator.as_ref() else {
+        return;
+    };
+    r.leader_checked = Some(Instant::now());
+    if let Err(e) = c.lead_elsewhere().await {
+        tracing::debug!(error = %e, "moving the etcd leadership off this region's member");
+    }
 }
 
 /// Whether the region ahead of this one for a vacant lease (the last active member's) is

@@ -555,12 +555,24 @@ impl Moves {
         let flag = stop.clone();
         let task = tokio::spawn(async move {
             let mut seen: Vec<String> = Vec::new();
+            let started = Instant::now();
             while !flag.load(Ordering::Relaxed) {
-                if let Ok(ips) = a_records(&resolver(&servers), HOST).await
-                    && let Some(ip) = ips.first()
-                    && seen.last() != Some(ip)
+                // As the stub resolver asks them: the first server that answers.
+                let mut answer = None;
+                for (i, server) in servers.iter().enumerate() {
+                    if let Ok(ips) = a_records(&resolver(&[*server]), HOST).await {
+                        answer = ips.first().cloned().map(|ip| (ip, i));
+                        break;
+                    }
+                }
+                if let Some((ip, from)) = answer
+                    && seen.last() != Some(&ip)
                 {
-                    seen.push(ip.clone());
+                    eprintln!(
+                        "{:.2}s: {HOST} → {ip} (from DNS server {from})",
+                        started.elapsed().as_secs_f64()
+                    );
+                    seen.push(ip);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -249,6 +249,7 @@ impl Holder<'_> {
             .await
             .map_err(|e| format!("pointing the DNS records at {}: {e}", m.name))?;
         r.routed = Some(to);
+        tracing::info!(policy = %p.metadata.name.as_deref().unwrap_or_default(), to = %m.name, "drill: the entry's records point at {}", m.name);
         if let Err(e) = dns::apply_endpoint(&ctx.client, p, self.entry, &m.entry_addresses).await {
             tracing::info!(error = %e, "DNSEndpoint not written");
         }
