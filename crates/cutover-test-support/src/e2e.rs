@@ -297,8 +297,9 @@ pub fn demo_pod_spec(node: &str, version: &str) -> Value {
 #[derive(Debug)]
 pub struct RouterProcess {
     child: Child,
-    /// Port of /metrics, /healthz, /debug/routes on 127.0.0.1.
+    /// Port of /metrics, /healthz, /debug/routes (on 127.0.0.1, or on its region's address).
     pub admin_port: u16,
+    admin_ip: std::net::IpAddr,
     /// Its log.
     pub log: PathBuf,
 }
@@ -317,30 +318,56 @@ impl RouterProcess {
 
     /// The same on the cluster of `kubeconfig`.
     pub async fn start_with(bin_dir: &Path, namespace: &str, kubeconfig: &Path) -> RouterProcess {
+        Self::spawn(bin_dir, namespace, kubeconfig, None).await
+    }
+
+    /// The same in `region`'s network namespace: its Gateways' listeners and its admin
+    /// endpoint bind the region's address (which the host reaches across the bridge);
+    /// `kubeconfig` must reach the API server from the region (see
+    /// [`netns::kubeconfig_for_regions`]).
+    pub async fn start_in(
+        region: &netns::Region,
+        bin_dir: &Path,
+        namespace: &str,
+        kubeconfig: &Path,
+    ) -> RouterProcess {
+        Self::spawn(bin_dir, namespace, kubeconfig, Some(region)).await
+    }
+
+    async fn spawn(
+        bin_dir: &Path,
+        namespace: &str,
+        kubeconfig: &Path,
+        region: Option<&netns::Region>,
+    ) -> RouterProcess {
         let admin_port = free_port();
+        let admin_ip = region.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |r| r.ip());
         let (log, out) = log_file(&format!("{namespace}-router"));
         let err = out.try_clone().expect("log file");
-        let child = Command::new(bin_dir.join("cutover-router"))
-            .args([
-                "--namespace",
-                namespace,
-                "--admin-addr",
-                &format!("127.0.0.1:{admin_port}"),
-            ])
-            .env("KUBECONFIG", kubeconfig)
+        let mut cmd = Command::new(bin_dir.join("cutover-router"));
+        cmd.args([
+            "--namespace",
+            namespace,
+            "--admin-addr",
+            &std::net::SocketAddr::new(admin_ip, admin_port).to_string(),
+        ]);
+        if region.is_some() {
+            cmd.args(["--listen", &admin_ip.to_string()]);
+        }
+        cmd.env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,cutover_router=debug,kube_client=warn")
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start cutover-router");
+            .stderr(err);
+        let child = netns::within(region, || cmd.spawn()).expect("start cutover-router");
         let router = RouterProcess {
             child,
             admin_port,
+            admin_ip,
             log,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while http_get(admin_port, "/healthz").await.is_none() {
+        while http_get_at(router.admin(), "/healthz").await.is_none() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "cutover-router did not answer /healthz; log:\n{}",
@@ -351,18 +378,23 @@ impl RouterProcess {
         router
     }
 
+    /// SIGKILL: no chance to finish requests in flight, as in a region lost.
+    pub fn kill(&mut self) {
+        let _ = process::stop(&mut self.child, Duration::ZERO);
+    }
+
     /// The table in use (`/debug/routes`).
     pub async fn routes(&self) -> Value {
         routes_at(self.admin()).await
     }
 
     fn admin(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+        std::net::SocketAddr::new(self.admin_ip, self.admin_port)
     }
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        http_get(self.admin_port, "/metrics")
+        http_get_at(self.admin(), "/metrics")
             .await
             .unwrap_or_default()
     }

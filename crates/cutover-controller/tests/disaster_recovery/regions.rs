@@ -6,17 +6,18 @@
 //!
 //! Each region is a network namespace of its own on a bridge ([`netns::Fabric`]): its
 //! etcd member, CoreDNS, PostgreSQL server (the standby streams from the primary across
-//! the bridge), controller and entry (a relay on the region's address to its demo pods)
-//! run in it, so a partition is a netfilter drop between region addresses and a flapping
-//! link is a bridge port taken down and up. The Kubernetes API servers and the process
-//! nodes (pods) stay on the host: east's control plane is the shared test cluster, reached
-//! from the region through a relay on the host's bridge address.
+//! the bridge), controller, process node (its pods) and entry (`cutover-router` serving a
+//! Gateway on the region's address, its HTTPRoute sending to Service `shop`) run in it, so
+//! a partition is a netfilter drop between region addresses and a flapping link is a
+//! bridge port taken down and up. The Kubernetes API servers stay on the host: east's
+//! control plane is the shared test cluster, reached from the region through a relay on
+//! the host's bridge address.
 //!
 //! In order, on one world: the start (east holds the lease and its address is served by
 //! both DNS servers, its `DNSEndpoint` written); the witness cut off for a while (nothing
 //! moves); the coordination quorum lost (east fences its own database before its lease can
 //! expire, nobody is promoted, and east takes its lease back after); east lost whole
-//! (controller, etcd member, DNS server, entry, pods, database primary): west takes over,
+//! (controller, etcd member, DNS server, router, pods, database primary): west takes over,
 //! clients get west's address, and every write acknowledged before the loss is on west's
 //! promoted database.
 
@@ -24,11 +25,11 @@ use std::net::SocketAddr;
 
 use cutover_controller::traffic::dns::dns_endpoint_resource;
 use cutover_test_support::dns::{CoreDns, StubResolver, a_records, resolver};
+use cutover_test_support::e2e::RouterProcess;
 use cutover_test_support::etcd::EtcdCluster;
-use cutover_test_support::netns::{self, Fabric, Region};
-use cutover_test_support::upstream::EXTERNAL_DNS;
+use cutover_test_support::netns::{self, Fabric};
+use cutover_test_support::upstream::{EXTERNAL_DNS, GATEWAY_API};
 use kube::api::DynamicObject;
-use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
@@ -36,76 +37,6 @@ const EAST: usize = 0;
 const WEST: usize = 1;
 const WITNESS: usize = 2;
 const HOST: &str = "www.shop.test";
-
-/// A region's entry: a TCP relay from `listener` (made in the region) to the ready pods of
-/// Service `shop` (read again every 100 ms, so pods that come and go are followed), its
-/// connections to them made in the region too (the pods are on the region's process
-/// node); stops (and cuts its connections) when dropped.
-struct Relay {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// A TCP connection to `to` made in `region`.
-async fn connect_in(region: &Region, to: SocketAddr) -> Option<TcpStream> {
-    let region = region.clone();
-    let stream = tokio::task::spawn_blocking(move || {
-        region.enter(|| std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1)))
-    })
-    .await
-    .ok()?
-    .ok()?;
-    stream.set_nonblocking(true).ok()?;
-    TcpStream::from_std(stream).ok()
-}
-
-impl Relay {
-    async fn start(listener: TcpListener, region: &Region, client: &Client, ns: &str) -> Relay {
-        let region = region.clone();
-        let targets = Arc::new(Mutex::new(pods_of(client, ns).await));
-        let (client, ns, shared) = (client.clone(), ns.to_string(), targets.clone());
-        let refresh = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let now = ready_pods(&client, &ns).await;
-                if !now.is_empty() {
-                    *shared.lock().expect("lock") = now;
-                }
-            }
-        });
-        let relay = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            let mut n = 0usize;
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                n += 1;
-                let target = {
-                    let t = targets.lock().expect("lock");
-                    t[n % t.len()]
-                };
-                let region = region.clone();
-                conns.spawn(async move {
-                    if let Some(mut outbound) = connect_in(&region, target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Relay {
-            tasks: vec![refresh, relay],
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        // Aborting the relay drops its JoinSet, which aborts every connection.
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
 
 /// The ready addresses of Service `shop`'s pods in `ns` (empty when it has none or the
 /// API does not answer).
@@ -121,22 +52,6 @@ async fn ready_pods(client: &Client, ns: &str) -> Vec<SocketAddr> {
                 .collect()
         }
         _ => Vec::new(),
-    }
-}
-
-/// Waits until Service `shop` in `ns` has a ready pod; their addresses.
-async fn pods_of(client: &Client, ns: &str) -> Vec<SocketAddr> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let pods = ready_pods(client, ns).await;
-        if !pods.is_empty() {
-            return pods;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Service shop in {ns} has no ready pod"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -167,8 +82,8 @@ struct Regions {
     _west_controller: ControllerProcess,
     east_node: Option<ProcessNode>,
     _west_node: ProcessNode,
-    east_relay: Option<Relay>,
-    _west_relay: Relay,
+    /// Each region's entry: its `cutover-router`.
+    routers: [Option<RouterProcess>; 2],
     entry_port: u16,
     /// East's and west's entry addresses (their regions' addresses).
     entries: [String; 2],
@@ -237,6 +152,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
         "cutover-controller",
         "cutover-process-node",
         "cutover-demo-app",
+        "cutover-router",
         "kubectl-cutover",
     ]);
     let (front, west_ns, west_guard) = namespaces(west, name).await;
@@ -319,10 +235,19 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
         15,
         &["--region", "west", "--etcd-endpoints", &west_etcd],
     );
+    // Each region's entry: its router, serving Gateway `gw` on the region's address,
+    // HTTPRoute `entry` sending everything to Service `shop`.
     let entry_port = e2e::free_port();
-    let entry = |i: usize| netns::listen(Some(region(i)), region(i).at(entry_port));
-    let east_relay = Relay::start(entry(EAST), region(EAST), &front.client, &front.name).await;
-    let west_relay = Relay::start(entry(WEST), region(WEST), &west.client, &west_ns).await;
+    for (client, ns) in [(&front.client, &front.name), (&west.client, &west_ns)] {
+        upstream::install_crds(client, GATEWAY_API).await;
+        e2e::gateway(client, ns, entry_port).await;
+        let to_shop = json!({ "rules": [{ "backendRefs": [{ "name": "shop", "port": 80 }] }] });
+        e2e::http_route(client, ns, "entry", to_shop).await;
+    }
+    let routers = [
+        Some(RouterProcess::start_in(region(EAST), &bins, &front.name, &east_kc).await),
+        Some(RouterProcess::start_in(region(WEST), &bins, &west_ns, &west_kc).await),
+    ];
     let entries = [region(EAST).addr.to_string(), region(WEST).addr.to_string()];
     let policy = regional_policy(&etcd, standby, &entries, entry_port);
     apply(&front.client, &front.name, &policy).await;
@@ -337,8 +262,7 @@ async fn regions(west: &West, name: &str, blocks: (u8, u8), standby: Standby) ->
         _west_controller: west_controller,
         east_node: Some(east_node),
         _west_node: west_node,
-        east_relay: Some(east_relay),
-        _west_relay: west_relay,
+        routers,
         entry_port,
         entries,
         bins,
@@ -603,6 +527,18 @@ async fn started(w: &Regions, west: &West) -> StubResolver {
         Standby::PilotLight => 1,
     };
     wait_ready_pods(west_c, &w.west_ns, west_size, TIMEOUT).await;
+    // Each region's router sends to those pods.
+    for (router, n) in w.routers.iter().zip([full, west_size]) {
+        if let Some(router) = router {
+            router
+                .wait_routes("the entry's route to shop's ready pods", TIMEOUT, |t| {
+                    e2e::table_backends(t)
+                        .iter()
+                        .any(|(b, _, eps)| b.contains("shop") && eps.len() == n)
+                })
+                .await;
+        }
+    }
     both
 }
 
@@ -626,7 +562,9 @@ async fn lose_east(w: &mut Regions, west: &West) -> RegionLoss {
     drop(w.east_controller.take());
     w.etcd.kill(EAST);
     w.dns[EAST].kill();
-    drop(w.east_relay.take());
+    if let Some(router) = w.routers[EAST].as_mut() {
+        router.kill();
+    }
     drop(w.east_node.take());
     w.pair.primary().kill().await;
     let first_west = writes.wait_acked_by("west", 1, TIMEOUT).await;
