@@ -466,6 +466,17 @@ impl Tenure {
         self.fenced_ops(ops).await
     }
 
+    /// Writes every `(key, value)` of `puts` in one transaction, only while the lease key
+    /// is still held with this token ([`Error::Fenced`] otherwise).
+    pub async fn put_all_fenced(&self, puts: &[(String, String)]) -> Result<i64, Error> {
+        self.refuse_unless_standing()?;
+        let ops = puts
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
+        self.fenced_ops(ops).await
+    }
+
     /// Writes `value` at `key` only while the lease key is still held with this token;
     /// [`Error::Fenced`] otherwise. Refused locally too once [`Tenure::may_act`] is false.
     pub async fn put_fenced(&self, key: &str, value: &str) -> Result<i64, Error> {

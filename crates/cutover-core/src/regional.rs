@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use crate::failover::{Counters, DataObs, Policy, count, data_gate};
+use crate::failover::{Counters, DataObs, MemberObs, Policy, count, data_gate};
 use crate::release::Timestamp;
 
 /// The lease as this region sees it this pass.
@@ -78,6 +78,12 @@ pub struct Input {
     /// report through etcd is older than a lease TTL, or says its member is down. Nobody
     /// is then waited for.
     pub preferred_gone: bool,
+    /// (The holder) a failover request accepted this pass: hand the lease to this
+    /// member's region.
+    pub hand_over_to: Option<usize>,
+    /// The last holder handed the lease to this member's region a short while ago: only
+    /// that region campaigns meanwhile.
+    pub handed_to: Option<usize>,
 }
 
 /// A size given as a count or as a percentage of the full size.
@@ -147,6 +153,10 @@ pub enum Action {
     Publish,
     /// Give the lease up.
     Resign,
+    /// Record, with the fencing token, the member a failover request names as the active
+    /// one (and the fenced database's last position, for its data gate), then give the
+    /// lease up: that member's region takes it first.
+    HandOver,
 }
 
 /// This region's role after the pass.
@@ -245,6 +255,11 @@ pub fn decide(input: &Input) -> Plan {
         scale: scale(state),
     };
     match &input.lease {
+        Lease::Held if input.hand_over_to.is_some_and(|t| t != input.own) => plan(
+            fence_if(writable, vec![Action::HandOver]),
+            State::Vacant,
+            "a failover request: this region's database fenced, the lease handed over".into(),
+        ),
         Lease::Held if counters.down && input.policy.automatic => plan(
             fence_if(writable, vec![Action::Resign]),
             State::Vacant,
@@ -319,6 +334,8 @@ pub fn decide(input: &Input) -> Plan {
                 // Before any region was active the data is the first member's: only its
                 // region starts (a standby taking over now could promote an empty copy).
                 Some("no region was active yet: the first member's region starts".to_string())
+            } else if input.handed_to.is_some_and(|t| t != input.own) {
+                Some("the lease was handed to another region (a failover request); it goes first".into())
             } else if counters.down || !counters.seen_up {
                 Some("this region's member is not up".to_string())
             } else if let Err(e) = gate {
@@ -348,6 +365,61 @@ pub fn decide(input: &Input) -> Plan {
             }
         }
     }
+}
+
+/// The member a failover request hands the lease to, from the holder `own`: `to`, or
+/// else the first other member that is up; refused, saying why, when that member is not
+/// up, its database is not a standby, or (without `force`) its data gate refuses it.
+/// `members` and `counters` as the holder sees them (other regions' from their reports).
+pub fn handover_target(
+    policy: &Policy,
+    own: usize,
+    to: Option<usize>,
+    members: &[MemberObs],
+    counters: &[Counters],
+    force: bool,
+) -> Result<usize, String> {
+    let up = |i: usize| {
+        members.get(i).is_some_and(|m| m.healthy) && !counters.get(i).is_some_and(|c| c.down)
+    };
+    let name = |i: usize| {
+        members
+            .get(i)
+            .map(|m| m.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("member {i}"))
+    };
+    let target = match to {
+        Some(t) if t == own => return Err(format!("{} is already active", name(t))),
+        Some(t) => t,
+        None => (0..members.len())
+            .find(|&i| i != own && up(i))
+            .ok_or("no other member is up")?,
+    };
+    let m = members
+        .get(target)
+        .ok_or_else(|| format!("no member {target}"))?;
+    if !up(target) {
+        let why = if m.reason.is_empty() {
+            "not up".to_string()
+        } else {
+            m.reason.clone()
+        };
+        return Err(format!("{} is not up: {why}", name(target)));
+    }
+    if let Some(d) = &m.data
+        && !d.gate_only
+        && !d.standby
+    {
+        return Err(format!(
+            "{}'s database is not a standby of the active one (rebuild it as one first)",
+            name(target)
+        ));
+    }
+    if !force {
+        data_gate(policy, m).map_err(|e| format!("{}: {e}", name(target)))?;
+    }
+    Ok(target)
 }
 
 fn fence_if(writable: bool, mut then: Vec<Action>) -> Vec<Action> {
@@ -401,6 +473,8 @@ mod tests {
             published: false,
             pilot_light: false,
             preferred_gone: false,
+            hand_over_to: None,
+            handed_to: None,
         }
     }
 
@@ -469,6 +543,112 @@ mod tests {
         assert_eq!(decide(&i).actions, vec![Action::Publish]);
         i.published = true;
         assert!(decide(&i).actions.is_empty());
+    }
+
+    #[test]
+    fn a_failover_request_fences_and_hands_over_and_only_the_named_region_campaigns() {
+        let mut i = input(Lease::Held);
+        i.own = 0;
+        i.data = primary();
+        i.published = true;
+        i.hand_over_to = Some(1);
+        let p = decide(&i);
+        assert_eq!(p.actions, vec![Action::Fence, Action::HandOver]);
+        assert_eq!(p.state, State::Vacant);
+        // The old holder, the lease vacant: it waits for the named region, however long.
+        let mut old = input(Lease::Vacant(Duration::from_secs(60)));
+        old.own = 0;
+        old.last_active = Some(1);
+        old.handed_to = Some(1);
+        old.data = Some(DataObs {
+            reachable: true,
+            fenced: true,
+            ..DataObs::default()
+        });
+        let p = decide(&old);
+        assert!(!p.actions.contains(&Action::Campaign), "{p:?}");
+        assert!(p.message.contains("handed"), "{}", p.message);
+        // The named region goes at once.
+        let mut new = input(Lease::Vacant(Duration::ZERO));
+        new.last_active = Some(1);
+        new.handed_to = Some(1);
+        assert_eq!(decide(&new).actions, vec![Action::Campaign]);
+    }
+
+    fn member(name: &str, healthy: bool, data: Option<DataObs>) -> MemberObs {
+        MemberObs {
+            name: name.into(),
+            healthy,
+            reason: if healthy {
+                String::new()
+            } else {
+                "connection refused".into()
+            },
+            data,
+        }
+    }
+
+    #[test]
+    fn a_failover_request_goes_only_to_an_up_standby_its_data_gate_lets_through() {
+        let policy = input(Lease::Held).policy;
+        let standby = |lag: u64| {
+            Some(DataObs {
+                reachable: true,
+                standby: true,
+                lag_bytes: Some(lag),
+                lag_seconds: Some(0.0),
+                ..DataObs::default()
+            })
+        };
+        let counters = vec![Counters::default(); 3];
+        let members = vec![
+            member("east", true, primary()),
+            member("west", false, standby(0)),
+            member("north", true, standby(0)),
+        ];
+        // Without --to: the first other member that is up.
+        assert_eq!(
+            handover_target(&policy, 0, None, &members, &counters, false),
+            Ok(2)
+        );
+        let refused = handover_target(&policy, 0, Some(1), &members, &counters, false);
+        assert_eq!(refused, Err("west is not up: connection refused".into()));
+        let own = handover_target(&policy, 0, Some(0), &members, &counters, false);
+        assert_eq!(own, Err("east is already active".into()));
+        // Behind by more than the gate allows: refused, unless forced.
+        let behind = vec![
+            member("east", true, primary()),
+            member("west", true, standby(4096)),
+        ];
+        let gated = handover_target(&policy, 0, Some(1), &behind, &counters, false);
+        assert!(
+            gated.as_ref().is_err_and(|e| e.starts_with("west: ")),
+            "{gated:?}"
+        );
+        assert_eq!(
+            handover_target(&policy, 0, Some(1), &behind, &counters, true),
+            Ok(1)
+        );
+        // A database that is not a standby (a fenced old primary) cannot take over.
+        let fenced = Some(DataObs {
+            reachable: true,
+            fenced: true,
+            ..DataObs::default()
+        });
+        let old = vec![
+            member("east", true, primary()),
+            member("west", true, fenced),
+        ];
+        let e = handover_target(&policy, 0, Some(1), &old, &counters, true);
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("not a standby")),
+            "{e:?}"
+        );
+        // A member counted down is not up, whatever its last check said.
+        let mut down = counters.clone();
+        down[2].down = true;
+        let none = handover_target(&policy, 0, None, &members, &down, false);
+        assert_eq!(none, Err("no other member is up".into()));
     }
 
     #[test]

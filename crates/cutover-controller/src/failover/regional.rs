@@ -77,6 +77,9 @@ pub(crate) struct Regional {
     leader_checked: Option<Instant>,
     /// The member the last holder made active, as etcd last answered.
     known_active: Option<usize>,
+    /// A failover request accepted this pass: (the member to hand the lease to, the
+    /// request's token).
+    hand_over: Option<(String, String)>,
 }
 
 /// A region's report of its own member, at `<key>/members/<member>`.
@@ -130,6 +133,52 @@ struct Seen {
     drill_request: Option<String>,
     /// The holder's drill record.
     drill: Option<drill::Record>,
+    /// The last failover request forwarded by any region (the annotation's value).
+    failover_request: Option<String>,
+    /// The last holder's answer to a failover request.
+    handover: Option<Handover>,
+}
+
+/// A holder's answer to a failover request, at `<key>/handover` (fenced): the lease
+/// handed to `to`, or the request refused.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Handover {
+    /// The request's token.
+    request: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
+    /// Milliseconds since the epoch, by the holder's clock.
+    at: i64,
+}
+
+/// The key, after the lease key, of the last failover request any region forwarded.
+const FAILOVER_REQUEST: &str = "/failover-request";
+/// The key, after the lease key, of the last holder's answer to one.
+const HANDOVER: &str = "/handover";
+
+/// A failover request's value: its token, `to=<member>` and `force`.
+struct FailoverRequest<'a> {
+    token: &'a str,
+    to: Option<&'a str>,
+    force: bool,
+}
+
+impl<'a> FailoverRequest<'a> {
+    fn parse(v: &'a str) -> Self {
+        let mut words = v.split_whitespace();
+        let token = words.next().unwrap_or_default();
+        let (mut to, mut force) = (None, false);
+        for w in words {
+            if let Some(m) = w.strip_prefix("to=") {
+                to = Some(m);
+            } else if w == "force" {
+                force = true;
+            }
+        }
+        FailoverRequest { token, to, force }
+    }
 }
 
 /// The lease key: `spec.coordination.key`, or one per policy.
@@ -280,6 +329,27 @@ pub(super) async fn pass(
         (None, _) => 1,
     };
     let ready = ready_pods >= needed.max(1);
+    // A failover request reaches the holder through etcd: carried out (the lease handed
+    // over) or refused, once.
+    let hand_over_to = if lease == Lease::Held && seen.answered {
+        let pending = Pending {
+            pass: &pass,
+            own,
+            view: &view,
+            data: data.as_ref(),
+            seen: &seen,
+            key: &key,
+        };
+        pending.take_up(r, &mut events).await
+    } else {
+        None
+    };
+    let handed_to = seen
+        .handover
+        .as_ref()
+        .filter(|h| h.refused.is_none() && timestamp_now() - h.at <= handover_window(ttl))
+        .and_then(|h| h.to.as_deref())
+        .and_then(|to| p.spec.members.iter().position(|m| m.name == to));
     let mut plan;
     let mut rounds = 0;
     loop {
@@ -300,6 +370,8 @@ pub(super) async fn pass(
             published,
             pilot_light: pilot.is_some(),
             preferred_gone,
+            hand_over_to: hand_over_to.filter(|_| rounds == 1),
+            handed_to,
         });
         let mut again = false;
         for a in plan.actions.clone() {
@@ -321,10 +393,24 @@ pub(super) async fn pass(
             if a == Action::Claim {
                 r.took_over = last_active.is_some_and(|i| i != own);
             }
+            if a == Action::HandOver {
+                lease = vacant(r);
+                let to = hand_over_to
+                    .and_then(|t| p.spec.members.get(t))
+                    .map_or("?", |m| m.name.as_str());
+                events.push((
+                    "FailoverStarted",
+                    format!(
+                        "a failover request: region {region} fenced its database and handed the lease to {to}'s region"
+                    ),
+                    false,
+                ));
+            }
             if a == Action::Publish {
                 // A move from another region's member (claimed by this tenure, maybe some
                 // passes ago while its member got ready), or this region's first start.
-                let moved = r.took_over || last_active.is_some_and(|i| i != own);
+                let moved =
+                    r.took_over || last_active.is_some_and(|i| i != own) || handed_to == Some(own);
                 events.push((
                     if moved {
                         "FailedOver"
@@ -392,10 +478,25 @@ pub(super) async fn pass(
     }
 
     let mut status = build_status(p, &pass, &region, own, &view, &plan, &lease, r, &seen);
-    if let Some(token) = drill::forward_request(p, r, &key).await {
-        status
-            .handled_requests
-            .insert(requests::DRILL.to_string(), token);
+    for (annotation, suffix) in [
+        (requests::DRILL, drill::REQUEST),
+        (requests::FAILOVER, FAILOVER_REQUEST),
+    ] {
+        if let Some(token) = forward_request(p, r, &key, annotation, suffix).await {
+            status
+                .handled_requests
+                .insert(annotation.to_string(), token);
+        }
+    }
+    // The holder's refusal of the failover request last taken up here, for the CLI.
+    if let Some(why) = seen
+        .handover
+        .as_ref()
+        .filter(|h| status.handled_requests.get(requests::FAILOVER) == Some(&h.request))
+        .and_then(|h| h.refused.as_ref())
+    {
+        let message = status.message.take().unwrap_or_default();
+        status.message = Some(format!("failover refused: {why}; {message}"));
     }
     let holder = plan.state == State::Active && published_now(r);
     // A drill goes by the request and the record in etcd: in a pass without its answer
@@ -609,7 +710,12 @@ async fn read_lease(
         } else if rest == "/primary" {
             seen.primary = serde_json::from_str(&v).ok();
         } else if rest == drill::REQUEST {
-            seen.drill_request = Some(v);
+            // The token (the annotation's first word).
+            seen.drill_request = v.split_whitespace().next().map(str::to_string);
+        } else if rest == FAILOVER_REQUEST {
+            seen.failover_request = Some(v);
+        } else if rest == HANDOVER {
+            seen.handover = serde_json::from_str(&v).ok();
         } else if rest == drill::RECORD {
             seen.drill = serde_json::from_str(&v).ok();
         } else if let Some(name) = rest.strip_prefix("/members/")
@@ -728,16 +834,62 @@ async fn act(
             Ok(None)
         }
         Action::Resign => {
-            if let Some(f) = r.fencer.take() {
-                f.abort();
-            }
-            if let Some(t) = r.tenure.take() {
-                t.resign().await;
-            }
-            r.published = None;
+            resign(r).await;
             Ok(Some(vacant(r)))
         }
+        Action::HandOver => {
+            let (to, request) = r
+                .hand_over
+                .clone()
+                .ok_or("no failover request to carry out")?;
+            let t = r.tenure.as_ref().ok_or("the lease ran out")?;
+            let record = Handover {
+                request,
+                to: Some(to.clone()),
+                refused: None,
+                at: timestamp_now(),
+            };
+            let mut puts = vec![
+                (format!("{key}/active"), to.clone()),
+                (
+                    format!("{key}{HANDOVER}"),
+                    serde_json::to_string(&record).unwrap_or_default(),
+                ),
+            ];
+            // The fenced database's last position: the named region's data gate waits
+            // for its standby to have replayed all of it.
+            if let Some(conn) = view.conn.as_deref() {
+                let db = super::postgres::observe(conn, Duration::from_secs(1)).await;
+                if let Some(lsn) = db.current_lsn {
+                    let pr = PrimaryReport {
+                        member: member.to_string(),
+                        lsn,
+                    };
+                    puts.push((
+                        format!("{key}/primary"),
+                        serde_json::to_string(&pr).unwrap_or_default(),
+                    ));
+                }
+            }
+            t.put_all_fenced(&puts)
+                .await
+                .map_err(|e| format!("handing the lease over to {to}: {e}"))?;
+            resign(r).await;
+            r.hand_over = None;
+            Ok(None)
+        }
     }
+}
+
+/// Give the lease up (its fencer stopped first: the caller fenced, or had nothing to).
+async fn resign(r: &mut Regional) {
+    if let Some(f) = r.fencer.take() {
+        f.abort();
+    }
+    if let Some(t) = r.tenure.take() {
+        t.resign().await;
+    }
+    r.published = None;
 }
 
 /// A task that fences the own database (if any) once `tenure` may no longer act.
@@ -814,16 +966,166 @@ fn timestamp_now() -> i64 {
     now().0
 }
 
-/// Failover requests (`kubectl cutover failover`) are not carried out in the regional
-/// mode yet: each new one is answered (its token in `handledRequests`, which the CLI waits
-/// for) with a refusal the CLI reports. (Drill requests go to the holder: [`drill`].)
-fn refuse_requests(p: &FailoverPolicy, status: &mut FailoverPolicyStatus) -> Option<String> {
-    let v = super::new_request(p, requests::FAILOVER)?;
+/// A request (`kubectl cutover drill` or `failover`) made in this region's cluster, its
+/// annotation's value forwarded into etcd at `<key><suffix>` for the holder; its token
+/// once etcd has it (then it is marked handled here).
+async fn forward_request(
+    p: &FailoverPolicy,
+    r: &Regional,
+    key: &str,
+    annotation: &str,
+    suffix: &str,
+) -> Option<String> {
+    let v = super::new_request(p, annotation)?;
     let token = v.split_whitespace().next().unwrap_or_default().to_string();
-    status
-        .handled_requests
-        .insert(requests::FAILOVER.to_string(), token);
-    Some("failover refused: not in the regional mode (spec.coordination) yet; the lease moves when the active region fails or is cut off".into())
+    let c = r.coordinator.as_ref()?;
+    match c.put(&format!("{key}{suffix}"), &v).await {
+        Ok(_) => Some(token),
+        Err(e) => {
+            tracing::debug!(error = %e, request = annotation, "forwarding a request");
+            None
+        }
+    }
+}
+
+/// How long a handover keeps the other regions from campaigning: three lease TTLs and
+/// 5 s (the holder's clock against this one's). A region it named that has not taken the
+/// lease by then is waited for no longer.
+fn handover_window(ttl: Duration) -> i64 {
+    i64::try_from((ttl * 3).as_millis()).unwrap_or(i64::MAX) + 5_000
+}
+
+/// Every member as the holder sees it this pass: its own as observed, the others as
+/// their regions last reported them through etcd (a stale report is not healthy, and its
+/// member counts as down).
+fn member_views(
+    pass: &Pass<'_>,
+    own: usize,
+    view: &View,
+    data: Option<&DataObs>,
+    seen: &Seen,
+) -> (Vec<cutover_core::failover::MemberObs>, Vec<Counters>) {
+    let members = &pass.policy.spec.members;
+    let interval = pass.settings.interval;
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if i == own {
+                let obs = cutover_core::failover::MemberObs {
+                    name: m.name.clone(),
+                    healthy: view.health.is_ok(),
+                    reason: view.health.clone().err().unwrap_or_default(),
+                    data: data.cloned(),
+                };
+                return (obs, Counters::default());
+            }
+            let rep = seen
+                .reports
+                .iter()
+                .find(|(n, _)| n == &m.name)
+                .map(|(_, r)| r);
+            let fresh = rep.filter(|r| r.fresh(interval));
+            let obs = cutover_core::failover::MemberObs {
+                name: m.name.clone(),
+                healthy: fresh.is_some_and(|r| r.healthy && !r.down),
+                reason: match fresh {
+                    Some(r) => r.reason.clone().unwrap_or_default(),
+                    None => "its region's report is stale or missing".into(),
+                },
+                data: fresh.map(|r| DataObs {
+                    reachable: r.role.is_some(),
+                    standby: r.role.as_deref() == Some("standby"),
+                    lag_seconds: r.lag_seconds,
+                    lag_bytes: r.lag_bytes,
+                    ..DataObs::default()
+                }),
+            };
+            let counters = Counters {
+                down: fresh.is_none_or(|r| r.down),
+                ..Counters::default()
+            };
+            (obs, counters)
+        })
+        .unzip()
+}
+
+/// The holder's view for a failover request.
+struct Pending<'a> {
+    pass: &'a Pass<'a>,
+    own: usize,
+    view: &'a View,
+    data: Option<&'a DataObs>,
+    seen: &'a Seen,
+    key: &'a str,
+}
+
+impl Pending<'_> {
+    /// A failover request not answered yet: the member to hand the lease to (kept in `r`
+    /// for [`Action::HandOver`]), or `None` — none pending, or refused (the refusal
+    /// written next to the lease for every region to show, and an Event).
+    async fn take_up(
+        &self,
+        r: &mut Regional,
+        events: &mut Vec<(&'static str, String, bool)>,
+    ) -> Option<usize> {
+        r.hand_over = None;
+        let value = self.seen.failover_request.as_deref()?;
+        let req = FailoverRequest::parse(value);
+        if req.token.is_empty()
+            || self.seen.handover.as_ref().map(|h| h.request.as_str()) == Some(req.token)
+        {
+            return None;
+        }
+        let members = &self.pass.policy.spec.members;
+        let (obs, counters) = member_views(self.pass, self.own, self.view, self.data, self.seen);
+        let to = match req.to {
+            Some(n) => match members.iter().position(|m| m.name == n) {
+                Some(i) => Ok(Some(i)),
+                None => Err(format!("spec.members has no member {n}")),
+            },
+            None => Ok(None),
+        };
+        let target = to.and_then(|to| {
+            regional::handover_target(
+                &self.pass.settings.policy,
+                self.own,
+                to,
+                &obs,
+                &counters,
+                req.force,
+            )
+        });
+        match target {
+            Ok(t) => {
+                r.hand_over = Some((members[t].name.clone(), req.token.to_string()));
+                Some(t)
+            }
+            Err(why) => {
+                let record = Handover {
+                    request: req.token.to_string(),
+                    to: None,
+                    refused: Some(why.clone()),
+                    at: timestamp_now(),
+                };
+                let value = serde_json::to_string(&record).unwrap_or_default();
+                let written = match r.tenure.as_ref() {
+                    Some(t) => t
+                        .put_fenced(&format!("{}{HANDOVER}", self.key), &value)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("the lease ran out".into()),
+                };
+                match written {
+                    Ok(_) => {
+                        events.push(("FailoverRefused", format!("failover refused: {why}"), true))
+                    }
+                    Err(e) => tracing::debug!(error = %e, "writing a failover refusal"),
+                }
+                None
+            }
+        }
+    }
 }
 
 /// The status this region writes of the policy.
@@ -896,10 +1198,7 @@ fn build_status(
         }
         .to_string(),
     );
-    status.message = Some(match refuse_requests(p, &mut status) {
-        Some(refused) => format!("{refused}; {message}"),
-        None => message.clone(),
-    });
+    status.message = Some(message.clone());
     status.members = members
         .iter()
         .enumerate()

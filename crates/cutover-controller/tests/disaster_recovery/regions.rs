@@ -19,7 +19,8 @@
 //! expire, nobody is promoted, and east takes its lease back after); east lost whole
 //! (controller, etcd member, DNS server, router, pods, database primary): west takes over,
 //! clients get west's address, and every write acknowledged before the loss is on west's
-//! promoted database.
+//! promoted database. Then a world for east partitioned from the others, and one for a
+//! planned handover (`kubectl cutover failover --to west`) and a refused request back.
 
 use std::net::SocketAddr;
 
@@ -711,14 +712,6 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
     let (code, out, err) = cli(&west.kubeconfig, &w.bins, &w.west_ns, &["get", "fp"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Standby"), "{out}");
-    // A failover request is answered with a refusal that says why (not carried out in
-    // this mode yet), and moves nothing.
-    let (code, out, err) = cli(&kubeconfig, &w.bins, &east_ns, &["failover", "dr"]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        format!("{out}{err}").contains("regional mode"),
-        "{out}{err}"
-    );
     // A drill asked for in west's cluster: east, the holder, points the records at west
     // for verifySeconds and back; the lease and the databases stay; both clusters get
     // the report.
@@ -870,6 +863,70 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
     let _ = writes.finish().await;
 }
 
+/// A failover request (`kubectl cutover failover dr --to west`, asked in east's cluster)
+/// under write load: east fences its database and hands the lease to west, which promotes
+/// its standby and publishes; every acknowledged write is on west's promoted database.
+/// A request back to east is then refused (its database is a fenced old primary, not a
+/// standby), saying so, and moves nothing.
+async fn hand_over(w: &mut Regions, west: &West) {
+    let (east_c, east_ns) = (&w.front.client, w.front.name.clone());
+    let both = started(w, west).await;
+    let writes = DnsWrites::start(&both, w.entry_port, 4);
+    writes.wait_acked_by("east", 100, TIMEOUT).await;
+    let kubeconfig = cutover_test_support::kubeconfig().await;
+    let asked = Instant::now();
+    let (code, out, err) = cli(
+        &kubeconfig,
+        &w.bins,
+        &east_ns,
+        &["failover", "dr", "--to", "west", "--timeout", "1m"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("traffic on west"), "{out}");
+    wait_lease(&west.client, &w.west_ns, "Active", Some("west"), TIMEOUT).await;
+    wait_resolves(&both, &w.entries[WEST], TIMEOUT).await;
+    let first_west = writes.wait_acked_by("west", 50, TIMEOUT).await;
+    assert!(
+        !w.pair.standby().is_in_recovery().await,
+        "west's database was not promoted"
+    );
+    wait_lease(east_c, &east_ns, "Standby", Some("west"), TIMEOUT).await;
+    let (acknowledged, _) = writes.finish().await;
+    let present = ids_in(w.pair.standby()).await;
+    let lost = acknowledged
+        .iter()
+        .filter(|(id, _, _)| !present.contains(id))
+        .count();
+    assert_eq!(lost, 0, "acknowledged writes lost in the handover");
+    let started_ev = events(east_c, &east_ns, "FailoverStarted").await;
+    assert!(
+        started_ev
+            .iter()
+            .any(|m| m.contains("handed the lease to west")),
+        "{started_ev:?}"
+    );
+    println!(
+        "handover: first write acknowledged by west {:.2}s after the request; {} acknowledged, 0 lost",
+        first_west.saturating_duration_since(asked).as_secs_f64(),
+        acknowledged.len()
+    );
+    // Back to east, asked in west's cluster: refused, nothing moves.
+    let (code, out, err) = cli(
+        &west.kubeconfig,
+        &w.bins,
+        &w.west_ns,
+        &["failover", "dr", "--to", "east", "--timeout", "1m"],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("not a standby"),
+        "{out}{err}"
+    );
+    wait_lease(&west.client, &w.west_ns, "Active", Some("west"), TIMEOUT).await;
+    let refused = events(&west.client, &w.west_ns, "FailoverRefused").await;
+    assert!(!refused.is_empty(), "no FailoverRefused Event in west");
+}
+
 pub(super) async fn scenario_regions(west: &West) {
     let mut w = regions(west, "dr-regions", (91, 92), Standby::PilotLight).await;
     nothing_moves(&mut w, west).await;
@@ -906,6 +963,10 @@ pub(super) async fn scenario_regions(west: &West) {
     );
     assert_eq!(cut.moves, 1, "traffic moved more than once (or never)");
     assert_eq!(cut.split, 0, "writes accepted by two primaries");
+    drop(w);
+
+    let mut w = regions(west, "dr-handover", (79, 80), Standby::FullSize).await;
+    hand_over(&mut w, west).await;
 }
 
 /// `cargo xtask bench dr`: region losses and partitions, a fresh world for each trial.

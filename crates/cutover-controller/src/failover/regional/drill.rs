@@ -12,13 +12,13 @@
 //! add up to the TTL); without `spec.entry.url`, to the publication. **RPO** is the
 //! standby's replication lag behind the holder's position, as its region last reported it.
 
-use cutover_api::failover::{DnsEntry, DrillReport, DrillStatus, FailoverPolicy, Member};
+use cutover_api::failover::{DnsEntry, DrillReport, DrillStatus, Member};
 use cutover_core::failover::{Counters, DataObs, MemberObs, Memory};
 use serde::{Deserialize, Serialize};
 
-use super::{Regional, Seen, View, requests};
+use super::{Regional, Seen, View};
 use crate::clock::now;
-use crate::failover::{Context, Local, Pass, drill, finish_drill, new_request, publish};
+use crate::failover::{Context, Local, Pass, drill, finish_drill, publish};
 use crate::traffic::dns;
 
 /// The key, after the lease key, of the last drill request any region forwarded.
@@ -38,21 +38,6 @@ pub(super) struct Record {
     /// The last drill's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<DrillReport>,
-}
-
-/// A drill request made in this region's cluster, forwarded into etcd for the holder;
-/// its token once etcd has it (then it is marked handled here).
-pub(super) async fn forward_request(p: &FailoverPolicy, r: &Regional, key: &str) -> Option<String> {
-    let v = new_request(p, requests::DRILL)?;
-    let token = v.split_whitespace().next().unwrap_or_default().to_string();
-    let c = r.coordinator.as_ref()?;
-    match c.put(&format!("{key}{REQUEST}"), &token).await {
-        Ok(_) => Some(token),
-        Err(e) => {
-            tracing::debug!(error = %e, "forwarding a drill request");
-            None
-        }
-    }
 }
 
 /// `url` with its host replaced by `m`'s first entry address.
@@ -80,53 +65,9 @@ pub(super) struct Holder<'a> {
 }
 
 impl Holder<'_> {
-    /// The other members as their regions last reported them (a stale report is not
-    /// healthy), this one as observed.
+    /// The other members as their regions last reported them, this one as observed.
     fn members(&self) -> (Vec<MemberObs>, Vec<Counters>) {
-        let members = &self.pass.policy.spec.members;
-        let interval = self.pass.settings.interval;
-        members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                if i == self.own {
-                    let obs = MemberObs {
-                        name: m.name.clone(),
-                        healthy: self.view.health.is_ok(),
-                        reason: self.view.health.clone().err().unwrap_or_default(),
-                        data: self.data.cloned(),
-                    };
-                    return (obs, Counters::default());
-                }
-                let rep = self
-                    .seen
-                    .reports
-                    .iter()
-                    .find(|(n, _)| n == &m.name)
-                    .map(|(_, r)| r);
-                let fresh = rep.filter(|r| r.fresh(interval));
-                let obs = MemberObs {
-                    name: m.name.clone(),
-                    healthy: fresh.is_some_and(|r| r.healthy && !r.down),
-                    reason: match fresh {
-                        Some(r) => r.reason.clone().unwrap_or_default(),
-                        None => "its region's report is stale or missing".into(),
-                    },
-                    data: fresh.map(|r| DataObs {
-                        reachable: r.role.is_some(),
-                        standby: r.role.as_deref() == Some("standby"),
-                        lag_seconds: r.lag_seconds,
-                        lag_bytes: r.lag_bytes,
-                        ..DataObs::default()
-                    }),
-                };
-                let counters = Counters {
-                    down: fresh.is_none_or(|r| r.down),
-                    ..Counters::default()
-                };
-                (obs, counters)
-            })
-            .unzip()
+        super::member_views(self.pass, self.own, self.view, self.data, self.seen)
     }
 
     /// Advance the drill: start one when asked or due, move the records as it says, write
