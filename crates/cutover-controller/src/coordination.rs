@@ -108,7 +108,8 @@ impl Settings {
         if self.ttl < Duration::from_secs(2) || self.ttl.subsec_nanos() != 0 {
             return bad("ttl: a whole number of seconds, at least 2 (etcd's minimum)");
         }
-        // Renewals every third of the TTL; the margin and one request must fit in between.
+        // Renewals every sixth of the TTL, retried within it; the margin and one request
+        // must fit well inside the standing.
         if self.fence_margin + self.request_timeout >= self.ttl * 2 / 3 {
             return bad("fenceMargin: with one request it must take less than two thirds of ttl");
         }
@@ -174,9 +175,6 @@ impl Standing {
 /// A candidate for the key, connected to etcd.
 pub struct Coordinator {
     client: Client,
-    /// A client of the own region's member alone (the first endpoint), for what concerns
-    /// that member: whether it leads the etcd cluster.
-    own: Client,
     settings: Settings,
 }
 
@@ -196,63 +194,13 @@ impl Coordinator {
             .with_connect_timeout(settings.request_timeout)
             .with_timeout(settings.request_timeout)
             .with_keep_alive(settings.request_timeout, settings.request_timeout);
-        let failed = |source| Error::Etcd {
-            endpoints: settings.endpoints(),
-            source,
-        };
-        let client = Client::connect(&settings.endpoints, Some(options.clone()))
+        let client = Client::connect(&settings.endpoints, Some(options))
             .await
-            .map_err(failed)?;
-        let own = if settings.endpoints.len() == 1 {
-            client.clone()
-        } else {
-            Client::connect(&settings.endpoints[..1], Some(options))
-                .await
-                .map_err(failed)?
-        };
-        Ok(Self {
-            client,
-            own,
-            settings,
-        })
-    }
-
-    /// Whether the own region's member (the first endpoint) leads the etcd cluster now.
-    pub async fn leads(&self) -> Result<bool, Error> {
-        let mut own = self.own.clone();
-        let status = call(&self.settings, own.status()).await?;
-        let me = status.header().map_or(0, |h| h.member_id());
-        Ok(me != 0 && status.leader() == me)
-    }
-
-    /// Hands the etcd cluster's leadership to another member if the own region's member
-    /// has it; returns the new leader's name. The holder calls it: were the active region
-    /// lost with the etcd leader in it, the survivors would first elect a leader, and a
-    /// new leader starts every lease's TTL afresh (plus an election timeout: without lease
-    /// checkpoints etcd does not know how much of a TTL was left), so the lost holder's
-    /// lease would run out an election and a whole TTL after the loss instead of at most
-    /// a TTL after its last renewal. A learner or a member not started is not chosen; of
-    /// the others the first by name.
-    pub async fn lead_elsewhere(&self) -> Result<Option<String>, Error> {
-        let s = &self.settings;
-        let mut own = self.own.clone();
-        let status = call(s, own.status()).await?;
-        let me = status.header().map_or(0, |h| h.member_id());
-        if me == 0 || status.leader() != me {
-            return Ok(None);
-        }
-        let list = call(s, own.member_list()).await?;
-        let Some(to) = list
-            .members()
-            .iter()
-            .filter(|m| m.id() != me && !m.is_learner() && !m.client_urls().is_empty())
-            .min_by(|a, b| a.name().cmp(b.name()))
-        else {
-            return Ok(None);
-        };
-        call(s, own.move_leader(to.id())).await?;
-        info!(to = %to.name(), "moved the etcd leadership off this region's member");
-        Ok(Some(to.name().to_string()))
+            .map_err(|source| Error::Etcd {
+                endpoints: settings.endpoints(),
+                source,
+            })?;
+        Ok(Self { client, settings })
     }
 
     /// The settings it runs with.
@@ -557,13 +505,16 @@ impl Drop for Tenure {
     }
 }
 
-/// Keeps the lease alive every third of the TTL and publishes each acknowledged renewal;
-/// a renewal that is not acknowledged within the request timeout is retried at once (after
-/// [`RETRY_PAUSE`]) on a new stream, not a third of the TTL later, so that one lost
-/// keep-alive on a flapping link does not use up the standing. Ends when etcd says the
-/// lease is gone (TTL 0) or the standing has run out.
+/// Keeps the lease alive every sixth of the TTL and publishes each acknowledged renewal;
+/// a renewal that is not acknowledged within half the request timeout is retried at once
+/// (after [`RETRY_PAUSE`]) on a new stream, not a sixth of the TTL later. The standing
+/// (three quarters of the TTL after an acknowledged renewal was sent) thus spans some six
+/// tries: a link that drops for a moment again and again (each outage stretched by TCP's
+/// retransmission backoff on the way from the own member to the etcd leader) still lets
+/// one through. Ends when etcd says the lease is gone (TTL 0) or the standing has run out.
 async fn renew(client: Client, s: Settings, lease_id: i64, tx: watch::Sender<Standing>) {
-    let every = s.ttl / 3;
+    let every = s.ttl / 6;
+    let timeout = s.request_timeout / 2;
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     let mut next = Instant::now() + every;
     loop {
@@ -573,7 +524,7 @@ async fn renew(client: Client, s: Settings, lease_id: i64, tx: watch::Sender<Sta
             return;
         }
         let sent = Instant::now();
-        let answer = tokio::time::timeout(s.request_timeout, async {
+        let answer = tokio::time::timeout(timeout, async {
             if stream.is_none() {
                 let mut lease = client.lease_client();
                 stream = Some(lease.keep_alive(lease_id).await?);

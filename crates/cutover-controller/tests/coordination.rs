@@ -280,60 +280,6 @@ async fn a_lost_region_hands_the_lease_over() {
     eprintln!("east lost -> west holds the lease after {:?}", taken - lost);
 }
 
-/// Waits until exactly one of `regions` says its own member leads etcd; returns its index.
-async fn leader_among(regions: &[&Coordinator], within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut leading = Vec::new();
-        for (i, c) in regions.iter().enumerate() {
-            if c.leads().await.unwrap_or(false) {
-                leading.push(i);
-            }
-        }
-        if let [one] = leading[..] {
-            return one;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no single etcd leader: {leading:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test]
-async fn the_holder_moves_the_etcd_leadership_off_its_own_member() {
-    let (etcd, east, west) = regions("leader").await;
-    let witness = candidate(&etcd, WITNESS, "witness").await;
-    let all = [&east, &west, &witness];
-    let names = ["east", "west", "witness"];
-    let first = leader_among(&all, TTL).await;
-    // A member that does not lead moves nothing.
-    for (i, c) in all.iter().enumerate() {
-        if i != first {
-            assert_eq!(c.lead_elsewhere().await.expect("etcd answers"), None);
-        }
-    }
-    assert_eq!(leader_among(&all, TTL).await, first);
-    // The leader's region hands it on: to the first other member by name, which then leads.
-    let to = all[first]
-        .lead_elsewhere()
-        .await
-        .expect("etcd answers")
-        .expect("the leadership moved");
-    let expected = names
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != first)
-        .map(|(_, n)| *n)
-        .min()
-        .unwrap_or_default();
-    assert_eq!(to, expected);
-    let now = leader_among(&all, TTL).await;
-    assert_eq!(names[now], expected);
-    assert!(!all[first].leads().await.expect("etcd answers"));
-}
-
 #[tokio::test]
 async fn without_a_quorum_the_holder_fences_and_nobody_takes_over() {
     let (etcd, east, west) = regions("quorum").await;

@@ -72,9 +72,6 @@ pub(crate) struct Regional {
     routed: Option<usize>,
     /// The drill record as this region last wrote it.
     drill_written: Option<drill::Record>,
-    /// When this region, holding the lease, last made sure the etcd leader is not its own
-    /// member.
-    leader_checked: Option<Instant>,
     /// The member the last holder made active, as etcd last answered.
     known_active: Option<usize>,
     /// A failover request accepted this pass: (the member to hand the lease to, the
@@ -464,9 +461,6 @@ pub(super) async fn pass(
     }
     after_actions(r, &lease);
     report(r, &key, &member, &view, data.as_ref(), &plan).await;
-    if plan.state == State::Active && published_now(r) {
-        lead_elsewhere(r, ttl).await;
-    }
     if plan.state != State::Active && !r.endpoint_cleared {
         match dns::delete_endpoint(&ctx.client, p).await {
             Ok(()) => r.endpoint_cleared = true,
@@ -528,21 +522,6 @@ pub(super) async fn pass(
     );
     write_status(ctx, p, &status, local).await?;
     Ok(interval)
-}
-
-/// The holder keeps the etcd leadership out of its own region (checked once a lease TTL):
-/// losing the region then costs no etcd election, which would start its lease's TTL afresh.
-async fn lead_elsewhere(r: &mut Regional, ttl: Duration) {
-    if r.leader_checked.is_some_and(|t| t.elapsed() < ttl) {
-        return;
-    }
-    let Some(c) = r.coordinator.as_ref() else {
-        return;
-    };
-    r.leader_checked = Some(Instant::now());
-    if let Err(e) = c.lead_elsewhere().await {
-        tracing::debug!(error = %e, "moving the etcd leadership off this region's member");
-    }
 }
 
 /// Whether the region ahead of this one for a vacant lease (the last active member's) is

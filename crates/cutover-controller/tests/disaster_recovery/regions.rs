@@ -801,7 +801,8 @@ async fn nothing_moves(w: &mut Regions, west: &West) {
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert!(
             w.pair.standby().is_in_recovery().await,
-            "west was promoted: east's link flapping"
+            "west was promoted: east's link flapping; east's etcd member:\n{}",
+            w.etcd.log_tail(EAST)
         );
     }
     w.etcd.wait_serving(EAST, Duration::from_secs(10)).await;
