@@ -498,10 +498,14 @@ fn best_candidate(
 ) -> Option<usize> {
     (0..input.members.len()).find(|&i| {
         i != active
-            && input.members[i].healthy
-            && !memory.counters.get(i).is_some_and(|c| c.down)
+            && is_up(&input.members, &memory.counters, i)
             && (ignore_gate || data_gate(&input.policy, &input.members[i]).is_ok())
     })
+}
+
+/// Member `i` passed this pass's checks and is not counted down: one a move may go to.
+pub fn is_up(members: &[MemberObs], counters: &[Counters], i: usize) -> bool {
+    members.get(i).is_some_and(|m| m.healthy) && !counters.get(i).is_some_and(|c| c.down)
 }
 
 /// What kind of move.

@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use crate::failover::{Counters, DataObs, MemberObs, Policy, count, data_gate};
+use crate::failover::{Counters, DataObs, MemberObs, Policy, count, data_gate, is_up};
 use crate::release::Timestamp;
 
 /// The lease as this region sees it this pass.
@@ -379,9 +379,7 @@ pub fn handover_target(
     counters: &[Counters],
     force: bool,
 ) -> Result<usize, String> {
-    let up = |i: usize| {
-        members.get(i).is_some_and(|m| m.healthy) && !counters.get(i).is_some_and(|c| c.down)
-    };
+    let up = |i: usize| is_up(members, counters, i);
     let name = |i: usize| {
         members
             .get(i)

@@ -283,14 +283,11 @@ pub fn relay(listener: tokio::net::TcpListener, target: SocketAddr) -> Task {
     }))
 }
 
-/// A TCP listener on `addr` in `region` (on the host when `None`), for tokio.
-pub fn listen(region: Option<&Region>, addr: SocketAddr) -> tokio::net::TcpListener {
-    let bind = || {
-        let l = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
-        l.set_nonblocking(true).expect("a non-blocking listener");
-        l
-    };
-    tokio::net::TcpListener::from_std(within(region, bind)).expect("a tokio listener")
+/// A TCP listener on the host's `addr`, for tokio.
+fn listen(addr: SocketAddr) -> tokio::net::TcpListener {
+    let l = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+    l.set_nonblocking(true).expect("a non-blocking listener");
+    tokio::net::TcpListener::from_std(l).expect("a tokio listener")
 }
 
 /// A copy of the kubeconfig at `kubeconfig` (written as `name` in the fabric's folder,
@@ -316,7 +313,7 @@ pub fn kubeconfig_for_regions(fabric: &Fabric, kubeconfig: &Path, name: &str) ->
         target_host.parse().expect("the server is an IP address"),
         server.port_or_known_default().expect("a server port"),
     );
-    let listener = listen(None, SocketAddr::new(IpAddr::V4(fabric.host), 0));
+    let listener = listen(SocketAddr::new(IpAddr::V4(fabric.host), 0));
     let port = listener.local_addr().expect("the relay's address").port();
     let task = relay(listener, target);
     cluster.server = Some(format!("https://{}:{port}", fabric.host));

@@ -23,7 +23,7 @@ use cutover_api::failover::{
 use cutover_api::k8s_openapi::api::core::v1::ConfigMap;
 use cutover_api::kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use cutover_api::kube::{Api, Resource as _, ResourceExt as _};
-use cutover_core::failover::{Event, MemberObs, Memory};
+use cutover_core::failover::{Event, MemberObs, Memory, is_up};
 use cutover_core::release::Timestamp;
 use serde_json::json;
 
@@ -191,9 +191,8 @@ pub(crate) fn step(i: &Inputs<'_>, status: &mut FailoverPolicyStatus, local: &mu
             config_map: None,
         };
         let active_down = i.memory.counters.get(active).is_some_and(|c| c.down);
-        let target = (0..i.members.len()).find(|&m| {
-            m != active && i.members[m].healthy && !i.memory.counters.get(m).is_some_and(|c| c.down)
-        });
+        let target =
+            (0..i.members.len()).find(|&m| m != active && is_up(i.members, &i.memory.counters, m));
         let refusal = if i.memory.moving.is_some() {
             Some("a move is under way".to_string())
         } else if active_down || !i.members.get(active).is_some_and(|m| m.healthy) {

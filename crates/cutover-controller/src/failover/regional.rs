@@ -76,7 +76,7 @@ pub(crate) struct Regional {
     known_active: Option<usize>,
     /// A failover request accepted this pass: (the member to hand the lease to, the
     /// request's token).
-    hand_over: Option<(String, String)>,
+    hand_over: Option<(usize, String)>,
 }
 
 /// A region's report of its own member, at `<key>/members/<member>`.
@@ -328,7 +328,8 @@ pub(super) async fn pass(
     let ready = ready_pods >= needed.max(1);
     // A failover request reaches the holder through etcd: carried out (the lease handed
     // over) or refused, once.
-    let hand_over_to = if lease == Lease::Held && seen.answered {
+    r.hand_over = None;
+    if lease == Lease::Held && seen.answered {
         let pending = Pending {
             pass: &pass,
             own,
@@ -337,10 +338,9 @@ pub(super) async fn pass(
             seen: &seen,
             key: &key,
         };
-        pending.take_up(r, &mut events).await
-    } else {
-        None
-    };
+        pending.take_up(r, &mut events).await;
+    }
+    let hand_over_to = r.hand_over.as_ref().map(|(to, _)| *to);
     let handed_to = seen
         .handover
         .as_ref()
@@ -821,6 +821,7 @@ async fn act(
                 .hand_over
                 .clone()
                 .ok_or("no failover request to carry out")?;
+            let to = p.spec.members[to].name.clone();
             let t = r.tenure.as_ref().ok_or("the lease ran out")?;
             let record = Handover {
                 request,
@@ -1040,21 +1041,19 @@ struct Pending<'a> {
 }
 
 impl Pending<'_> {
-    /// A failover request not answered yet: the member to hand the lease to (kept in `r`
-    /// for [`Action::HandOver`]), or `None` — none pending, or refused (the refusal
-    /// written next to the lease for every region to show, and an Event).
-    async fn take_up(
-        &self,
-        r: &mut Regional,
-        events: &mut Vec<(&'static str, String, bool)>,
-    ) -> Option<usize> {
-        r.hand_over = None;
-        let value = self.seen.failover_request.as_deref()?;
+    /// A failover request not answered yet: accepted (the member to hand the lease to
+    /// and the request's token kept in `r.hand_over` for [`Action::HandOver`]), or
+    /// refused (the refusal written next to the lease for every region to show, and an
+    /// Event).
+    async fn take_up(&self, r: &mut Regional, events: &mut Vec<(&'static str, String, bool)>) {
+        let Some(value) = self.seen.failover_request.as_deref() else {
+            return;
+        };
         let req = FailoverRequest::parse(value);
         if req.token.is_empty()
             || self.seen.handover.as_ref().map(|h| h.request.as_str()) == Some(req.token)
         {
-            return None;
+            return;
         }
         let members = &self.pass.policy.spec.members;
         let (obs, counters) = member_views(self.pass, self.own, self.view, self.data, self.seen);
@@ -1076,10 +1075,7 @@ impl Pending<'_> {
             )
         });
         match target {
-            Ok(t) => {
-                r.hand_over = Some((members[t].name.clone(), req.token.to_string()));
-                Some(t)
-            }
+            Ok(t) => r.hand_over = Some((t, req.token.to_string())),
             Err(why) => {
                 let record = Handover {
                     request: req.token.to_string(),
@@ -1101,7 +1097,6 @@ impl Pending<'_> {
                     }
                     Err(e) => tracing::debug!(error = %e, "writing a failover refusal"),
                 }
-                None
             }
         }
     }

@@ -39,20 +39,12 @@ const WEST: usize = 1;
 const WITNESS: usize = 2;
 const HOST: &str = "www.shop.test";
 
-/// The ready addresses of Service `shop`'s pods in `ns` (empty when it has none or the
-/// API does not answer).
-async fn ready_pods(client: &Client, ns: &str) -> Vec<SocketAddr> {
+/// How many ready pods Service `shop` in `ns` has (0 when the API does not answer).
+async fn ready_pods(client: &Client, ns: &str) -> usize {
     let eps = cutover_controller::endpoint_mirror::read(client, ns, "shop", 80, "http").await;
     match eps {
-        Ok(eps) if eps.target_port > 0 => {
-            let port = u16::try_from(eps.target_port).expect("a port");
-            eps.addresses
-                .iter()
-                .filter_map(|a| a.parse().ok())
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect()
-        }
-        _ => Vec::new(),
+        Ok(eps) if eps.target_port > 0 => eps.addresses.len(),
+        _ => 0,
     }
 }
 
@@ -60,7 +52,7 @@ async fn ready_pods(client: &Client, ns: &str) -> Vec<SocketAddr> {
 async fn wait_ready_pods(client: &Client, ns: &str, n: usize, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let got = ready_pods(client, ns).await.len();
+        let got = ready_pods(client, ns).await;
         if got == n {
             return;
         }

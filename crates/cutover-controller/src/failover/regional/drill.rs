@@ -13,7 +13,7 @@
 //! standby's replication lag behind the holder's position, as its region last reported it.
 
 use cutover_api::failover::{DnsEntry, DrillReport, DrillStatus, Member};
-use cutover_core::failover::{Counters, DataObs, MemberObs, Memory};
+use cutover_core::failover::{DataObs, Memory};
 use serde::{Deserialize, Serialize};
 
 use super::{Regional, Seen, View};
@@ -65,11 +65,6 @@ pub(super) struct Holder<'a> {
 }
 
 impl Holder<'_> {
-    /// The other members as their regions last reported them, this one as observed.
-    fn members(&self) -> (Vec<MemberObs>, Vec<Counters>) {
-        super::member_views(self.pass, self.own, self.view, self.data, self.seen)
-    }
-
     /// Advance the drill: start one when asked or due, move the records as it says, write
     /// the report when it is done, and the record for the other regions.
     pub async fn step(
@@ -93,7 +88,8 @@ impl Holder<'_> {
     ) -> Result<(), String> {
         let p = self.pass.policy;
         let names: Vec<String> = p.spec.members.iter().map(|m| m.name.clone()).collect();
-        let (obs, counters) = self.members();
+        let (obs, counters) =
+            super::member_views(self.pass, self.own, self.view, self.data, self.seen);
         // The member the records point at stands for the active one: a drill moves them
         // away and back, as the front mode moves its route.
         let memory = Memory {
@@ -190,7 +186,7 @@ impl Holder<'_> {
             .await
             .map_err(|e| format!("pointing the DNS records at {}: {e}", m.name))?;
         r.routed = Some(to);
-        tracing::info!(policy = %p.metadata.name.as_deref().unwrap_or_default(), to = %m.name, "drill: the entry's records point at {}", m.name);
+        tracing::info!(to = %m.name, "drill: the entry's records point at {}", m.name);
         if let Err(e) = dns::apply_endpoint(&ctx.client, p, self.entry, &m.entry_addresses).await {
             tracing::info!(error = %e, "DNSEndpoint not written");
         }
